@@ -1,0 +1,1 @@
+"""resnet_jax: residual networks and their plain twins in JAX/Flax."""
