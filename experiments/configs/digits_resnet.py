@@ -1,0 +1,32 @@
+"""A CIFAR-style ResNet-20 on the 1,797 real handwritten digits scikit-learn ships (32x32x3).
+
+  python experiments/train.py --config experiments/configs/digits_resnet.py --workdir runs/digits
+
+Real data nobody here made, with no download. Reaches about 0.97 test accuracy in 30
+epochs (a few minutes on a 2-core CPU).
+"""
+from resnet_jax.train.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.model = 'cifar_resnet20'
+  config.layout = 'torchvision'
+  config.num_classes = 10
+  config.dataset = 'digits'
+  config.image_size = 32
+  config.preprocess = 'standardize'
+  config.augment.crop_padding = 2
+  config.optimizer = 'sgd'
+  config.learning_rate = 0.1
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = 1e-4
+  config.schedule = 'warmup_cosine'
+  config.warmup_epochs = 1.0
+  config.batch_size = 64
+  config.num_epochs = 30
+  config.steps_per_dispatch = 21  # One epoch of 1,437 // 64 steps.
+  config.log_every_steps = 21
+  config.checkpoint_every_steps = 210
+  return config

@@ -1,0 +1,88 @@
+"""Trains a model from a config file, resuming from --workdir if it holds a run.
+
+  python experiments/train.py                       # ResNet-50 on SIGNS (the main job)
+  python experiments/train.py --config experiments/configs/digits_resnet.py \
+      --workdir runs/digits --config.num_epochs=5
+
+Errors of the library (bad config, data, checkpoint) are printed as one message and exit
+with code 2; --debug shows the traceback. SIGTERM/SIGINT save a checkpoint and exit 0.
+"""
+import logging
+import os
+import sys
+import traceback
+
+# Runnable as `python experiments/train.py` from a checkout without installing.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
+                              'signs_resnet50.py')
+_CONFIG = config_flags.DEFINE_config_file('config', DEFAULT_CONFIG,
+                                          'Path to a config file; override fields with '
+                                          '--config.field=value.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go '
+                               '(default: runs/<config file name>).')
+_DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks of configuration and data errors.')
+
+
+def setup_logging() -> None:
+  """Our INFO lines on stderr; the checkpoint library's chatter only from WARNING up."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter('%(levelname)s %(name)s: %(message)s'))
+  ours = logging.getLogger('resnet_jax')
+  ours.setLevel(logging.INFO)
+  ours.addHandler(handler)
+  ours.propagate = False
+
+
+def default_workdir(config_path: str) -> str:
+  name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
+  return os.path.join('runs', name)
+
+
+def summary(result: dict) -> str:
+  """The closing summary printed on stdout."""
+  lines = ['', '== summary ==']
+  if result.get('preempted'):
+    lines.append(f"stopped by a signal at step {result['step']}; rerun the same command "
+                 'to continue')
+  for key, label in (('step', 'steps'), ('epoch', 'epochs'), ('train_loss', 'train loss'),
+                     ('train_accuracy', 'train accuracy'), ('eval_loss', 'test loss'),
+                     ('eval_accuracy', 'test accuracy')):
+    if key in result:
+      value = result[key]
+      lines.append(f'{label:>16}: {value:.4f}' if isinstance(value, float) and key not in (
+          'step',) else f'{label:>16}: {value}')
+  if result.get('resumed_from') is not None:
+    lines.append(f"{'resumed from':>16}: step {result['resumed_from']}")
+  lines.append(f"{'data':>16}: {result.get('data_source')}")
+  lines.append(f"{'checkpoint':>16}: {result.get('checkpoint')}")
+  lines.append(f"{'workdir':>16}: {result.get('workdir')}")
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  setup_logging()
+  from resnet_jax.errors import ResNetJaxError
+  from resnet_jax.train import train_and_evaluate
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
+  try:
+    result = train_and_evaluate(_CONFIG.value, workdir)
+  except ResNetJaxError as error:
+    if _DEBUG.value:
+      traceback.print_exc()
+    print(f'error: {type(error).__name__}: {error}', file=sys.stderr)
+    return 2
+  print(summary(result))
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)

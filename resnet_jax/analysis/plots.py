@@ -1,0 +1,122 @@
+"""Figures of a residual-against-plain sweep (matplotlib, headless Agg backend).
+
+`plot_training_error` draws He et al. (2015), Figure 6: training error against
+iterations, plain networks on the left and residual networks on the right, one
+curve per depth (dashed: training error, bold: test error, both mean over seeds).
+`plot_gradient_flow` draws the per-stage gradient norm at initialisation and
+at later snapshots, plain against residual.
+"""
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+from resnet_jax.analysis.gradient_flow import stage_gradient_norms  # pylint: disable=g-import-not-at-top
+from resnet_jax.analysis.results import describe_model  # pylint: disable=g-import-not-at-top
+
+_KINDS = ('plain', 'residual')
+
+
+def mean_curve(runs, records_key, value_fn):
+  """(steps, values): the mean over `runs` of value_fn(record) at the steps every run logged."""
+  per_run = [{r['step']: value_fn(r) for r in run[records_key]} for run in runs]
+  if not per_run:
+    return [], []
+  steps = sorted(set.intersection(*(set(p) for p in per_run)))
+  return steps, [sum(p[s] for p in per_run) / len(per_run) for s in steps]
+
+
+def _group_by_model(runs):
+  groups = {}
+  for run in runs:
+    groups.setdefault(run['model'], []).append(run)
+  return groups
+
+
+def _save(fig, path):
+  """Saves through a temporary file, so a failed plot never replaces a good one."""
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=120, bbox_inches='tight')
+  os.replace(tmp, path)
+  plt.close(fig)
+
+
+def plot_training_error(runs, path, title=None):
+  """Writes the Figure-6-style training-error figure of `runs` (from collect_runs) to `path`."""
+  groups = _group_by_model(runs)
+  depths = sorted({describe_model(m)[1] for m in groups})
+  colors = {d: plt.get_cmap('viridis')(i / max(1, len(depths) - 1) * 0.85) for i, d in enumerate(depths)}
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+  for ax, kind in zip(axes, _KINDS):
+    for model in sorted(groups, key=lambda m: describe_model(m)[1]):
+      model_kind, depth = describe_model(model)
+      if model_kind != kind:
+        continue
+      steps, train_error = mean_curve(groups[model], 'train', lambda r: 100 * (1 - r['train_accuracy']))
+      ax.plot(steps, train_error, '--', color=colors[depth], linewidth=1.0)
+      eval_steps, test_error = mean_curve(groups[model], 'evals', lambda r: 100 * (1 - r['eval_accuracy']))
+      ax.plot(eval_steps, test_error, '-', color=colors[depth], linewidth=2.0,
+              label=f'{kind}-{depth} ({len(groups[model])} seeds)')
+    ax.set_title(f'{kind} networks')
+    ax.set_xlabel('iterations')
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(loc='upper right', fontsize=8)
+  axes[0].set_ylabel('error (%)   dashed: training, bold: test')
+  if title:
+    fig.suptitle(title)
+  _save(fig, path)
+  return path
+
+
+def mean_stage_norms(runs):
+  """{step: {stage: mean over runs of the stage's gradient norm}} at the steps every run probed."""
+  per_run = []
+  for run in runs:
+    per_run.append({snap['step']: stage_gradient_norms(snap['layers']) for snap in run['gradient_flow']})
+  if not per_run:
+    return {}
+  steps = sorted(set.intersection(*(set(p) for p in per_run)))
+  out = {}
+  for step in steps:
+    stages = list(per_run[0][step])
+    out[step] = {s: sum(p[step][s] for p in per_run) / len(per_run) for s in stages}
+  return out
+
+
+def plot_gradient_flow(runs, path, title=None):
+  """Writes per-stage gradient norms (one panel per snapshot step) of `runs` to `path`.
+
+  Plain networks are dashed, residual networks solid; colour is depth. The
+  y axis is logarithmic, since vanishing gradients are a matter of factors.
+  """
+  groups = {m: mean_stage_norms(rs) for m, rs in _group_by_model(runs).items()}
+  groups = {m: g for m, g in groups.items() if g}
+  steps = sorted(set().union(*(set(g) for g in groups.values()))) if groups else []
+  depths = sorted({describe_model(m)[1] for m in groups})
+  colors = {d: plt.get_cmap('viridis')(i / max(1, len(depths) - 1) * 0.85) for i, d in enumerate(depths)}
+  fig, axes = plt.subplots(1, max(1, len(steps)), figsize=(4 * max(1, len(steps)), 4), sharey=True,
+                           squeeze=False)
+  for ax, step in zip(axes[0], steps):
+    for model in sorted(groups, key=lambda m: (describe_model(m)[0], describe_model(m)[1])):
+      if step not in groups[model]:
+        continue
+      kind, depth = describe_model(model)
+      stages = groups[model][step]
+      ax.plot(range(len(stages)), list(stages.values()), '--' if kind == 'plain' else '-',
+              marker='o', color=colors[depth], label=f'{kind}-{depth}')
+      ax.set_xticks(range(len(stages)), list(stages), rotation=30)
+    ax.set_yscale('log')
+    ax.set_title('initialisation' if step == 0 else f'iteration {step}')
+    ax.grid(alpha=0.3, which='both')
+  axes[0][0].set_ylabel('gradient norm per layer (RMS over stage)')
+  if steps:
+    axes[0][0].legend(fontsize=8)
+  else:
+    axes[0][0].text(0.5, 0.5, 'no gradient-flow snapshots', ha='center', transform=axes[0][0].transAxes)
+  if title:
+    fig.suptitle(title)
+  _save(fig, path)
+  return path

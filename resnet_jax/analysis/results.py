@@ -1,0 +1,217 @@
+"""Results of a residual-against-plain sweep: runs on disk -> rows -> tables.
+
+A sweep's work directory holds one ordinary training run per (model, seed):
+
+  <workdir>/<model>/seed<k>/metrics.jsonl        written by the training loop
+  <workdir>/<model>/seed<k>/result.json          written last, when the run is done
+  <workdir>/<model>/seed<k>/gradient_flow.json   per-layer gradient norms (optional)
+
+`collect_runs` reads the finished runs, `summarize` averages them over seeds
+(one row per model) and `write_results` writes results.csv and results.md.
+"""
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+
+from resnet_jax.errors import DatasetError
+
+RESULT_FILE = 'result.json'
+METRICS_FILE = 'metrics.jsonl'
+GRADIENT_FLOW_FILE = 'gradient_flow.json'
+
+_MODEL_NAME = re.compile(r'(plain|resnet)(\d+)$')
+
+
+def describe_model(name):
+  """('plain' | 'residual', depth) of a model name such as 'cifar_plain56' or 'resnet50'."""
+  match = _MODEL_NAME.search(name)
+  if not match:
+    raise ValueError(f'model name {name!r}: expected a name ending in plain<depth> or resnet<depth>')
+  kind = 'plain' if match.group(1) == 'plain' else 'residual'
+  return kind, int(match.group(2))
+
+
+def write_text_atomic(path, text):
+  """Writes `text` to `path` through a temporary file, so a crash never leaves half a file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path), suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json_atomic(path, obj):
+  write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + '\n')
+
+
+def read_metrics(path):
+  """Training and evaluation histories of one run's metrics.jsonl.
+
+  A resumed run may log a step twice (it restarts from its last checkpoint);
+  the later record wins.
+
+  Returns:
+    (train, evals): lists of records sorted by step; train records carry
+    'train_loss' and 'train_accuracy', eval records 'eval_loss' and 'eval_accuracy'.
+  """
+  train, evals = {}, {}
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DatasetError(f'{path} line {number}: expected a JSON object, found {line[:80]!r} ({e})') from e
+      if 'step' not in record:
+        continue
+      if 'train_accuracy' in record:
+        train[int(record['step'])] = record
+      if 'eval_accuracy' in record:
+        evals[int(record['step'])] = record
+  return [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
+
+
+def final_training_metrics(train_records, final_fraction=0.1):
+  """(loss, error) averaged over the records of the last `final_fraction` of training.
+
+  One logged batch is noisy; the last tenth of the run is what 'ends with'
+  means in a comparison of final training error.
+  """
+  if not train_records:
+    return math.nan, math.nan
+  last = train_records[-1]['step']
+  first = last - final_fraction * last
+  window = [r for r in train_records if r['step'] >= first] or train_records[-1:]
+  loss = sum(float(r['train_loss']) for r in window) / len(window)
+  error = sum(1.0 - float(r['train_accuracy']) for r in window) / len(window)
+  return loss, error
+
+
+def collect_runs(workdir, final_fraction=0.1):
+  """All finished runs under `workdir` (those with a result.json), sorted by model and seed.
+
+  Each run is a dict: model, kind, depth, seed, params, time_s, train_loss,
+  train_error, test_accuracy, train (records), evals (records), gradient_flow
+  (the snapshots of gradient_flow.json, or []).
+  """
+  runs = []
+  if not os.path.isdir(workdir):
+    return runs
+  for model in sorted(os.listdir(workdir)):
+    model_dir = os.path.join(workdir, model)
+    if not os.path.isdir(model_dir):
+      continue
+    for seed_dir in sorted(os.listdir(model_dir)):
+      run_dir = os.path.join(model_dir, seed_dir)
+      result_path = os.path.join(run_dir, RESULT_FILE)
+      if not os.path.isfile(result_path):
+        continue
+      runs.append(_read_run(run_dir, final_fraction))
+  runs.sort(key=lambda r: (r['kind'], r['depth'], r['model'], r['seed']))
+  return runs
+
+
+def _read_run(run_dir, final_fraction):
+  with open(os.path.join(run_dir, RESULT_FILE)) as f:
+    result = json.load(f)
+  metrics_path = os.path.join(run_dir, METRICS_FILE)
+  if not os.path.isfile(metrics_path):
+    raise DatasetError(f'{metrics_path}: missing, but {RESULT_FILE} says the run finished')
+  train, evals = read_metrics(metrics_path)
+  loss, error = final_training_metrics(train, final_fraction)
+  kind, depth = describe_model(result['model'])
+  flow_path = os.path.join(run_dir, GRADIENT_FLOW_FILE)
+  flow = []
+  if os.path.isfile(flow_path):
+    with open(flow_path) as f:
+      flow = json.load(f)['snapshots']
+  return {
+      'model': result['model'], 'kind': kind, 'depth': depth, 'seed': int(result['seed']),
+      'params': int(result.get('params', 0)), 'time_s': float(result.get('time_s', math.nan)),
+      'train_loss': loss, 'train_error': error,
+      'test_accuracy': float(evals[-1]['eval_accuracy']) if evals else math.nan,
+      'train': train, 'evals': evals, 'gradient_flow': flow,
+  }
+
+
+def _mean_std(values):
+  values = [v for v in values if not math.isnan(v)]
+  if not values:
+    return math.nan, math.nan
+  mean = sum(values) / len(values)
+  if len(values) < 2:
+    return mean, 0.0
+  # Sample standard deviation: the seeds are a sample of all possible seeds.
+  return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarize(runs):
+  """One row per model: mean and standard deviation over its seeds.
+
+  Row keys: model, kind, depth, params, seeds, train_loss_mean/_std,
+  train_error_mean/_std, test_accuracy_mean/_std, time_s_mean. Ordered plain
+  before residual, then by depth.
+  """
+  by_model = {}
+  for run in runs:
+    by_model.setdefault(run['model'], []).append(run)
+  rows = []
+  for model, group in by_model.items():
+    row = {'model': model, 'kind': group[0]['kind'], 'depth': group[0]['depth'],
+           'params': group[0]['params'], 'seeds': len(group)}
+    for key in ('train_loss', 'train_error', 'test_accuracy'):
+      row[key + '_mean'], row[key + '_std'] = _mean_std([r[key] for r in group])
+    row['time_s_mean'] = _mean_std([r['time_s'] for r in group])[0]
+    rows.append(row)
+  rows.sort(key=lambda r: (r['kind'] != 'plain', r['depth'], r['model']))
+  return rows
+
+
+CSV_COLUMNS = ('model', 'kind', 'depth', 'params', 'seeds', 'train_loss_mean', 'train_loss_std',
+               'train_error_mean', 'train_error_std', 'test_accuracy_mean', 'test_accuracy_std',
+               'time_s_mean')
+
+
+def to_csv(rows):
+  """CSV text of summary rows; errors and accuracies are fractions in [0, 1]."""
+  out = io.StringIO()
+  writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator='\n')
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: (f'{row[k]:.6g}' if isinstance(row[k], float) else row[k]) for k in CSV_COLUMNS})
+  return out.getvalue()
+
+
+def to_markdown(rows):
+  """A Markdown table of summary rows, errors and accuracies in percent, mean ± std over seeds."""
+  lines = ['| model | kind | depth | params | seeds | final train loss | final train error (%) '
+           '| test accuracy (%) | time per run (s) |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+  for r in rows:
+    lines.append(
+        f"| {r['model']} | {r['kind']} | {r['depth']} | {r['params']:,} | {r['seeds']} "
+        f"| {r['train_loss_mean']:.3f} ± {r['train_loss_std']:.3f} "
+        f"| {100 * r['train_error_mean']:.2f} ± {100 * r['train_error_std']:.2f} "
+        f"| {100 * r['test_accuracy_mean']:.2f} ± {100 * r['test_accuracy_std']:.2f} "
+        f"| {r['time_s_mean']:.0f} |")
+  return '\n'.join(lines) + '\n'
+
+
+def write_results(rows, workdir):
+  """Writes <workdir>/results.csv and results.md (atomically); returns their paths."""
+  csv_path = os.path.join(workdir, 'results.csv')
+  md_path = os.path.join(workdir, 'results.md')
+  write_text_atomic(csv_path, to_csv(rows))
+  write_text_atomic(md_path, to_markdown(rows))
+  return csv_path, md_path

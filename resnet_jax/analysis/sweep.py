@@ -1,0 +1,262 @@
+"""Residual-against-plain sweeps: one ordinary training run per (model, seed).
+
+A sweep config (see experiments/configs/ablation_digits.py) holds:
+  train:  a training config (resnet_jax.train.config.base_config) shared by every run;
+  models: model names, e.g. ('cifar_plain20', 'cifar_plain56', 'cifar_resnet20', ...);
+          besides the registry's names, 'cifar_plain<6n+2>' / 'cifar_resnet<6n+2>'
+          give CIFAR nets of any depth (tiny ones for --quick);
+  seeds:  the seeds each model is trained with;
+  probe_batch_size: training images in the fixed batch of the gradient-flow probe;
+  title:  a line for the figures.
+
+Every run trains in <workdir>/<model>/seed<k> with `train_and_evaluate`, so an
+interrupted run resumes from its checkpoint. When training is done the run's
+gradient flow is probed -- at initialisation (the state `create_train_state`
+rebuilds from the seed) and at every checkpoint the run kept -- on one fixed batch,
+then result.json is written last, atomically: a run with a result.json is
+finished and is skipped on a rerun.
+"""
+import json
+import logging
+import os
+import re
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from resnet_jax.analysis import plots, results
+from resnet_jax.analysis.gradient_flow import layer_gradient_norms
+from resnet_jax.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_CIFAR_NAME = re.compile(r'cifar_(plain|resnet)(\d+)$')
+
+
+def run_dir(workdir, model_name, seed):
+  return os.path.join(workdir, model_name, f'seed{seed}')
+
+
+def run_config(config, model_name, seed):
+  """The training config of one run: the sweep's shared one with the model and seed set."""
+  train = config.train.copy_and_resolve_references()
+  train.model = model_name
+  train.seed = int(seed)
+  return train
+
+
+def build_model(train_config):
+  """The run's network, built as the training loop would (setup.build_model).
+
+  CIFAR nets whose depth is not in the registry (e.g. 'cifar_resnet8') are the
+  registry's CIFAR net with n = (depth - 2) / 6 blocks per stage.
+  """
+  from resnet_jax import models
+  from resnet_jax.train import setup
+  name = train_config.model
+  if name in models.MODEL_NAMES:
+    return setup.build_model(train_config)
+  match = _CIFAR_NAME.fullmatch(name)
+  if not match or (int(match.group(2)) - 2) % 6 or int(match.group(2)) < 8:
+    raise ConfigError(f'sweep model {name!r}: expected one of {models.MODEL_NAMES} or '
+                      "'cifar_plain<depth>' / 'cifar_resnet<depth>' with depth = 6n + 2, n >= 1")
+  blocks = (int(match.group(2)) - 2) // 6
+  base = f'cifar_{match.group(1)}20'
+  model = models.create_model(
+      base, stage_sizes=(blocks,) * 3, num_classes=train_config.num_classes,
+      layout=train_config.layout,
+      dtype=jax.numpy.bfloat16 if train_config.dtype == 'bfloat16' else jax.numpy.float32)
+  models.check_input_size(model, train_config.image_size)
+  return model
+
+
+def probe_batch(train_config, dataset, size):
+  """A fixed batch of training images, preprocessed as the training step does.
+
+  The same images (chosen with a fixed generator, independent of the run's seed) for
+  every model, so the probes of all runs compare like with like.
+  """
+  from resnet_jax.data import augment
+  count = min(int(size), len(dataset.train))
+  index = np.sort(np.random.default_rng(0).choice(len(dataset.train), count, replace=False))
+  mean, std = (augment.channel_stats(dataset.train.images)
+               if train_config.preprocess == 'standardize' else (None, None))
+  images = augment.preprocess(jax.numpy.asarray(dataset.train.images[index]),
+                              train_config.preprocess, mean, std)
+  return {'image': images, 'label': jax.numpy.asarray(dataset.train.labels[index])}
+
+
+def probe_gradient_flow(train_config, model, dataset, directory, batch):
+  """Per-layer gradient norms at initialisation and at every checkpoint kept in `directory`.
+
+  Returns:
+    [{'step': int, 'layers': {layer path: float}}], by step; step 0 is the
+    initialisation, rebuilt from the seed exactly as the training loop builds it.
+  """
+  from resnet_jax.train import checkpoint, state as state_lib
+  probe = jax.jit(layer_gradient_norms, static_argnums=(0, 3))
+
+  def snapshot(step, params, batch_stats):
+    norms = probe(model, {'params': params, 'batch_stats': batch_stats}, batch, True)
+    return {'step': int(step), 'layers': {k: float(v) for k, v in norms.items()}}
+
+  # The optimizer plays no part in the initial parameters; identity avoids rebuilding it.
+  init = state_lib.create_train_state(model, optax.identity(), dataset.train.image_shape,
+                                      train_config.seed)
+  snapshots = [snapshot(0, init.params, init.batch_stats)]
+  checkpointer = checkpoint.Checkpointer(directory, train_config.keep_checkpoints)
+  try:
+    for step in checkpointer.all_steps():
+      if step == 0:
+        continue
+      state, _ = checkpointer.read(step)
+      snapshots.append(snapshot(step, state['params'], state['batch_stats']))
+  finally:
+    checkpointer.close()
+  return snapshots
+
+
+def _normal(obj):
+  return json.loads(json.dumps(obj))
+
+
+# Fields that change how a run is shown or scheduled, not what it computes.
+_PRESENTATION_FIELDS = ('progress_bar', 'tensorboard', 'data_on_device', 'steps_per_dispatch',
+                        'cache_dir')
+
+
+def _config_json(train_config):
+  values = json.loads(train_config.to_json_best_effort())
+  return {k: v for k, v in values.items() if k not in _PRESENTATION_FIELDS}
+
+
+def run_one(config, workdir, model_name, seed, dataset, train_fn):
+  """Trains, probes and records one run; returns 'done', 'skipped' or 'preempted'."""
+  directory = run_dir(workdir, model_name, seed)
+  train_config = run_config(config, model_name, seed)
+  result_path = os.path.join(directory, results.RESULT_FILE)
+  if os.path.isfile(result_path):
+    with open(result_path) as f:
+      finished = json.load(f)
+    if _normal(finished.get('config')) != _config_json(train_config):
+      raise ConfigError(
+          f'{result_path} was written by a run with another training config than '
+          f"config.train now; expected the same to skip it. Use a new workdir, or delete "
+          f'{directory} to retrain it.')
+    return 'skipped'
+  model = build_model(train_config)
+  start = time.perf_counter()
+  final = train_fn(train_config, directory, model=model, dataset=dataset)
+  elapsed = time.perf_counter() - start
+  if final.get('preempted'):
+    return 'preempted'
+  batch = probe_batch(train_config, dataset, config.probe_batch_size)
+  snapshots = probe_gradient_flow(train_config, model, dataset, directory, batch)
+  results.write_json_atomic(os.path.join(directory, results.GRADIENT_FLOW_FILE),
+                            {'probe_batch_size': int(batch['label'].shape[0]),
+                             'snapshots': snapshots})
+  params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(
+      jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros(
+          (1,) + dataset.train.image_shape, np.float32), train=False))['params'])))
+  final_metrics = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
+  results.write_json_atomic(result_path, {
+      'model': model_name, 'seed': int(seed), 'params': params, 'time_s': elapsed,
+      'resumed_from': final.get('resumed_from'), 'final': final_metrics,
+      'config': _config_json(train_config)})
+  return 'done'
+
+
+def run_sweep(config, workdir, *, train_fn=None):
+  """Trains every (model, seed) of the sweep that is not finished, then writes the results.
+
+  Args:
+    config: a sweep config (see the module docstring).
+    workdir: the sweep's directory; runs go to <workdir>/<model>/seed<k>.
+    train_fn: the training function (default resnet_jax.train.train_and_evaluate).
+
+  Returns:
+    {'status': {(model, seed): 'done' | 'skipped' | 'preempted'}, 'rows': summary rows,
+     'markdown': the table, 'paths': written files, 'preempted': bool}. A preempted
+    sweep (a signal stopped a run after it saved a checkpoint) stops there and writes
+    no tables.
+  """
+  if train_fn is None:
+    from resnet_jax.train import train_and_evaluate as train_fn
+  check_sweep_config(config)
+  from resnet_jax.train import setup
+  os.makedirs(workdir, exist_ok=True)
+  results.write_text_atomic(os.path.join(workdir, 'sweep_config.json'),
+                            config.to_json_best_effort(indent=2) + '\n')
+  dataset = setup.load_data(config.train)
+  status = {}
+  for model_name in config.models:
+    for seed in config.seeds:
+      log.info('sweep: %s seed %d', model_name, seed)
+      status[(model_name, seed)] = run_one(config, workdir, model_name, seed, dataset, train_fn)
+      if status[(model_name, seed)] == 'preempted':
+        return {'status': status, 'rows': [], 'markdown': '', 'paths': [], 'preempted': True}
+  return dict(write_report(workdir, config.get('title')), status=status, preempted=False)
+
+
+def write_report(workdir, title=None):
+  """results.csv, results.md, training_error.png and gradient_flow.png from the finished runs."""
+  runs = results.collect_runs(workdir)
+  rows = results.summarize(runs)
+  csv_path, md_path = results.write_results(rows, workdir)
+  error_path = plots.plot_training_error(runs, os.path.join(workdir, 'training_error.png'), title)
+  flow_path = plots.plot_gradient_flow(runs, os.path.join(workdir, 'gradient_flow.png'), title)
+  return {'rows': rows, 'markdown': results.to_markdown(rows),
+          'paths': [csv_path, md_path, error_path, flow_path]}
+
+
+def check_sweep_config(config):
+  """ConfigError naming the first sweep field that is missing or wrong."""
+  for field in ('train', 'models', 'seeds', 'probe_batch_size'):
+    if field not in config:
+      raise ConfigError(f'sweep config.{field} is missing; see experiments/configs/ablation_digits.py')
+  if not isinstance(config.train, ml_collections.ConfigDict):
+    raise ConfigError(f'sweep config.train is a {type(config.train).__name__}; expected a '
+                      'ConfigDict from resnet_jax.train.config.base_config()')
+  if not config.models or len(set(config.models)) != len(config.models):
+    raise ConfigError(f'sweep config.models={tuple(config.models)!r}: expected distinct model names')
+  for name in config.models:
+    results.describe_model(name)  # Plain or residual, and the depth, must be readable.
+  if not config.seeds or len(set(config.seeds)) != len(config.seeds) or not all(
+      isinstance(s, int) and s >= 0 for s in config.seeds):
+    raise ConfigError(f'sweep config.seeds={tuple(config.seeds)!r}: expected distinct integers >= 0')
+  if not isinstance(config.probe_batch_size, int) or config.probe_batch_size < 1:
+    raise ConfigError(f'sweep config.probe_batch_size={config.probe_batch_size!r}: expected a '
+                      'positive integer')
+
+
+def quick_config(config):
+  """A copy of a sweep config for a smoke run in well under a minute on a CPU.
+
+  Tiny CIFAR nets (depth 8 and 14, plain and residual), one seed, a handful of steps,
+  and checkpoints every few steps so the gradient-flow figure still has snapshots.
+  """
+  quick = config.copy_and_resolve_references()
+  quick.models = ('cifar_plain8', 'cifar_plain14', 'cifar_resnet8', 'cifar_resnet14')
+  quick.seeds = (0,)
+  quick.probe_batch_size = 16
+  train = quick.train
+  train.model = 'cifar_resnet20'
+  train.num_classes = 10 if train.dataset in ('digits', 'cifar10') else train.num_classes
+  train.layout = 'torchvision'
+  train.batch_size = 32
+  train.eval_batch_size = 128
+  train.num_steps = 12
+  train.lr_boundaries = ()
+  train.schedule = 'constant'
+  train.warmup_epochs = 0.0
+  train.steps_per_dispatch = 4
+  train.log_every_steps = 4
+  train.checkpoint_every_steps = 6
+  train.keep_checkpoints = 2
+  train.eval_every_epochs = 1
+  train.progress_bar = False
+  train.tensorboard = False
+  return quick

@@ -1,0 +1,116 @@
+"""Layout presets: the per-reference details that make a ResNet equal to its reference.
+
+A layout is data, not a code path. Blocks and models read its fields to decide conv
+biases, batch-norm constants, where padding goes and how the ImageNet stem pads, so
+that weights copied from the reference reproduce the reference's outputs.
+
+Momentum follows the Flax convention, `ra = momentum * ra + (1 - momentum) * batch`,
+which is also Keras's; PyTorch's `momentum=0.1` is Flax's 0.9.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from resnet_jax.errors import ConfigError
+
+Initializer = Callable[..., Any]
+
+# PyTorch's kaiming_normal_(mode='fan_out', nonlinearity='relu'): an untruncated normal.
+_KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# PyTorch's nn.Linear weight init: uniform(+-1/sqrt(fan_in)).
+_TORCH_LINEAR = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """What distinguishes one reference implementation of ResNet from another.
+
+  Attributes:
+    name: the preset's name.
+    conv_bias: whether convolutions have a bias (Keras: yes; torchvision: no).
+    bn_epsilon: BatchNorm epsilon.
+    bn_momentum: BatchNorm running-average momentum, Flax convention.
+    stride_in_1x1: bottleneck stride on the first 1x1 conv (ResNet v1, Keras) rather
+      than on the kxk conv (ResNet v1.5, torchvision).
+    padding_convention: 'tf' pads a kxk conv as TF/Keras 'same' does (the odd extra
+      pixel after, aligned to the stride; this is lax's 'SAME'); 'torch' pads k//2
+      on both sides, as torchvision's explicit `padding=k//2`.
+    stem_padding: zeros padded on each side before the 7x7/2 'VALID' stem conv.
+    pool_padding: padding on each side before the 3x3/2 'VALID' stem max-pool. The
+      pool pads with -inf; after the ReLU every window holds a value >= 0, so this
+      equals Keras's ZeroPadding2D as well as PyTorch's -inf padding.
+    conv_init: the reference's default conv kernel initializer.
+    dense_init: the reference's default classifier kernel initializer.
+  """
+  name: str
+  conv_bias: bool
+  bn_epsilon: float
+  bn_momentum: float
+  stride_in_1x1: bool
+  padding_convention: str
+  stem_padding: int
+  pool_padding: int
+  conv_init: Initializer
+  dense_init: Initializer
+
+  def conv_padding(self, kernel_size: int):
+    """Flax `padding` for a kxk conv that keeps the size at stride 1."""
+    if self.padding_convention == 'tf':
+      return 'SAME'
+    # Symmetric k//2 for odd k, as torchvision. Even kernels (never used by
+    # torchvision) put the extra pixel at the end, so shapes still match.
+    lo, hi = (kernel_size - 1) // 2, kernel_size // 2
+    return ((lo, hi), (lo, hi))
+
+
+LAYOUTS = {
+    # The course's Keras notebook: Keras defaults everywhere.
+    'coursera': Layout(
+        name='coursera', conv_bias=True, bn_epsilon=1e-3, bn_momentum=0.99,
+        stride_in_1x1=True, padding_convention='tf', stem_padding=3,
+        pool_padding=0, conv_init=nn.initializers.glorot_uniform(),
+        dense_init=nn.initializers.glorot_uniform()),
+    # keras.applications.ResNet50 (v1).
+    'keras': Layout(
+        name='keras', conv_bias=True, bn_epsilon=1.001e-5, bn_momentum=0.99,
+        stride_in_1x1=True, padding_convention='tf', stem_padding=3,
+        pool_padding=1, conv_init=nn.initializers.glorot_uniform(),
+        dense_init=nn.initializers.glorot_uniform()),
+    # torchvision.models.resnet (v1.5).
+    'torchvision': Layout(
+        name='torchvision', conv_bias=False, bn_epsilon=1e-5, bn_momentum=0.9,
+        stride_in_1x1=False, padding_convention='torch', stem_padding=3,
+        pool_padding=1, conv_init=_KAIMING_FAN_OUT, dense_init=_TORCH_LINEAR),
+}
+LAYOUT_NAMES = tuple(LAYOUTS)
+
+
+def get_layout(layout) -> Layout:
+  """Returns the Layout for a preset name, or the Layout itself."""
+  if isinstance(layout, Layout):
+    return layout
+  if layout not in LAYOUTS:
+    raise ConfigError(
+        f'layout={layout!r} is not a known layout; expected one of {LAYOUT_NAMES}')
+  return LAYOUTS[layout]
+
+
+def conv_and_norm(layout: Layout, dtype=jnp.float32, kernel_init=None,
+                  bn_axis_name=None):
+  """The `conv` and `norm` partials a model configures once for all its blocks.
+
+  `norm` still takes `use_running_average` (and optionally `scale_init`) per call.
+  Variance is computed in two passes, as Keras and PyTorch do; the one-pass
+  E[x^2] - E[x]^2 loses digits when the mean is large against the spread.
+  """
+  conv = functools.partial(
+      nn.Conv, use_bias=layout.conv_bias, dtype=dtype, param_dtype=jnp.float32,
+      kernel_init=kernel_init or layout.conv_init)
+  norm = functools.partial(
+      nn.BatchNorm, momentum=layout.bn_momentum, epsilon=layout.bn_epsilon,
+      dtype=dtype, param_dtype=jnp.float32, axis_name=bn_axis_name,
+      use_fast_variance=False)
+  return conv, norm

@@ -1,0 +1,160 @@
+"""The ResNet family and its plain twins, as one generic linen module plus aliases.
+
+Variable names are a contract (the weight importer relies on them): `stem_conv`,
+`stem_bn`, blocks `stage{s}_block{b}` (s and b from 1; stage1 is Keras's "conv2"),
+and the classifier `head`. The model returns logits in the compute dtype.
+"""
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from resnet_jax.errors import ConfigError
+from resnet_jax.models.blocks import (SHORTCUTS, BasicBlock, ConvolutionalBlock,
+                                      IdentityBlock)
+from resnet_jax.models.layouts import conv_and_norm, get_layout
+
+BLOCKS = ('bottleneck', 'basic')
+STEMS = ('imagenet', 'cifar')
+
+
+class ResNet(nn.Module):
+  """A residual network (or its plain twin).
+
+  Attributes:
+    stage_sizes: blocks per stage.
+    block: 'bottleneck' (first block of a stage a ConvolutionalBlock, the rest
+      IdentityBlocks, filters (w, w, 4w)) or 'basic' (BasicBlocks of w filters).
+    widths: base width w of each stage.
+    stem: 'imagenet' (padded 7x7/2 conv -> BN -> ReLU -> 3x3/2 max-pool) or
+      'cifar' (3x3 conv -> BN -> ReLU, He et al. 2015 section 4.2).
+    stem_width: filters of the stem conv.
+    num_classes: size of the logits.
+    layout: a layout name or Layout; see layouts.py.
+    residual: False gives the plain twin (no skips, no projection branches).
+    shortcut: for basic blocks that change shape, 'projection' or 'zero_pad'.
+    kernel_size: size of the blocks' kxk convs.
+    dtype: compute dtype; parameters are float32.
+    kernel_init: initializer of every conv and the head; None means the layout's.
+    frozen_bn: every BatchNorm uses (and keeps) its running statistics, even when
+      train=True, e.g. to fine-tune on top of a frozen backbone.
+    bn_axis_name: pmap/shard_map axis over which batch statistics are averaged
+      (synchronised BN); None keeps them per device.
+    zero_init_last_bn: initialise each block's last BN scale to zero.
+  """
+  stage_sizes: Sequence[int]
+  block: str = 'bottleneck'
+  widths: Sequence[int] = (64, 128, 256, 512)
+  stem: str = 'imagenet'
+  stem_width: int = 64
+  num_classes: int = 1000
+  layout: Any = 'coursera'
+  residual: bool = True
+  shortcut: str = 'projection'
+  kernel_size: int = 3
+  dtype: Any = jnp.float32
+  kernel_init: Callable | None = None
+  frozen_bn: bool = False
+  bn_axis_name: str | None = None
+  zero_init_last_bn: bool = False
+
+  def __post_init__(self):
+    _check_choice('block', self.block, BLOCKS)
+    _check_choice('stem', self.stem, STEMS)
+    _check_choice('shortcut', self.shortcut, SHORTCUTS)
+    get_layout(self.layout)
+    if self.block == 'bottleneck' and self.shortcut != 'projection':
+      raise ConfigError(
+          f"ResNet.shortcut={self.shortcut!r} with block='bottleneck'; expected "
+          "'projection' (bottleneck stages always open with a ConvolutionalBlock)")
+    if len(self.widths) != len(self.stage_sizes):
+      raise ConfigError(
+          f'ResNet.widths has {len(self.widths)} entries and stage_sizes '
+          f'{len(self.stage_sizes)}; expected one width per stage')
+    super().__post_init__()
+
+  @property
+  def downsampling(self) -> int:
+    """How many input pixels per pixel of the last feature map, per side."""
+    stem = 4 if self.stem == 'imagenet' else 1
+    return stem * 2 ** (len(self.stage_sizes) - 1)
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    layout = get_layout(self.layout)
+    conv, norm = conv_and_norm(layout, self.dtype, self.kernel_init,
+                               self.bn_axis_name)
+    bn_train = train and not self.frozen_bn
+    x = jnp.asarray(x, self.dtype)
+
+    if self.stem == 'imagenet':
+      pad = layout.stem_padding
+      x = conv(self.stem_width, (7, 7), strides=(2, 2),
+               padding=((pad, pad), (pad, pad)), name='stem_conv')(x)
+    else:
+      x = conv(self.stem_width, (3, 3), padding=layout.conv_padding(3),
+               name='stem_conv')(x)
+    x = nn.relu(norm(use_running_average=not bn_train, name='stem_bn')(x))
+    if self.stem == 'imagenet':
+      pad = layout.pool_padding
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((pad, pad), (pad, pad)))
+
+    common = dict(kernel_size=self.kernel_size, layout=layout, residual=self.residual,
+                  dtype=self.dtype, zero_init_last_bn=self.zero_init_last_bn,
+                  conv=conv, norm=norm)
+    for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
+      for b in range(1, size + 1):
+        strides = 2 if s > 1 and b == 1 else 1
+        name = f'stage{s}_block{b}'
+        if self.block == 'basic':
+          x = BasicBlock(width, strides=strides, shortcut=self.shortcut, name=name,
+                         **common)(x, bn_train)
+        elif b == 1:
+          x = ConvolutionalBlock((width, width, 4 * width), strides=strides,
+                                 name=name, **common)(x, bn_train)
+        else:
+          x = IdentityBlock((width, width, 4 * width), name=name, **common)(x, bn_train)
+
+    # Global average pooling; on the course's 64x64 input the last map is 2x2, so
+    # this equals its AveragePooling2D((2, 2)) + Flatten.
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                    kernel_init=self.kernel_init or layout.dense_init,
+                    name='head')(x)
+
+
+def _check_choice(field: str, value, choices):
+  if value not in choices:
+    raise ConfigError(f'ResNet.{field}={value!r}; expected one of {choices}')
+
+
+# ImageNet family (He et al. 2016, Table 1).
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block='basic')
+ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block='basic')
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))
+ResNet101 = functools.partial(ResNet, stage_sizes=(3, 4, 23, 3))
+ResNet152 = functools.partial(ResNet, stage_sizes=(3, 8, 36, 3))
+
+# CIFAR family (He et al. 2016, section 4.2): depth 6n + 2, option-A shortcuts.
+# No conv biases (every conv is followed by BN), hence the torchvision layout.
+_CifarResNet = functools.partial(
+    ResNet, block='basic', widths=(16, 32, 64), stem='cifar', stem_width=16,
+    num_classes=10, shortcut='zero_pad', layout='torchvision')
+ResNet20 = functools.partial(_CifarResNet, stage_sizes=(3, 3, 3))
+ResNet32 = functools.partial(_CifarResNet, stage_sizes=(5, 5, 5))
+ResNet44 = functools.partial(_CifarResNet, stage_sizes=(7, 7, 7))
+ResNet56 = functools.partial(_CifarResNet, stage_sizes=(9, 9, 9))
+ResNet110 = functools.partial(_CifarResNet, stage_sizes=(18, 18, 18))
+
+# Plain twins: the same layers without skips or projections.
+Plain18 = functools.partial(ResNet18, residual=False)
+Plain34 = functools.partial(ResNet34, residual=False)
+Plain50 = functools.partial(ResNet50, residual=False)
+Plain101 = functools.partial(ResNet101, residual=False)
+Plain152 = functools.partial(ResNet152, residual=False)
+Plain20 = functools.partial(ResNet20, residual=False)
+Plain32 = functools.partial(ResNet32, residual=False)
+Plain44 = functools.partial(ResNet44, residual=False)
+Plain56 = functools.partial(ResNet56, residual=False)
+Plain110 = functools.partial(ResNet110, residual=False)

@@ -1,0 +1,164 @@
+"""Orbax checkpoints of the training state: save asynchronously, keep the last K and the best,
+restore the newest intact one.
+
+A checkpoint (one step directory) holds two items:
+- `state`: the unreplicated TrainState as a nested dict of numpy arrays (see
+  `state.state_to_host`). Numpy leaves are written by process 0 only, while every process
+  takes part in the save (Orbax synchronises them).
+- `meta`: JSON with the step, a CRC-32 of every array (so a garbled file is detected even
+  where the storage format has no checksum), and whatever the loop needs to continue
+  exactly (pending metric sums, preprocessing statistics, final metrics).
+
+Retention: Orbax's `max_to_keep` combined with `best_fn` keeps the K *best* checkpoints,
+not the last K, so we give it an explicit policy: LatestN(K) or BestN(1) by eval accuracy.
+
+A checkpoint that fails to restore (truncated, garbled, half-written) is moved aside into
+`<workdir>/checkpoints_broken/` — never deleted — with a warning naming it, and the next
+older one is tried. A checkpoint that reads fine but does not fit the model raises
+CheckpointError naming the first mismatching array and both shapes.
+"""
+import logging
+import os
+import time
+import zlib
+from typing import Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from resnet_jax.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+BEST_METRIC = 'eval_accuracy'
+
+
+def tree_checksums(tree: dict) -> dict:
+  """{'path/to/leaf': crc32 of its bytes} for a nested dict of numpy arrays."""
+  return {path: zlib.crc32(np.ascontiguousarray(leaf).tobytes()) & 0xFFFFFFFF
+          for path, leaf in flatten(tree).items()}
+
+
+def flatten(tree, prefix: str = '') -> dict:
+  """A nested dict flattened to {'a/b/c': leaf}, in sorted key order."""
+  if isinstance(tree, dict):
+    out = {}
+    for key in sorted(tree, key=str):
+      out.update(flatten(tree[key], f'{prefix}{key}/'))
+    return out
+  return {prefix.rstrip('/'): tree}
+
+
+def _describe_shape(leaf) -> str:
+  return str(tuple(np.shape(leaf))) if leaf is not None else 'absent'
+
+
+def check_fits(restored: dict, template: dict, where: str) -> None:
+  """CheckpointError unless `restored` has exactly the arrays (paths, shapes) of `template`.
+
+  Parameters are compared first, so the message names the first parameter that differs.
+  """
+  have, want = flatten(restored), flatten(template)
+  order = sorted(set(have) | set(want),
+                 key=lambda p: (not p.startswith('params/'), not p.startswith('batch_stats/'), p))
+  for path in order:
+    got, expected = have.get(path), want.get(path)
+    if got is None or expected is None or np.shape(got) != np.shape(expected):
+      raise CheckpointError(
+          f'checkpoint {where} does not fit this model: {path} has shape {_describe_shape(got)} '
+          f'in the checkpoint but {_describe_shape(expected)} in the model built from the config '
+          f'(was the checkpoint written by another model, layout, num_classes or optimizer?)')
+
+
+class Checkpointer:
+  """A CheckpointManager over `<workdir>/checkpoints` with the policies above."""
+
+  def __init__(self, workdir: str, keep: int, async_save: bool = True):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self.broken_directory = os.path.abspath(os.path.join(workdir, 'checkpoints_broken'))
+    metric = lambda metrics: metrics[BEST_METRIC]
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(n=keep),
+        ocp.checkpoint_managers.BestN(get_metric_fn=metric, reverse=False, n=1,
+                                      keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        best_fn=metric, best_mode='max', preservation_policy=policy,
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def all_steps(self) -> list:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def best_step(self) -> Optional[int]:
+    """The step with the highest eval accuracy, or the latest if none has metrics."""
+    return self.manager.best_step() or self.manager.latest_step()
+
+  def save(self, step: int, state: dict, meta: dict, eval_accuracy: Optional[float] = None):
+    """Starts saving (asynchronously); `state` is the host copy from `state_to_host`.
+
+    Must be called by every process. Returns at once; `wait()` blocks until it is on disk.
+    """
+    meta = dict(meta, step=int(step), checksums=tree_checksums(state))
+    metrics = None if eval_accuracy is None else {BEST_METRIC: float(eval_accuracy)}
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)),
+                      metrics=metrics, force=True)
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+  def read(self, step: int) -> tuple[dict, dict]:
+    """(state dict, meta) of one step, verified against its checksums; raises on damage."""
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                      meta=ocp.args.JsonRestore()))
+    state, meta = restored['state'], restored['meta']
+    if not isinstance(meta, dict) or meta.get('step') != step:
+      raise ValueError(f'meta of checkpoint {self.path(step)} is missing or names another step')
+    state = jax.tree.map(np.asarray, state)
+    if tree_checksums(state) != meta.get('checksums'):
+      raise ValueError(f'checkpoint {self.path(step)}: array contents do not match their '
+                       'checksums (garbled file)')
+    return state, meta
+
+  def restore_latest(self, template: dict, steps=None) -> Optional[tuple[int, dict, dict]]:
+    """The newest intact checkpoint as (step, state dict, meta), or None if there is none.
+
+    Damaged ones on the way are moved to `checkpoints_broken/` with a warning.
+    `template` (a host state dict) fixes the expected arrays: a checkpoint that reads
+    fine but holds other shapes raises CheckpointError.
+    """
+    for step in reversed(self.all_steps() if steps is None else sorted(steps)):
+      try:
+        state, meta = self.read(step)
+      except Exception as error:  # Any failure to read means the checkpoint is damaged.
+        self._quarantine(step, error)
+        continue
+      check_fits(state, template, self.path(step))
+      return step, state, meta
+    return None
+
+  def _quarantine(self, step: int, error: Exception):
+    source = self.path(step)
+    target = os.path.join(self.broken_directory, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+    log.warning('checkpoint %s is damaged and cannot be restored (%s: %s); moving it to %s and '
+                'trying the next older one', source, type(error).__name__,
+                str(error).splitlines()[0][:300] if str(error) else '', target)
+    if jax.process_index() == 0 and os.path.exists(source):
+      os.makedirs(self.broken_directory, exist_ok=True)
+      os.replace(source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'quarantine checkpoint {step}')
+    self.manager.reload()

@@ -1,0 +1,133 @@
+"""Metric writers: `metrics.jsonl` (one JSON object per step) and TensorBoard event files.
+
+Only process 0 writes. Each line is flushed as it is written, so a killed run loses at most
+the line being written; on resume, `truncate_jsonl` drops every line past the restored
+step (rewriting the file atomically), so each step appears exactly once.
+"""
+import json
+import logging
+import math
+import os
+import tempfile
+from typing import Iterable, Optional
+
+log = logging.getLogger(__name__)
+
+JSONL_NAME = 'metrics.jsonl'
+
+
+def _clean(value):
+  """Floats as JSON allows: NaN and infinities become strings."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """The records of a metrics file; a torn last line (a killed writer) is ignored."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(record, dict) and 'step' in record:
+        records.append(record)
+  return records
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file and os.replace."""
+  directory = os.path.dirname(os.path.abspath(path))
+  handle, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
+  try:
+    with os.fdopen(handle, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def truncate_jsonl(path: str, last_step: int) -> int:
+  """Keeps the records with step <= last_step (and drops torn lines); returns how many went."""
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.readlines()
+  kept, dropped = [], 0
+  for line in lines:
+    try:
+      record = json.loads(line)
+      keep = isinstance(record, dict) and int(record['step']) <= last_step
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+      keep = False
+    if keep:
+      kept.append(line if line.endswith('\n') else line + '\n')
+    else:
+      dropped += 1
+  if dropped:
+    atomic_write_text(path, ''.join(kept))
+  return dropped
+
+
+class MetricWriter:
+  """Appends step records to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, JSONL_NAME)
+    self._file = None
+    self._tensorboard = None
+    if not enabled:
+      return
+    self._file = open(self.path, 'a')
+    if tensorboard:
+      try:
+        from tensorboardX import SummaryWriter
+      except ImportError:
+        log.warning('tensorboardX is not installed: no TensorBoard event files '
+                    '(metrics.jsonl is still written)')
+      else:
+        self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, scalars: dict) -> None:
+    """Writes one record {'step': step, **scalars}."""
+    if not self.enabled:
+      return
+    record = {'step': int(step)}
+    record.update({k: _clean(float(v)) if not isinstance(v, (int, str)) else v
+                   for k, v in scalars.items()})
+    self._file.write(json.dumps(record) + '\n')
+    self._file.flush()
+    if self._tensorboard is not None:
+      for key, value in scalars.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+          self._tensorboard.add_scalar(key, value, int(step))
+
+  def flush(self) -> None:
+    if self._tensorboard is not None:
+      self._tensorboard.flush()
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+      self._tensorboard = None
+
+
+def last_record_with(records: Iterable[dict], key: str) -> Optional[dict]:
+  """The last record holding `key`, or None."""
+  found = None
+  for record in records:
+    if key in record:
+      found = record
+  return found

@@ -1,0 +1,206 @@
+"""The per-device training and evaluation steps, and the pmapped functions built from them.
+
+`train_step` and `eval_step` are pure per-device functions meant to run inside
+`jax.pmap(axis_name='batch')`: gradients and metrics are averaged over that axis, batch
+statistics too (unless BatchNorm already synchronises them, sync BN).
+
+Speed: `StepFunctions.train_chunk` runs a dynamic number of steps per dispatch in a
+`lax.fori_loop` inside the pmap, gathering each step's batch by index from the
+device-resident split. The trip count is an argument, not a shape, so one compiled
+program serves every chunk length and a chunk of 1 step computes exactly what a chunk
+of 8 does.
+"""
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+from resnet_jax.data import augment as augment_lib
+from resnet_jax.data import pipeline
+from resnet_jax.train.state import TrainState
+
+AXIS = 'batch'
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+  """Everything static the steps need besides the model and the optimizer."""
+  num_classes: int
+  label_smoothing: float = 0.0
+  preprocess: str = 'scale'
+  mean: Optional[tuple] = None  # Per-channel, for preprocess='standardize'.
+  std: Optional[tuple] = None
+  crop_padding: int = 0
+  flip: bool = False
+  nan_policy: str = 'raise'
+  sync_bn: bool = False
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy in float32, with optional label smoothing."""
+  targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def _network_input(images, settings: StepSettings):
+  return augment_lib.preprocess(images, settings.preprocess, settings.mean, settings.std)
+
+
+def train_step(state: TrainState, batch: dict, *, model: nn.Module,
+               tx: optax.GradientTransformation, settings: StepSettings):
+  """One optimisation step on this device's share of the batch.
+
+  Args:
+    state: the (replicated) training state.
+    batch: {'image': uint8 [B, H, W, C], 'label': int [B], 'example_id': int [B]}.
+
+  Returns:
+    (new state, metrics) with metrics {'loss', 'accuracy', 'finite'} averaged over all
+    devices; 'finite' is 1.0 when loss and gradients were finite.
+  """
+  step_key = state.step_key()
+  images = _network_input(batch['image'], settings)
+  images = augment_lib.augment(jax.random.fold_in(step_key, 0), images, batch['example_id'],
+                               crop_padding=settings.crop_padding, flip=settings.flip)
+  labels = batch['label']
+
+  def loss_fn(params):
+    logits, updated = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
+                                  train=True, mutable=['batch_stats'])
+    loss = cross_entropy(logits, labels, settings.num_classes, settings.label_smoothing).mean()
+    return loss, (logits, updated.get('batch_stats', {}))
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  if not settings.sync_bn:
+    # Each device normalised with its own batch; average the running statistics so the
+    # replicas stay identical.
+    batch_stats = jax.lax.pmean(batch_stats, AXIS)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+  loss, accuracy = jax.lax.pmean((loss, accuracy), AXIS)
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+  if settings.nan_policy == 'skip':
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    params = keep(params, state.params)
+    opt_state = keep(opt_state, state.opt_state)
+    batch_stats = keep(batch_stats, state.batch_stats)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  return new_state, {'loss': loss, 'accuracy': accuracy, 'finite': finite}
+
+
+def eval_step(state: TrainState, batch: dict, *, model: nn.Module, settings: StepSettings):
+  """Sums over this step's evaluation batch, summed over all devices.
+
+  Args:
+    batch: {'image', 'label', 'mask'}; mask is 1.0 for real examples, 0.0 for padding.
+
+  Returns:
+    {'loss_sum', 'correct_sum', 'count'} (float32): padding contributes nothing, so
+    summing over the batches counts every example once.
+  """
+  images = _network_input(batch['image'], settings)
+  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images,
+                       train=False)
+  mask = batch['mask'].astype(jnp.float32)
+  loss = cross_entropy(logits, batch['label'], settings.num_classes)
+  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+  sums = {'loss_sum': jnp.sum(loss * mask), 'correct_sum': jnp.sum(correct * mask),
+          'count': jnp.sum(mask)}
+  return jax.lax.psum(sums, AXIS)
+
+
+def empty_train_sums() -> dict:
+  """Running sums of a chunk of steps; see `add_step_metrics`."""
+  return {'loss_sum': jnp.zeros((), jnp.float32), 'accuracy_sum': jnp.zeros((), jnp.float32),
+          'finite_steps': jnp.zeros((), jnp.int32), 'steps': jnp.zeros((), jnp.int32),
+          'first_nonfinite_step': jnp.full((), -1, jnp.int32)}
+
+
+def add_step_metrics(sums: dict, metrics: dict, step: jax.Array) -> dict:
+  """Adds one step's metrics (from `train_step`, taken at `step`) to the sums.
+
+  Non-finite steps are counted, not summed, and the first one's step is kept, so that
+  the host can check a whole chunk for NaNs with one small fetch.
+  """
+  finite = metrics['finite']
+  return {
+      'loss_sum': sums['loss_sum'] + jnp.where(finite, metrics['loss'], 0.0),
+      'accuracy_sum': sums['accuracy_sum'] + jnp.where(finite, metrics['accuracy'], 0.0),
+      'finite_steps': sums['finite_steps'] + finite.astype(jnp.int32),
+      'steps': sums['steps'] + 1,
+      'first_nonfinite_step': jnp.where((sums['first_nonfinite_step'] < 0) & ~finite,
+                                        step, sums['first_nonfinite_step']),
+  }
+
+
+@dataclasses.dataclass
+class StepFunctions:
+  """The pmapped programs of a run (compiled on first use)."""
+  train_chunk: Callable  # (state, resident_train, device_index, num_steps) -> (state, sums)
+  train_batch: Callable  # (state, batch) -> (state, sums)   [host-fed path]
+  eval_resident: Callable  # (state, resident_eval, device_index) -> sums
+  eval_batch: Callable  # (state, batch) -> sums   [host-fed path]
+
+
+def make_step_functions(model: nn.Module, tx: optax.GradientTransformation,
+                        settings: StepSettings, *, data_key: jax.Array, steps_per_epoch: int,
+                        global_batch: int, per_device_batch: int, eval_global_batch: int,
+                        eval_per_device_batch: int, num_eval_batches: int,
+                        devices=None) -> StepFunctions:
+  """Builds the pmapped train/eval programs for one run's shapes and settings.
+
+  Args:
+    data_key: the key the epochs' permutations derive from (see pipeline).
+    steps_per_epoch, global_batch, per_device_batch: the training batch layout.
+    eval_global_batch, eval_per_device_batch, num_eval_batches: the evaluation layout.
+    devices: the local devices to pmap over (default: all local devices).
+  """
+  step = lambda state, batch: train_step(state, batch, model=model, tx=tx, settings=settings)
+  evaluate = lambda state, batch: eval_step(state, batch, model=model, settings=settings)
+  data_key_data = jax.random.key_data(data_key)
+
+  def train_chunk(state, resident, device_index, num_steps):
+    # The loop driver never lets a chunk cross an epoch boundary, so one permutation
+    # serves the whole chunk.
+    epoch = state.step // steps_per_epoch
+    permutation = pipeline.epoch_permutation(jax.random.wrap_key_data(data_key_data), epoch,
+                                             resident['label'].shape[0])
+
+    def body(_, carry):
+      state, sums = carry
+      batch = pipeline.gather_train_batch(resident['image'], resident['label'], permutation,
+                                          state.step % steps_per_epoch, device_index,
+                                          per_device_batch, global_batch)
+      new_state, metrics = step(state, batch)
+      return new_state, add_step_metrics(sums, metrics, state.step)
+
+    return jax.lax.fori_loop(0, num_steps, body, (state, empty_train_sums()))
+
+  def train_batch(state, batch):
+    new_state, metrics = step(state, batch)
+    return new_state, add_step_metrics(empty_train_sums(), metrics, state.step)
+
+  def eval_resident(state, padded, device_index):
+    def body(index, sums):
+      batch = pipeline.gather_eval_batch(padded, index, device_index, eval_per_device_batch,
+                                         eval_global_batch)
+      return jax.tree.map(jnp.add, sums, evaluate(state, batch))
+    zeros = {k: jnp.zeros((), jnp.float32) for k in ('loss_sum', 'correct_sum', 'count')}
+    return jax.lax.fori_loop(0, num_eval_batches, body, zeros)
+
+  pmap = lambda f, **kw: jax.pmap(f, axis_name=AXIS, devices=devices, **kw)
+  return StepFunctions(
+      train_chunk=pmap(train_chunk, donate_argnums=(0,)),
+      train_batch=pmap(train_batch, donate_argnums=(0,)),
+      eval_resident=pmap(eval_resident),
+      eval_batch=pmap(evaluate),
+  )

@@ -1,0 +1,69 @@
+"""The work directory of a run: writable, and bound to one model by its saved config.json."""
+import json
+import os
+import tempfile
+
+import jax
+import ml_collections
+
+from resnet_jax.errors import ConfigError
+from resnet_jax.train import config as config_lib
+from resnet_jax.train.metrics import atomic_write_text
+
+CONFIG_NAME = 'config.json'
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates `workdir`, checks it is writable and saves the config as config.json.
+
+  A workdir whose saved config differs in a model-defining field (MODEL_FIELDS) holds
+  another experiment: refuse it rather than mixing checkpoints and metrics.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    handle, probe = tempfile.mkstemp(dir=workdir, prefix='.write-probe-')
+    os.close(handle)
+    os.remove(probe)
+  except OSError as error:
+    raise ConfigError(f'workdir {workdir!r} cannot be written ({error.strerror or error}); '
+                      'expected a directory this process can create files in') from error
+  saved = load_saved_config(workdir, required=False)
+  if saved is not None:
+    before = {k: saved.get(k) for k in config_lib.MODEL_FIELDS}
+    now = config_lib.model_fields(config)
+    changed = [k for k in config_lib.MODEL_FIELDS if _normal(before[k]) != _normal(now[k])]
+    if changed:
+      details = ', '.join(f'{k}: {before[k]!r} there, {now[k]!r} now' for k in changed)
+      raise ConfigError(
+          f'workdir {workdir!r} holds a run of another model ({details}); expected the same '
+          f'{", ".join(changed)} to continue it. Use a new --workdir for a new experiment.')
+  if jax.process_index() == 0:
+    atomic_write_text(os.path.join(workdir, CONFIG_NAME), config.to_json_best_effort(indent=2))
+
+
+def _normal(value):
+  return json.loads(json.dumps(value)) if value is not None else None
+
+
+def load_saved_config(workdir: str, required: bool = True):
+  """The config a run saved in `workdir`, as a ConfigDict (None if absent and not required)."""
+  path = os.path.join(workdir, CONFIG_NAME)
+  if not os.path.exists(path):
+    if required:
+      raise ConfigError(f'workdir {workdir!r} has no {CONFIG_NAME}; expected the workdir of a '
+                        'training run (experiments/train.py writes it at start)')
+    return None
+  try:
+    with open(path) as f:
+      values = json.load(f)
+  except (OSError, json.JSONDecodeError) as error:
+    raise ConfigError(f'{path!r} cannot be read as JSON ({error}); expected the config a '
+                      'training run saved') from error
+  # Fields added after that run keep their defaults.
+  merged = config_lib.base_config().to_dict()
+  for key, value in values.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      merged[key].update(value)
+    else:
+      merged[key] = tuple(value) if isinstance(value, list) else value
+  return ml_collections.ConfigDict(merged)

@@ -1,0 +1,265 @@
+"""The Flax blocks equal the course's Keras blocks, number for number.
+
+The Keras side is built with keras.layers exactly as the course's notebook builds its
+identity_block / convolutional_block (Conv2D, BatchNormalization(axis=3), Activation,
+Add), with random weights and moving statistics; the weights are copied across and
+outputs (and, in train mode, the updated moving statistics) compared.
+"""
+import math
+
+import flax.linen as nn
+import jax
+import keras
+import numpy as np
+import pytest
+
+from resnet_jax.models import BasicBlock, ConvolutionalBlock, IdentityBlock, get_layout
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def _keras_conv_bn(x, name, filters, kernel, strides, padding, training, epsilon):
+  # Zero initializers keep building cheap; every value is replaced by random ones.
+  x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding,
+                          kernel_initializer='zeros', name=f'conv{name}')(x)
+  return keras.layers.BatchNormalization(axis=3, epsilon=epsilon,
+                                         name=f'bn{name}')(x, training=training)
+
+
+def keras_identity_block(x, f, filters, training, epsilon=1e-3):
+  """The course's identity_block, in keras.layers."""
+  f1, f2, f3 = filters
+  shortcut = x
+  x = _keras_conv_bn(x, '1', f1, 1, 1, 'valid', training, epsilon)
+  x = keras.layers.Activation('relu')(x)
+  x = _keras_conv_bn(x, '2', f2, f, 1, 'same', training, epsilon)
+  x = keras.layers.Activation('relu')(x)
+  x = _keras_conv_bn(x, '3', f3, 1, 1, 'valid', training, epsilon)
+  x = keras.layers.Add()([x, shortcut])
+  return keras.layers.Activation('relu')(x)
+
+
+def keras_convolutional_block(x, f, filters, s, training, epsilon=1e-3):
+  """The course's convolutional_block, in keras.layers."""
+  f1, f2, f3 = filters
+  shortcut = x
+  x = _keras_conv_bn(x, '1', f1, 1, s, 'valid', training, epsilon)
+  x = keras.layers.Activation('relu')(x)
+  x = _keras_conv_bn(x, '2', f2, f, 1, 'same', training, epsilon)
+  x = keras.layers.Activation('relu')(x)
+  x = _keras_conv_bn(x, '3', f3, 1, 1, 'valid', training, epsilon)
+  shortcut = _keras_conv_bn(shortcut, '_proj', f3, 1, s, 'valid', training, epsilon)
+  x = keras.layers.Add()([x, shortcut])
+  return keras.layers.Activation('relu')(x)
+
+
+def keras_basic_block(x, f, filters, s, training, epsilon):
+  """A two-conv block with Keras 'same' padding and a projection when shape changes."""
+  shortcut = x
+  x = _keras_conv_bn(x, '1', filters, f, s, 'same', training, epsilon)
+  x = keras.layers.Activation('relu')(x)
+  x = _keras_conv_bn(x, '2', filters, f, 1, 'same', training, epsilon)
+  if s != 1 or shortcut.shape[-1] != filters:
+    shortcut = _keras_conv_bn(shortcut, '_proj', filters, 1, s, 'valid', training,
+                              epsilon)
+  x = keras.layers.Add()([x, shortcut])
+  return keras.layers.Activation('relu')(x)
+
+
+def _random_values(model, rng):
+  """Random kernels, biases, gammas, betas and moving statistics (variances > 0)."""
+  values = {}
+  for v in model.variables:
+    shape = tuple(v.shape)
+    kind = v.path.split('/')[-1]
+    if kind == 'kernel':
+      values[v.path] = rng.normal(0, 1 / math.sqrt(np.prod(shape[:3])), shape)
+    elif kind in ('gamma', 'moving_variance'):
+      values[v.path] = rng.uniform(0.5, 2.0, shape)
+    else:  # conv bias, beta, moving_mean
+      values[v.path] = rng.normal(0, 0.3, shape)
+  return {k: np.asarray(v, np.float32) for k, v in values.items()}
+
+
+_FLAX_NAMES = {'kernel': ('params', 'kernel'), 'bias': ('params', 'bias'),
+               'gamma': ('params', 'scale'), 'beta': ('params', 'bias'),
+               'moving_mean': ('batch_stats', 'mean'),
+               'moving_variance': ('batch_stats', 'var')}
+
+
+def _to_flax(values):
+  """Keras 'conv1/kernel'-style values -> Flax {'params', 'batch_stats'}."""
+  variables = {'params': {}, 'batch_stats': {}}
+  for path, value in values.items():
+    layer, kind = path.split('/')
+    layer = layer.replace('conv_proj', 'proj_conv').replace('bn_proj', 'proj_bn')
+    collection, name = _FLAX_NAMES[kind]
+    variables[collection].setdefault(layer, {})[name] = value
+  return variables
+
+
+def _compare(build_keras, flax_block, x, seed):
+  """Builds the Keras block, gives both the same random weights, compares.
+
+  First train mode (outputs and the updated moving statistics), then eval mode on
+  those updated statistics. Keras runs through its jitted `stateless_call`.
+  """
+  inputs = keras.Input(x.shape[1:])
+  # training=None in the graph: each call of the model picks the mode.
+  model = keras.Model(inputs, build_keras(inputs, training=None))
+  values = _random_values(model, np.random.default_rng(seed))
+  variables = _to_flax(values)
+  # Same structure: every Flax variable has its Keras counterpart and vice versa.
+  expected = jax.eval_shape(lambda: flax_block.init(jax.random.key(0), x, train=False))
+  assert jax.tree.map(np.shape, expected) == jax.tree.map(np.shape, variables)
+
+  keras_call = jax.jit(model.stateless_call, static_argnames=['training'])
+  trainable = [values[v.path] for v in model.trainable_variables]
+  moving = [values[v.path] for v in model.non_trainable_variables]
+  want, moving = keras_call(trainable, moving, x, training=True)
+  got, updated = jax.jit(lambda v: flax_block.apply(
+      v, x, train=True, mutable=['batch_stats']))(variables)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), **TOL)
+  moving = {v.path: np.asarray(m) for v, m in zip(model.non_trainable_variables, moving)}
+  updated_stats = _to_flax(moving)['batch_stats']
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL),
+               updated['batch_stats'], updated_stats)
+  assert not np.allclose(updated_stats['bn1']['mean'],
+                         variables['batch_stats']['bn1']['mean'])
+
+  variables['batch_stats'] = updated_stats
+  want, _ = keras_call(trainable, list(moving.values()), x, training=False)
+  got = jax.jit(lambda v: flax_block.apply(v, x, train=False))(variables)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), **TOL)
+
+
+def _input(batch, size, channels, seed):
+  rng = np.random.default_rng(seed)
+  return rng.normal(0.5, 2.0, (batch, size, size, channels)).astype(np.float32)
+
+
+IDENTITY_CASES = [  # filters, kernel_size, input size
+    ((4, 4, 3), 2, 4),
+    ((2, 4, 3), 3, 7),
+    ((6, 5, 3), 4, 8),
+    ((3, 8, 5), 5, 6),
+    ((4, 4, 3), 1, 5),
+]
+
+
+@pytest.mark.parametrize('filters,kernel_size,size', IDENTITY_CASES)
+def test_identity_block_equals_course_keras(filters, kernel_size, size):
+  x = _input(3, size, filters[-1], seed=size)
+  build = lambda inp, training: keras_identity_block(inp, kernel_size, filters, training)
+  _compare(build, IdentityBlock(filters, kernel_size), x, seed=kernel_size)
+
+
+CONV_CASES = [  # filters, kernel_size, strides, input size
+    ((2, 4, 6), 3, 2, 8),
+    ((4, 4, 3), 2, 1, 4),
+    ((3, 5, 8), 4, 2, 7),
+    ((4, 3, 5), 3, 3, 7),
+    ((6, 6, 4), 5, 2, 9),
+]
+
+
+@pytest.mark.parametrize('filters,kernel_size,strides,size', CONV_CASES)
+def test_convolutional_block_equals_course_keras(filters, kernel_size, strides, size):
+  x = _input(3, size, 3, seed=size)
+  build = lambda inp, training: keras_convolutional_block(inp, kernel_size, filters,
+                                                          strides, training)
+  block = ConvolutionalBlock(filters, kernel_size, strides=strides)
+  _compare(build, block, x, seed=strides)
+
+
+@pytest.mark.parametrize('filters,strides,size,in_channels', [
+    (4, 2, 8, 3), (5, 2, 7, 5), (4, 1, 6, 4)])
+def test_basic_block_keras_layout_equals_keras(filters, strides, size, in_channels):
+  x = _input(2, size, in_channels, seed=size)
+  eps = get_layout('keras').bn_epsilon
+  build = lambda inp, training: keras_basic_block(inp, 3, filters, strides, training,
+                                                  eps)
+  block = BasicBlock(filters, strides=strides, layout='keras')
+  _compare(build, block, x, seed=filters)
+
+
+# The course's public tests (identity_block_test), on constant kernels.
+_COURSE_X = np.concatenate(
+    [np.full((1, 4, 4, 3), v, np.float32) for v in (-1.0, 1.0, 3.0)])
+
+
+def _course_reduction(y):
+  return np.asarray(y)[:, (0, -1), :, :].mean(axis=3)
+
+
+def test_identity_block_course_public_test_eval():
+  block = IdentityBlock(filters=(4, 4, 3), kernel_size=2,
+                        kernel_init=nn.initializers.ones)
+  variables = block.init(jax.random.key(0), _COURSE_X, train=False)
+  got = _course_reduction(block.apply(variables, _COURSE_X, train=False))
+  want = np.array([
+      [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]],
+      [[192.71234, 192.71234, 192.71234, 96.85617],
+       [96.85617, 96.85617, 96.85617, 48.92808]],
+      [[578.1371, 578.1371, 578.1371, 290.5685],
+       [290.5685, 290.5685, 290.5685, 146.78426]]])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_identity_block_course_public_test_train():
+  block = IdentityBlock(filters=(3, 3, 3), kernel_size=3,
+                        kernel_init=nn.initializers.ones)
+  variables = block.init(jax.random.key(0), _COURSE_X, train=False)
+  y, _ = block.apply(variables, _COURSE_X, train=True, mutable=['batch_stats'])
+  got = _course_reduction(y)
+  np.testing.assert_allclose(got[0], 0.0, atol=1e-6)
+  np.testing.assert_allclose(got[1], np.full((2, 4), 0.37394285), rtol=1e-5)
+  row = [3.2379014, 4.1394243, 4.1394243, 3.2379014]
+  np.testing.assert_allclose(got[2], [row, row], rtol=1e-5)
+
+
+def _reference_conv(x, kernel, stride, pads):
+  """Direct NHWC convolution with explicit (lo, hi) padding, in numpy."""
+  x = np.pad(x, ((0, 0), pads, pads, (0, 0)))
+  k = kernel.shape[0]
+  out = (x.shape[1] - k) // stride + 1
+  y = np.zeros((x.shape[0], out, out, kernel.shape[-1]), np.float64)
+  span = stride * (out - 1) + 1
+  for i in range(k):
+    for j in range(k):
+      patch = x[:, i:i + span:stride, j:j + span:stride, :]
+      y += np.einsum('nhwc,co->nhwo', patch, kernel[i, j])
+  return y
+
+
+def _tf_same_pads(size, k, stride):
+  # TensorFlow's documented 'SAME': out = ceil(size / stride), the odd pixel after.
+  out = -(-size // stride)
+  total = max((out - 1) * stride + k - size, 0)
+  return (total // 2, total - total // 2)
+
+
+PADDING_CASES = (  # layout, kernel size, stride, input size
+    [('keras', k, s, n) for k in (2, 3, 4) for s in (1, 2, 3) for n in (7, 8)]
+    + [('torchvision', k, s, n) for k in (3, 5) for s in (1, 2) for n in (7, 8)])
+
+
+@pytest.mark.parametrize('layout,k,stride,size', PADDING_CASES)
+def test_conv_padding_follows_the_layouts_reference(layout, k, stride, size):
+  """'tf' layouts pad as TF/Keras 'same'; torchvision pads k//2 on both sides."""
+  rng = np.random.default_rng(k * 10 + stride)
+  x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
+  kernel = rng.normal(size=(k, k, 3, 4)).astype(np.float32)
+  conv = nn.Conv(4, (k, k), strides=(stride, stride), use_bias=False,
+                 padding=get_layout(layout).conv_padding(k))
+  got = conv.apply({'params': {'kernel': kernel}}, x)
+  pads = _tf_same_pads(size, k, stride) if layout == 'keras' else (k // 2, k // 2)
+  want = _reference_conv(x.astype(np.float64), kernel.astype(np.float64), stride, pads)
+  np.testing.assert_allclose(np.asarray(got), want, **TOL)
+
+
+def test_tf_and_torch_padding_differ_for_strided_convs():
+  """The two conventions align a strided 3x3 differently on an even input."""
+  assert _tf_same_pads(8, 3, 2) == (0, 1)
+  assert get_layout('torchvision').conv_padding(3) == ((1, 1), (1, 1))
