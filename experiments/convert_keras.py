@@ -1,4 +1,4 @@
-"""Converts a Keras h5 weights file into an Orbax checkpoint of our model's variables.
+r"""Converts a Keras h5 weights file into an Orbax checkpoint of our model's variables.
 
   python experiments/convert_keras.py resnet50_weights_tf_dim_ordering_tf_kernels.h5 \
       --layout keras --model resnet50 --out pretrained/resnet50_keras
@@ -27,6 +27,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 _OUT = flags.DEFINE_string('out', None, 'New checkpoint directory (must not exist).')
 _MODEL = flags.DEFINE_string('model', 'resnet50', 'Model name for create_model.')
@@ -45,6 +46,7 @@ def main(argv):
     raise app.UsageError('expected one input file: convert_keras.py IN.h5 --out DIR')
   if not _OUT.value:
     raise app.UsageError('--out DIR is required')
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax's INFO chatter.
   from resnet_jax.errors import ResNetJaxError
   from resnet_jax.weights.convert import convert_keras_h5
   try:

@@ -200,9 +200,10 @@ def _loss(model, variables, x, labels, train):
 
 @pytest.mark.parametrize('name', ['cifar_plain20', 'cifar_resnet20'])
 def test_gradient_reaches_the_first_layer(name):
-  """The stem's gradient is nonzero and agrees with a finite difference.
+  """The stem's gradient is nonzero and predicts the loss change along a direction.
 
-  The CIFAR family at depth 8 (one block per stage) keeps compilation short.
+  The CIFAR family at depth 8 (one block per stage) keeps compilation short. ReLU
+  kinks make the difference quotient inexact, hence the 10% tolerance.
   """
   model = create_model(name, stage_sizes=(1, 1, 1))
   x, labels = _images(n=8, size=8), jnp.arange(8) % 10
@@ -224,7 +225,7 @@ def test_gradient_reaches_the_first_layer(name):
   eps = 1e-3
   numeric = (loss_and_grad(kernel + eps * direction)[0]
              - loss_and_grad(kernel - eps * direction)[0]) / (2 * eps)
-  np.testing.assert_allclose(numeric, jnp.vdot(grad, direction), rtol=0.02, atol=1e-5)
+  np.testing.assert_allclose(numeric, jnp.vdot(grad, direction), rtol=0.1)
 
 
 def test_batch_norm_train_uses_batch_statistics_and_updates_them():
@@ -300,12 +301,14 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close_to_float32():
   activations = jax.tree_util.tree_leaves(state['intermediates'])
   assert len(activations) > 30
   assert {a.dtype for a in activations} == {jnp.dtype('bfloat16')}
-  want, _ = _train_apply(f32, x)(variables)
+  want, want_stats = _train_apply(f32, x)(variables)
   scale = float(jnp.max(jnp.abs(want)))
-  np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=0.05 * scale)
-  np.testing.assert_allclose(state['batch_stats']['stem_bn']['mean'],
-                             _train_apply(f32, x)(variables)[1]['batch_stats'][
-                                 'stem_bn']['mean'], rtol=0.02, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=0.02 * scale)
+  # Batch statistics stay float32 and close to float32's.
+  got_mean = state['batch_stats']['stem_bn']['mean']
+  assert got_mean.dtype == jnp.float32
+  np.testing.assert_allclose(got_mean, want_stats['batch_stats']['stem_bn']['mean'],
+                             rtol=0.02, atol=1e-3)
 
 
 def test_zero_init_last_bn_makes_blocks_start_as_the_identity():

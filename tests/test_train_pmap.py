@@ -79,7 +79,6 @@ def four_devices(tmp_path_factory):
 def _latest_params(workdir):
   checkpointer = checkpoint_lib.Checkpointer(str(workdir), keep=10)
   try:
-    _, state = checkpointer.read(checkpointer.latest_step())[0:1][0], None
     step = checkpointer.latest_step()
     return step, checkpointer.read(step)[0]
   finally:

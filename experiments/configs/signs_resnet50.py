@@ -3,7 +3,7 @@
   python experiments/train.py                 # same as --config experiments/configs/signs_resnet50.py
 
 Uses the real SIGNS files when data/signs holds train_signs.h5 and test_signs.h5, else the
-synthetic SIGNS set (generated once into .cache/resnet_jax). On the 2-core CPU of the
+synthetic SIGNS set (generated once into ~/.cache/resnet_jax, or config.cache_dir). On the 2-core CPU of the
 development machine it reaches test accuracy >= 0.90 on the synthetic set in under 10
 minutes (see README for the measured numbers). Rerunning the command resumes and, when the
 run is complete, ends at once.

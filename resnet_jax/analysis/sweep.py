@@ -153,8 +153,12 @@ def run_one(config, workdir, model_name, seed, dataset, train_fn):
   elapsed = time.perf_counter() - start
   if final.get('preempted'):
     return 'preempted'
+  probe_start = time.perf_counter()
   batch = probe_batch(train_config, dataset, config.probe_batch_size)
   snapshots = probe_gradient_flow(train_config, model, dataset, directory, batch)
+  log.info('sweep: %s seed %d trained in %.0f s, gradient flow probed at steps %s in %.0f s',
+           model_name, seed, elapsed, [s['step'] for s in snapshots],
+           time.perf_counter() - probe_start)
   results.write_json_atomic(os.path.join(directory, results.GRADIENT_FLOW_FILE),
                             {'probe_batch_size': int(batch['label'].shape[0]),
                              'snapshots': snapshots})

@@ -36,7 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
   # None: SIGNS looks in data/signs and falls back to the synthetic set; a path given here
   # must hold the files.
   config.data_dir = config_dict.placeholder(str)
-  config.cache_dir = '.cache/resnet_jax'
+  # Where generated data (the synthetic SIGNS set) are kept; None: ~/.cache/resnet_jax.
+  config.cache_dir = config_dict.placeholder(str)
   config.image_size = 64
   config.preprocess = 'scale'  # 'scale' (/255) or 'standardize' (per-channel, train split).
   config.augment = ml_collections.ConfigDict({'crop_padding': 0, 'flip': False})
@@ -122,7 +123,7 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       ('dtype', _one_of(DTYPES), f'one of {DTYPES}'),
       ('sync_bn', lambda v: isinstance(v, bool), 'True or False'),
       ('data_dir', lambda v: v is None or (isinstance(v, str) and v), 'None or a directory path'),
-      ('cache_dir', lambda v: isinstance(v, str) and v, 'a directory path'),
+      ('cache_dir', lambda v: v is None or (isinstance(v, str) and v), 'None or a directory path'),
       ('image_size', lambda v: _is_int(v) and v >= 1, 'a positive integer (pixels)'),
       ('preprocess', _one_of(PREPROCESS_MODES), f'one of {PREPROCESS_MODES}'),
       ('augment.crop_padding', lambda v: _is_int(v) and v >= 0, 'an integer >= 0 (pixels)'),

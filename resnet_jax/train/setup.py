@@ -17,15 +17,18 @@ def load_data(config: ml_collections.ConfigDict):
 
   SIGNS with data_dir None uses the real files in data/signs when they are there and the
   synthetic set (generated once into cache_dir) otherwise; an explicit data_dir must hold
-  the files.
+  the files. Generated data use seed 0 whatever config.seed is: runs that differ only in
+  their seed train on the same data.
   """
   from resnet_jax import data
   try:
-    if config.dataset == 'signs' and config.data_dir is None:
-      return data.load_signs_or_synthetic(DEFAULT_SIGNS_DIR, config.cache_dir)
+    if config.dataset == 'signs':
+      if config.data_dir is not None:
+        return data.load_signs(config.data_dir)
+      search = DEFAULT_SIGNS_DIR if os.path.isdir(DEFAULT_SIGNS_DIR) else None
+      return data.load_signs_or_synthetic(search, config.cache_dir, seed=0)
     return data.load_dataset(config.dataset, data_dir=config.data_dir,
-                             cache_dir=config.cache_dir, image_size=config.image_size,
-                             seed=config.seed)
+                             cache_dir=config.cache_dir, image_size=config.image_size, seed=0)
   except DatasetError as error:
     raise ConfigError(f'config.data_dir={config.data_dir!r} (dataset {config.dataset!r}): '
                       f'{error}') from error

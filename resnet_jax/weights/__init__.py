@@ -17,8 +17,8 @@ the importer checks names and shapes only.
 from resnet_jax.weights.checkpoint import restore_variables, save_variables
 from resnet_jax.weights.convert import Conversion, convert_keras_h5
 from resnet_jax.weights.keras_h5 import KerasLayer, KerasWeights, read_keras_h5
-from resnet_jax.weights.keras_mapping import (NAMING_SCHEMES, load_keras_h5,
-                                              model_layers)
+from resnet_jax.weights.keras_import import load_keras_h5
+from resnet_jax.weights.keras_mapping import NAMING_SCHEMES, model_layers
 from resnet_jax.weights.preprocess import IMAGENET_MEAN_BGR, caffe_preprocess
 
 __all__ = [

@@ -9,7 +9,8 @@ from resnet_jax.errors import CheckpointError, WeightsError
 from resnet_jax.models import check_input_size, create_model
 from resnet_jax.weights.checkpoint import save_variables
 from resnet_jax.weights.keras_h5 import KerasWeights, read_keras_h5
-from resnet_jax.weights.keras_mapping import file_layer_kind, load_keras_h5
+from resnet_jax.weights.keras_import import load_keras_h5
+from resnet_jax.weights.keras_mapping import file_layer_kind
 
 
 @dataclasses.dataclass(frozen=True)

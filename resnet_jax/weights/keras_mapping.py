@@ -1,4 +1,4 @@
-"""Which Keras layer fills which of our variables, and `load_keras_h5`.
+"""Which Keras layer fills which of our variables (used by keras_import.load_keras_h5).
 
 Our side (the models' naming contract): `stem_conv`, `stem_bn`, blocks
 `stage{s}_block{b}` holding `conv1`, `bn1`, `conv2`, `bn2`, `conv3`, `bn3` and the
@@ -39,25 +39,21 @@ the head then comes from the caller's freshly initialised variables.
 import dataclasses
 import re
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax.errors import WeightsError
-from resnet_jax.weights.keras_h5 import KerasLayer, KerasWeights, read_keras_h5
+from resnet_jax.weights.keras_h5 import KerasLayer, KerasWeights
 
 # Keras weight name -> (our collection, our variable name), per kind of layer.
-_ROLES = {
+ROLES = {
     'conv': {'kernel': ('params', 'kernel'), 'bias': ('params', 'bias')},
     'bn': {'gamma': ('params', 'scale'), 'beta': ('params', 'bias'),
            'moving_mean': ('batch_stats', 'mean'),
            'moving_variance': ('batch_stats', 'var')},
     'dense': {'kernel': ('params', 'kernel'), 'bias': ('params', 'bias')},
 }
-_KIND_NAMES = {'conv': 'Conv2D', 'bn': 'BatchNormalization', 'dense': 'Dense'}
+KIND_NAMES = {'conv': 'Conv2D', 'bn': 'BatchNormalization', 'dense': 'Dense'}
 _BLOCK_RE = re.compile(r'stage(\d+)_block(\d+)')
-# Shapes only: any size the model accepts gives the same variables (global pooling).
-_TEMPLATE_INPUT = (1, 64, 64, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +83,12 @@ def model_layers(template) -> list[ModelLayer]:
   """
   modules = {}
   for collection in ('params', 'batch_stats'):
-    flat = _flatten(template.get(collection, {}))
+    flat = flatten_tree(template.get(collection, {}))
     for path, leaf in flat.items():
       modules.setdefault(path[:-1], {})[(collection, path[-1])] = tuple(leaf.shape)
   layers = []
   for path, variables in modules.items():
-    for kind, roles in _ROLES.items():
+    for kind, roles in ROLES.items():
       wanted = {keras: variables.get(ours) for keras, ours in roles.items()}
       if kind == 'conv' and variables.get(('params', 'bias')) is None:
         wanted.pop('bias')  # Layouts without conv biases (torchvision).
@@ -236,8 +232,8 @@ def _match_by_name(weights, layers, skip_head, scheme):
       if name not in weights.layers:
         raise WeightsError(
             f"{weights.path} has no layer '{name}' for the model's {layer.label}: "
-            f'expected a {_KIND_NAMES[layer.kind]} with weights '
-            f'{_describe(layer.weights)}, found none')
+            f'expected a {KIND_NAMES[layer.kind]} with weights '
+            f'{describe(layer.weights)}, found none')
       their = weights.layers[name]
     _check_fits(weights, layer, their, '')
     matched[layer.path] = their
@@ -247,7 +243,7 @@ def _match_by_name(weights, layers, skip_head, scheme):
     layer = weights.layers[extra[0]]
     raise WeightsError(
         f"{weights.path} has layer '{layer.name}' with weights "
-        f'{_describe(dict(zip(layer.weight_names, layer.shapes)))} that fits no '
+        f'{describe(dict(zip(layer.weight_names, layer.shapes)))} that fits no '
         f'variable of the model ({len(extra)} such layers: {extra[:5]})')
   return matched
 
@@ -269,23 +265,23 @@ def _match_by_order(weights, layers, skip_head):
     ours = [layer for layer in layers if layer.kind == kind]
     if kind == 'dense' and not theirs:
       continue  # No classifier in the file (notop), or skipped.
-    counts = (f'(the file has {len(theirs)} {_KIND_NAMES[kind]} layers, the model '
+    counts = (f'(the file has {len(theirs)} {KIND_NAMES[kind]} layers, the model '
               f'{len(ours)})')
     for position, (mine, their) in enumerate(zip(ours, theirs), start=1):
       _check_fits(weights, mine, their,
-                  f' ({_KIND_NAMES[kind]} number {position} in graph order; {counts[1:]}')
+                  f' ({KIND_NAMES[kind]} number {position} in graph order; {counts[1:]}')
       matched[mine.path] = their
     if len(ours) > len(theirs):
       mine = ours[len(theirs)]
       raise WeightsError(
           f"{weights.path} has no layer for the model's {mine.label}: expected a "
-          f'{_KIND_NAMES[kind]} with weights {_describe(mine.weights)}, found none '
+          f'{KIND_NAMES[kind]} with weights {describe(mine.weights)}, found none '
           f'{counts}')
     if len(theirs) > len(ours):
       their = theirs[len(ours)]
       raise WeightsError(
           f"{weights.path} has layer '{their.name}' with weights "
-          f'{_describe(dict(zip(their.weight_names, their.shapes)))} that fits no '
+          f'{describe(dict(zip(their.weight_names, their.shapes)))} that fits no '
           f'variable of the model {counts}')
   return matched
 
@@ -293,7 +289,7 @@ def _match_by_order(weights, layers, skip_head):
 def _check_fits(weights, mine: ModelLayer, their: KerasLayer, context: str):
   """Raises WeightsError unless `their` weights have `mine`'s names and shapes."""
   try:
-    arrays = _by_role(mine, their)
+    arrays = weights_by_role(mine, their)
     fits = all(arrays[k].shape == shape for k, shape in mine.weights.items())
   except KeyError:
     fits = False
@@ -303,11 +299,11 @@ def _check_fits(weights, mine: ModelLayer, their: KerasLayer, context: str):
           if mine.kind == 'dense' else '')
   raise WeightsError(
       f"{weights.path}: layer '{their.name}'{context} does not fit the model's "
-      f'{mine.label}: expected weights {_describe(mine.weights)}, found '
-      f'{_describe(dict(zip(their.weight_names, their.shapes)))}{hint}')
+      f'{mine.label}: expected weights {describe(mine.weights)}, found '
+      f'{describe(dict(zip(their.weight_names, their.shapes)))}{hint}')
 
 
-def _by_role(mine: ModelLayer, their: KerasLayer) -> dict[str, np.ndarray]:
+def weights_by_role(mine: ModelLayer, their: KerasLayer) -> dict[str, np.ndarray]:
   """Keras weight name -> array; by name when the file names them, else by position."""
   if len(their.arrays) != len(mine.weights):
     raise KeyError('count')
@@ -318,91 +314,16 @@ def _by_role(mine: ModelLayer, their: KerasLayer) -> dict[str, np.ndarray]:
   raise KeyError('names')
 
 
-def _describe(shapes: dict) -> str:
+def describe(shapes: dict) -> str:
   return '[' + ', '.join(f'{k} {tuple(s)}' for k, s in shapes.items()) + ']'
 
 
-def _flatten(tree, prefix=()):
+def flatten_tree(tree, prefix=()):
+  """{path tuple: leaf} of nested mappings (dicts or FrozenDicts)."""
   flat = {}
   for key, value in tree.items():
     if hasattr(value, 'items'):
-      flat.update(_flatten(value, prefix + (key,)))
+      flat.update(flatten_tree(value, prefix + (key,)))
     else:
       flat[prefix + (key,)] = value
   return flat
-
-
-def _set(tree, path, value):
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
-
-
-def model_template(model):
-  """Shapes of `model`'s variables, without computing anything."""
-  return jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros(_TEMPLATE_INPUT), train=False))
-
-
-def load_keras_h5(path, model=None, *, init_variables=None, skip_head: bool = False):
-  """Variables for `model` from a Keras h5 weights file, exactly.
-
-  Args:
-    path: a Keras h5 file in any layout keras_h5.read_keras_h5 reads.
-    model: a model from `create_model(...)`; its variables' shapes are taken from
-      `jax.eval_shape` (nothing is computed). May be None if `init_variables` is
-      given.
-    init_variables: freshly initialised {'params', 'batch_stats'} of the same model
-      (`model.init(...)`). They supply what the file lacks by design, the
-      classifier of a `_notop` file, and the head when `skip_head` is True; they
-      also fix the variables' shapes. Needed only in those two cases.
-    skip_head: ignore the file's classifier (e.g. 1000 ImageNet classes loaded
-      into a 6-class model) and take the head from `init_variables`.
-
-  Returns:
-    {'params', 'batch_stats'}: nested dicts of float32 numpy arrays with exactly the
-    structure of `model.init`'s.
-
-  Raises:
-    WeightsError: the file cannot be read, or does not fit the model (names the
-      layer, the expected and found shapes, and the file).
-  """
-  if init_variables is not None:
-    template = init_variables
-  elif model is not None:
-    template = model_template(model)
-  else:
-    raise WeightsError(f'load_keras_h5({path}): pass the model or init_variables')
-  weights = read_keras_h5(path)
-  layers = model_layers(template)
-  matched = match_layers(weights, layers, skip_head=skip_head)
-  variables = {'params': {}, 'batch_stats': {}}
-  for layer in layers:
-    their = matched.get(layer.path)
-    if their is None:  # Only the head can be missing; match_layers checks the rest.
-      head = _head_from(init_variables, layer, weights.path, skip_head)
-      for collection, leaf in _ROLES[layer.kind].values():
-        if leaf in head.get(collection, {}):
-          _set(variables[collection], layer.path + (leaf,), head[collection][leaf])
-      continue
-    for keras_name, array in _by_role(layer, their).items():
-      collection, leaf = _ROLES[layer.kind][keras_name]
-      _set(variables[collection], layer.path + (leaf,), np.asarray(array, np.float32))
-  return variables
-
-
-def _head_from(init_variables, layer, path, skip_head):
-  """The caller's fresh variables of `layer` (the head), as numpy arrays."""
-  reason = ('skip_head=True' if skip_head else
-            f'{path} has no classifier (a notop file)')
-  if init_variables is None:
-    raise WeightsError(
-        f"{reason}, so the model's {layer.label} {_describe(layer.weights)} must come "
-        'from init_variables: pass init_variables=model.init(...)')
-  head = {}
-  for collection in ('params', 'batch_stats'):
-    subtree = init_variables.get(collection, {})
-    for key in layer.path:
-      subtree = subtree.get(key, {}) if hasattr(subtree, 'get') else {}
-    head[collection] = {k: np.asarray(v, np.float32) for k, v in subtree.items()}
-  return head

@@ -1,0 +1,338 @@
+"""Training throughput: the library's fast path, and a straightforward Flax step to compare.
+
+The fast path is the program train.py runs, built by the same functions:
+`setup.build_model`, `optim.create_optimizer`, `steps.make_step_functions(...).train_chunk`
+(pmapped, donating the state) over a split resident on the devices, K steps per dispatch.
+The baseline is what a Flax user writes first: one `jax.jit` step per dispatch (apply with
+mutable batch_stats, optax update), float32 images sent from the host every step.
+
+How the numbers are taken:
+- the data are random uint8 images of the requested size, already on the device;
+- compile time is that of `lower(...).compile()`, whose executable the later calls reuse;
+- warm-up steps run after compiling and are not timed;
+- a window dispatches its steps back to back and ends with `block_until_ready`; the
+  reported time is the median over windows; with a baseline, windows of the two
+  alternate, so that both see the same load on a shared machine, and the speed-up is the
+  median of the per-window ratios;
+- FLOPs come from XLA's cost analysis of the compiled program. XLA cannot know the trip
+  count of the chunk's loop (it is an argument) and counts its body once: the chunk's
+  figure is one step's (plus the epoch's permutation, negligible); pmap compiles one
+  device's program, so it is multiplied by the device count.
+"""
+import dataclasses
+import os
+import statistics
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+
+from resnet_jax.data import pipeline
+from resnet_jax.data.fake_images import load_fake_imagenet
+from resnet_jax.train import config as config_lib
+from resnet_jax.train import optim, setup, steps
+from resnet_jax.train.state import create_train_state, seed_keys
+
+# Dense (no structured sparsity) tensor-core peaks in TFLOP/s from NVIDIA's datasheets,
+# which list them "with sparsity": the figures here are half of those. float32 is
+# compared with the TF32 peak, the most a float32 convolution can reach on these parts.
+# First matching device-kind substring wins, so the specific names come first.
+PEAK_TFLOPS = (
+    ('H100 PCIe', {'bfloat16': 756.5, 'float32': 378.0}, 'NVIDIA H100 PCIe datasheet'),
+    ('H100 NVL', {'bfloat16': 835.5, 'float32': 417.5}, 'NVIDIA H100 NVL datasheet'),
+    ('H200 NVL', {'bfloat16': 835.5, 'float32': 417.5}, 'NVIDIA H200 NVL datasheet'),
+    ('H200', {'bfloat16': 989.4, 'float32': 494.7}, 'NVIDIA H200 SXM datasheet'),
+    ('H100', {'bfloat16': 989.4, 'float32': 494.7}, 'NVIDIA H100 SXM5 datasheet'),
+    ('A100', {'bfloat16': 312.0, 'float32': 156.0}, 'NVIDIA A100 datasheet'),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """What is trained: the model, its input and the optimizer; batch_size is global."""
+  model: str = 'resnet50'
+  layout: str = 'coursera'
+  image_size: int = 64
+  batch_size: int = 32
+  dtype: str = 'float32'
+  num_classes: int = 6
+  optimizer: str = 'adam'
+  steps_per_dispatch: int = 1
+
+
+def workload_config(workload: Workload) -> ml_collections.ConfigDict:
+  """The training config of `workload` (base_config defaults elsewhere), validated."""
+  config = config_lib.base_config()
+  for field in ('model', 'layout', 'image_size', 'batch_size', 'dtype', 'num_classes',
+                'optimizer', 'steps_per_dispatch'):
+    config[field] = getattr(workload, field)
+  config.dataset = 'fake_imagenet'
+  config_lib.validate_config(config)
+  return config
+
+
+def peak_tflops(device_kind: str, dtype: str) -> tuple[Optional[float], Optional[str]]:
+  """(peak TFLOP/s, where the figure comes from) for a device kind; (None, None) if unknown."""
+  for pattern, peaks, source in PEAK_TFLOPS:
+    if pattern.lower() in device_kind.lower():
+      kind = 'BF16' if dtype == 'bfloat16' else 'TF32'
+      return peaks[dtype], f'{source}: {kind} tensor core, dense'
+  return None, None
+
+
+def compiled_cost(compiled) -> tuple[Optional[float], Optional[int]]:
+  """(FLOPs, bytes of arguments + outputs + temporaries) of a compiled program, if known."""
+  flops = None
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # Older JAX returns one dict per program.
+    analysis = analysis[0] if analysis else None
+  if analysis and analysis.get('flops', -1) > 0:
+    flops = float(analysis['flops'])
+  memory = None
+  stats = compiled.memory_analysis()
+  if stats is not None:
+    memory = int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+                 + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+  return flops, memory
+
+
+def peak_memory_bytes(device) -> Optional[int]:
+  """The device's peak bytes in use so far, where the backend reports it (not on CPU)."""
+  try:
+    stats = device.memory_stats()
+  except Exception:  # Backends without memory statistics raise or return None.
+    return None
+  if not stats or 'peak_bytes_in_use' not in stats:
+    return None
+  return int(stats['peak_bytes_in_use'])
+
+
+def _round_up(value: int, multiple: int) -> int:
+  return -(-value // multiple) * multiple
+
+
+class FastPath:
+  """train.py's training program on a device-resident random split.
+
+  Args:
+    workload: what to train.
+    model: a flax module to use instead of the one the workload names (tests).
+    epoch_steps: steps per epoch of the resident split; rounded up to a multiple of
+      steps_per_dispatch, because a chunk never crosses an epoch (as in the loop).
+  """
+  name = 'fast'
+
+  def __init__(self, workload: Workload, model=None, epoch_steps: int = 8, seed: int = 0):
+    config = workload_config(workload)
+    self.workload = workload
+    self.steps_per_dispatch = workload.steps_per_dispatch
+    self.epoch_steps = _round_up(max(epoch_steps, 1), self.steps_per_dispatch)
+    model = model if model is not None else setup.build_model(config)
+    size = workload.image_size
+    data = load_fake_imagenet(image_size=size, num_train=self.epoch_steps * workload.batch_size,
+                              num_test=1, num_classes=workload.num_classes, seed=seed)
+    layout = pipeline.device_layout(workload.batch_size, len(data.train))
+    self.devices = layout.local_devices
+    tx, _ = optim.create_optimizer(config, self.epoch_steps)
+    settings = steps.StepSettings(num_classes=workload.num_classes, preprocess=config.preprocess,
+                                  nan_policy=config.nan_policy, sync_bn=config.sync_bn)
+    _, _, data_key = seed_keys(seed)
+    fns = steps.make_step_functions(
+        model, tx, settings, data_key=data_key, steps_per_epoch=self.epoch_steps,
+        global_batch=layout.global_batch, per_device_batch=layout.per_device_batch,
+        eval_global_batch=layout.global_batch, eval_per_device_batch=layout.per_device_batch,
+        num_eval_batches=1, devices=self.devices)
+    self._chunk = fns.train_chunk
+    state = create_train_state(model, tx, (size, size, 3), seed)
+    self.state = pipeline.replicate_on_devices(jax.tree.map(np.asarray, state), self.devices)
+    self.resident = pipeline.replicate_on_devices(
+        {'image': data.train.images, 'label': data.train.labels}, self.devices)
+    self.device_index = pipeline.shard_leading_axis(layout.global_device_indices, self.devices)
+    self._count = np.full((len(self.devices),), self.steps_per_dispatch, np.int32)
+    self.last_sums = None
+    self.flops_per_step = None
+    self.program_bytes = None
+
+  def compile(self) -> float:
+    """Compiles the chunk program; returns the seconds it took."""
+    start = time.perf_counter()
+    compiled = self._chunk.lower(self.state, self.resident, self.device_index,
+                                 self._count).compile()
+    seconds = time.perf_counter() - start
+    flops, self.program_bytes = compiled_cost(compiled)
+    if flops is not None:
+      self.flops_per_step = flops * len(self.devices)
+    return seconds
+
+  def run(self, num_steps: int) -> None:
+    """Runs `num_steps` (a multiple of steps_per_dispatch) and waits for the device."""
+    for _ in range(num_steps // self.steps_per_dispatch):
+      self.state, self.last_sums = self._chunk(self.state, self.resident, self.device_index,
+                                               self._count)
+    jax.block_until_ready((self.state, self.last_sums))
+
+  def params(self):
+    """The first device's parameters, on the host."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], self.state.params)
+
+
+class BaselineState(train_state.TrainState):
+  """Flax's TrainState with the batch statistics, as in Flax's BatchNorm guide."""
+  batch_stats: Any
+
+
+def straightforward_train_step(num_classes: int) -> Callable:
+  """A plain Flax train step: (state, images, labels) -> (state, loss, accuracy)."""
+
+  def train(state: BaselineState, images, labels):
+    def loss_fn(params):
+      logits, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats},
+                                       images, train=True, mutable=['batch_stats'])
+      one_hot = jax.nn.one_hot(labels, num_classes)
+      loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), one_hot).mean()
+      return loss, (logits, updates['batch_stats'])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return state, loss, accuracy
+
+  return train
+
+
+class BaselinePath:
+  """The straightforward step: jax.jit, one step per dispatch, batches from the host.
+
+  Same model, batch and dtype as the fast path; the optimizer is optax's stock adam
+  (or SGD with momentum) with the workload's learning rate; one device.
+  """
+  name = 'baseline'
+  steps_per_dispatch = 1
+
+  def __init__(self, workload: Workload, model=None, num_host_batches: int = 4, seed: int = 0):
+    config = workload_config(workload)
+    self.workload = workload
+    self.devices = (jax.local_devices()[0],)
+    model = model if model is not None else setup.build_model(config)
+    size = workload.image_size
+    data = load_fake_imagenet(image_size=size, num_train=num_host_batches * workload.batch_size,
+                              num_test=1, num_classes=workload.num_classes, seed=seed)
+    shape = (num_host_batches, workload.batch_size)
+    # What a course notebook feeds: float images scaled to [0, 1] on the host.
+    self.images = (data.train.images.astype(np.float32) / 255.0).reshape(shape + (size, size, 3))
+    self.labels = data.train.labels.reshape(shape)
+    if workload.optimizer == 'sgd':
+      tx = optax.sgd(config.learning_rate, momentum=config.momentum)
+    else:
+      tx = optax.adam(config.learning_rate)
+    variables = jax.jit(lambda: model.init(jax.random.key(seed),
+                                           jnp.zeros((1, size, size, 3)), train=False))()
+    self.state = BaselineState.create(apply_fn=model.apply, params=variables['params'],
+                                      batch_stats=variables['batch_stats'], tx=tx)
+    self._step = jax.jit(straightforward_train_step(workload.num_classes))
+    self._position = 0
+    self.last_metrics = None
+    self.flops_per_step = None
+    self.program_bytes = None
+
+  def compile(self) -> float:
+    start = time.perf_counter()
+    compiled = self._step.lower(self.state, self.images[0], self.labels[0]).compile()
+    seconds = time.perf_counter() - start
+    self.flops_per_step, self.program_bytes = compiled_cost(compiled)
+    return seconds
+
+  def run(self, num_steps: int) -> None:
+    for _ in range(num_steps):
+      index = self._position % len(self.images)
+      self._position += 1
+      self.state, loss, accuracy = self._step(self.state, self.images[index], self.labels[index])
+      self.last_metrics = (loss, accuracy)
+    jax.block_until_ready((self.state, self.last_metrics))
+
+
+def time_windows(paths: Sequence, num_steps: int, windows: int) -> dict:
+  """{path name: [seconds per window]}, the paths' windows alternating."""
+  times = {path.name: [] for path in paths}
+  for _ in range(windows):
+    for path in paths:
+      start = time.perf_counter()
+      path.run(num_steps)
+      times[path.name].append(time.perf_counter() - start)
+  return times
+
+
+def _record(path, workload: Workload, window_seconds: list, num_steps: int,
+            compile_seconds: float, peak_bytes: Optional[int]) -> dict:
+  device = path.devices[0]
+  seconds_per_step = statistics.median(window_seconds) / num_steps
+  flops = path.flops_per_step
+  achieved = flops / seconds_per_step / 1e12 if flops else None
+  dtype = workload.dtype
+  peak, source = peak_tflops(device.device_kind, dtype)
+  return {
+      'path': path.name,
+      'model': workload.model, 'layout': workload.layout, 'image_size': workload.image_size,
+      'batch_size': workload.batch_size, 'dtype': dtype, 'num_classes': workload.num_classes,
+      'optimizer': workload.optimizer, 'steps_per_dispatch': path.steps_per_dispatch,
+      'img_per_sec': workload.batch_size / seconds_per_step,
+      'ms_per_step': 1e3 * seconds_per_step,
+      'window_ms_per_step': [1e3 * s / num_steps for s in window_seconds],
+      'timed_steps_per_window': num_steps, 'windows': len(window_seconds),
+      'compile_seconds': compile_seconds,
+      'device': {'kind': device.device_kind, 'count': len(path.devices)},
+      'backend': device.platform,
+      'peak_memory_bytes': peak_bytes,
+      'program_memory_bytes': path.program_bytes,
+      'flops_per_step': flops,
+      'achieved_tflops': achieved,
+      'peak_tflops': peak,
+      'peak_reference': source,
+      'fraction_of_peak': achieved / peak if (achieved and peak) else None,
+      'jax_version': jax.__version__, 'flax_version': flax.__version__,
+      'xla_flags': os.environ.get('XLA_FLAGS') or None,
+  }
+
+
+def measure(workload: Workload, *, steps: int, windows: int = 5,
+            warmup_steps: Optional[int] = None, baseline: bool = False, model=None,
+            epoch_steps: int = 8) -> list[dict]:
+  """Times the fast path (and the baseline), one record per path.
+
+  Args:
+    steps: timed steps per window (rounded up to a multiple of steps_per_dispatch).
+    windows: timed windows; the median is reported.
+    warmup_steps: untimed steps after compiling (default: max(2, steps_per_dispatch)).
+    baseline: also time `BaselinePath`; the fast record then carries the baseline's
+      ms_per_step and `speedup_vs_baseline`, the median of the per-window ratios.
+    model: a flax module to use instead of the one the workload names (tests).
+  """
+  per_dispatch = workload.steps_per_dispatch
+  num_steps = _round_up(max(steps, 1), per_dispatch)
+  warmup = _round_up(max(warmup_steps if warmup_steps is not None else 2, per_dispatch, 1),
+                     per_dispatch)
+  paths, compile_seconds, peaks = [], {}, {}
+  candidates = [lambda: FastPath(workload, model=model, epoch_steps=epoch_steps)]
+  if baseline:
+    candidates.append(lambda: BaselinePath(workload, model=model))
+  for build in candidates:
+    path = build()
+    compile_seconds[path.name] = path.compile()
+    path.run(warmup)
+    # The process-wide peak: the fast path goes first, so its figure is its own.
+    peaks[path.name] = peak_memory_bytes(path.devices[0])
+    paths.append(path)
+  times = time_windows(paths, num_steps, windows)
+  records = [_record(path, workload, times[path.name], num_steps, compile_seconds[path.name],
+                     peaks[path.name]) for path in paths]
+  if baseline:
+    ratios = [b / f for f, b in zip(times['fast'], times['baseline'])]
+    records[0]['baseline_ms_per_step'] = records[1]['ms_per_step']
+    records[0]['speedup_vs_baseline'] = statistics.median(ratios)
+  return records
