@@ -6,6 +6,11 @@
 
 Errors of the library (bad config, data, checkpoint) are printed as one message and exit
 with code 2; --debug shows the traceback. SIGTERM/SIGINT save a checkpoint and exit 0.
+
+Several hosts: start the same command on every host, adding
+  --coordinator_address=HOST0:PORT --num_processes=N --process_id=I
+(or --distributed alone where jax.distributed detects the cluster: Cloud TPU, SLURM, Open MPI).
+config.batch_size is the global batch; --workdir must be one directory all hosts share.
 """
 import logging
 import os
@@ -26,6 +31,13 @@ _CONFIG = config_flags.DEFINE_config_file('config', DEFAULT_CONFIG,
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go '
                                '(default: runs/<config file name>).')
 _DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks of configuration and data errors.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Join a multi-process run through '
+                                 'jax.distributed.initialize (implied by the three flags below).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for '
+                                   'multi-process runs.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index in [0, '
+                                   'num_processes).')
 
 
 def setup_logging() -> None:
@@ -38,6 +50,18 @@ def setup_logging() -> None:
   ours.setLevel(logging.INFO)
   ours.addHandler(handler)
   ours.propagate = False
+
+
+def initialize_distributed() -> None:
+  """Joins the processes of a multi-process run before anything touches a device."""
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if not _DISTRIBUTED.value and all(value is None for value in explicit):
+    return
+  import jax
+  # On CPU, cross-process collectives need an implementation (gloo ships with jaxlib).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                             num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
 
 
 def default_workdir(config_path: str) -> str:
@@ -70,6 +94,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   setup_logging()
+  initialize_distributed()
   from resnet_jax.errors import ResNetJaxError
   from resnet_jax.train import train_and_evaluate
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)

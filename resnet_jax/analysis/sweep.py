@@ -16,6 +16,7 @@ rebuilds from the seed) and at every checkpoint the run kept -- on one fixed bat
 then result.json is written last, atomically: a run with a result.json is
 finished and is skipped on a rerun.
 """
+import functools
 import json
 import logging
 import os
@@ -23,9 +24,9 @@ import re
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from resnet_jax.analysis import plots, results
 from resnet_jax.analysis.gradient_flow import layer_gradient_norms
@@ -68,7 +69,7 @@ def build_model(train_config):
   model = models.create_model(
       base, stage_sizes=(blocks,) * 3, num_classes=train_config.num_classes,
       layout=train_config.layout,
-      dtype=jax.numpy.bfloat16 if train_config.dtype == 'bfloat16' else jax.numpy.float32)
+      dtype=jnp.bfloat16 if train_config.dtype == 'bfloat16' else jnp.float32)
   models.check_input_size(model, train_config.image_size)
   return model
 
@@ -84,9 +85,26 @@ def probe_batch(train_config, dataset, size):
   index = np.sort(np.random.default_rng(0).choice(len(dataset.train), count, replace=False))
   mean, std = (augment.channel_stats(dataset.train.images)
                if train_config.preprocess == 'standardize' else (None, None))
-  images = augment.preprocess(jax.numpy.asarray(dataset.train.images[index]),
+  images = augment.preprocess(jnp.asarray(dataset.train.images[index]),
                               train_config.preprocess, mean, std)
-  return {'image': images, 'label': jax.numpy.asarray(dataset.train.labels[index])}
+  return {'image': images, 'label': jnp.asarray(dataset.train.labels[index])}
+
+
+# Module-level, so that compiled programs are reused by every run of the same model.
+_probe = jax.jit(layer_gradient_norms, static_argnums=(0, 3))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _initial_variables(model, init_key, image_shape):
+  return model.init(init_key, jnp.zeros((1,) + image_shape, jnp.float32), train=False)
+
+
+def initial_variables(model, image_shape, seed):
+  """The variables a run of `seed` starts from, as resnet_jax.train.state.create_train_state
+  makes them (the same init key), without building an optimizer state."""
+  from resnet_jax.train import state as state_lib
+  init_key = state_lib.seed_keys(seed)[0]
+  return _initial_variables(model, init_key, tuple(image_shape))
 
 
 def probe_gradient_flow(train_config, model, dataset, directory, batch):
@@ -94,19 +112,16 @@ def probe_gradient_flow(train_config, model, dataset, directory, batch):
 
   Returns:
     [{'step': int, 'layers': {layer path: float}}], by step; step 0 is the
-    initialisation, rebuilt from the seed exactly as the training loop builds it.
+    initialisation, rebuilt from the seed as the training loop builds it.
   """
-  from resnet_jax.train import checkpoint, state as state_lib
-  probe = jax.jit(layer_gradient_norms, static_argnums=(0, 3))
+  from resnet_jax.train import checkpoint
 
   def snapshot(step, params, batch_stats):
-    norms = probe(model, {'params': params, 'batch_stats': batch_stats}, batch, True)
+    norms = _probe(model, {'params': params, 'batch_stats': batch_stats}, batch, True)
     return {'step': int(step), 'layers': {k: float(v) for k, v in norms.items()}}
 
-  # The optimizer plays no part in the initial parameters; identity avoids rebuilding it.
-  init = state_lib.create_train_state(model, optax.identity(), dataset.train.image_shape,
-                                      train_config.seed)
-  snapshots = [snapshot(0, init.params, init.batch_stats)]
+  init = initial_variables(model, dataset.train.image_shape, train_config.seed)
+  snapshots = [snapshot(0, init['params'], init.get('batch_stats', {}))]
   checkpointer = checkpoint.Checkpointer(directory, train_config.keep_checkpoints)
   try:
     for step in checkpointer.all_steps():

@@ -25,7 +25,7 @@ CANONICAL_FRACTION = 0.9
 _CHUNK = 128  # Pictures rendered per numpy pass; fixed, so that output does not depend on it.
 
 # Fingers in the hand frame, thumb side at -u: index, middle, ring, little.
-_FINGER_BASE_U = np.array([-0.64, -0.21, 0.22, 0.62], np.float32)
+_FINGER_BASE_U = np.array([-0.72, -0.24, 0.24, 0.70], np.float32)
 _FINGER_BASE_V = np.array([0.86, 0.95, 0.90, 0.74], np.float32)
 _FINGER_LENGTH = np.array([1.75, 1.95, 1.80, 1.40], np.float32)
 _FINGER_RADIUS = np.array([0.21, 0.22, 0.21, 0.18], np.float32)
@@ -128,12 +128,12 @@ def _sample_pose(labels: np.ndarray, rng: np.random.Generator) -> dict:
 
   # Digits as capsules (u0, v0, u1, v1, radius), thumb first. Extended fingers fan out by
   # `spread`; folded ones leave a short, wider knuckle stub on the palm's upper edge.
-  spread = u(0.16, 0.28)[:, None]
+  spread = u(0.2, 0.3)[:, None]
   f_ext = extended[:, 1:]
   f_angle = (np.arange(4) - 1.5) * spread + u(-0.05, 0.05, 4)
   f_length = np.where(f_ext, _FINGER_LENGTH * u(0.85, 1.15)[:, None] * u(0.92, 1.08, 4),
-                      u(0.15, 0.32, 4))
-  f_radius = _FINGER_RADIUS * u(0.9, 1.1)[:, None] * u(0.95, 1.05, 4) * np.where(f_ext, 1.0, 1.15)
+                      u(0.1, 0.25, 4))
+  f_radius = _FINGER_RADIUS * u(0.9, 1.1)[:, None] * u(0.95, 1.05, 4) * np.where(f_ext, 1.0, 1.25)
   f_u0 = _FINGER_BASE_U * palm_width[:, None]
   f_v0 = _FINGER_BASE_V * palm_height[:, None] / 1.1
   fingers = np.stack([f_u0, f_v0, f_u0 + f_length * np.sin(f_angle),
@@ -161,7 +161,7 @@ def _sample_pose(labels: np.ndarray, rng: np.random.Generator) -> dict:
       light_dir=u(0, 2 * np.pi),
       light_strength=u(0.0, 0.25),
       brightness=u(0.85, 1.1),
-      blur=u(0.0, 0.7),
+      blur=u(0.0, 0.5),
       noise=u(1.0, 5.0) / 255.0,
   )
 
@@ -241,8 +241,9 @@ def _render(pose: dict, rng: np.random.Generator) -> np.ndarray:
   extended, digits = pose['extended'], pose['digits']
   for j in range(5):
     u0, v0, u1, v1, radius = (col(digits[:, j, k]) for k in range(5))
-    # A folded thumb lies flat on the palm: a faint outline, so it does not read as a finger.
-    rim = np.where(col(extended[:, 0]), 0.5, 0.2) if j == 0 else 0.5
+    # Folded digits get fainter outlines, so that they do not read as fingers: the thumb lies
+    # flat across the palm, the other fingers show only their knuckles.
+    rim = np.where(col(extended[:, j]), 0.5, 0.2 if j == 0 else 0.3)
     paint(_capsule(hu, hv, u0, v0, u1, v1, radius), rim=rim)
     if j > 0:  # The curled fingertip's crease across the palm, where the finger is folded.
       crease = _capsule(hu, hv, u0 - 0.18, 0.35, u0 + 0.18, 0.3, 0.0)

@@ -1,25 +1,30 @@
 """Training throughput: the library's fast path, and a straightforward Flax step to compare.
 
-The fast path is the program train.py runs, built by the same functions:
-`setup.build_model`, `optim.create_optimizer`, `steps.make_step_functions(...).train_chunk`
-(pmapped, donating the state) over a split resident on the devices, K steps per dispatch.
-The baseline is what a Flax user writes first: one `jax.jit` step per dispatch (apply with
-mutable batch_stats, optax update), float32 images sent from the host every step.
+Three paths, each reported under its own name:
+- 'train_chunk': the program train.py runs, built by the same functions
+  (`setup.build_model`, `optim.create_optimizer`, `steps.make_step_functions(...)
+  .train_chunk`, pmapped, donating the state) over a split resident on the devices, K steps
+  per dispatch in a `lax.fori_loop`;
+- 'resident_step': the same step without the loop, one dispatch per step (see FastPath);
+- 'baseline': what a Flax user writes first: one `jax.jit` step per dispatch (apply with
+  mutable batch_stats, optax update), float32 images sent from the host every step.
 
 How the numbers are taken:
-- the data are random uint8 images of the requested size, already on the device;
+- the data are random uint8 images of the requested size (for the library's paths already
+  on the device);
 - compile time is that of `lower(...).compile()`, whose executable the later calls reuse;
 - warm-up steps run after compiling and are not timed;
 - a window dispatches its steps back to back and ends with `block_until_ready`; the
-  reported time is the median over windows; with a baseline, windows of the two
-  alternate, so that both see the same load on a shared machine, and the speed-up is the
-  median of the per-window ratios;
+  reported time is the median over windows; the paths' windows alternate, so that all
+  see the same load on a shared machine, and a speed-up is the median of the per-window
+  ratios;
 - FLOPs come from XLA's cost analysis of the compiled program. XLA cannot know the trip
   count of the chunk's loop (it is an argument) and counts its body once: the chunk's
   figure is one step's (plus the epoch's permutation, negligible); pmap compiles one
   device's program, so it is multiplied by the device count.
 """
 import dataclasses
+import logging
 import os
 import statistics
 import time
@@ -35,9 +40,12 @@ from flax.training import train_state
 
 from resnet_jax.data import pipeline
 from resnet_jax.data.fake_images import load_fake_imagenet
+from resnet_jax.errors import ConfigError
 from resnet_jax.train import config as config_lib
 from resnet_jax.train import optim, setup, steps
 from resnet_jax.train.state import create_train_state, seed_keys
+
+log = logging.getLogger(__name__)
 
 # Dense (no structured sparsity) tensor-core peaks in TFLOP/s from NVIDIA's datasheets,
 # which list them "with sparsity": the figures here are half of those. float32 is
@@ -117,22 +125,37 @@ def _round_up(value: int, multiple: int) -> int:
   return -(-value // multiple) * multiple
 
 
+PROGRAMS = ('chunk', 'step')
+
+
 class FastPath:
-  """train.py's training program on a device-resident random split.
+  """The library's training program on a device-resident random split.
+
+  program 'chunk' is exactly what train.py runs: `StepFunctions.train_chunk`, K steps in a
+  `lax.fori_loop` per dispatch. program 'step' runs the same per-step computation (the
+  chunk's loop body: gather by index from the resident split, `steps.train_step`, metric
+  sums) as one pmapped program per step, without the loop. It exists because XLA:CPU
+  canonicalises only top-level convolutions for its fast (Eigen) kernels: inside a while
+  loop they run as naive loops, several times slower (see BENCHMARKS.md). It is meant to
+  move into steps.py; until then it is built here from the library's pieces.
 
   Args:
     workload: what to train.
+    program: 'chunk' or 'step'.
     model: a flax module to use instead of the one the workload names (tests).
     epoch_steps: steps per epoch of the resident split; rounded up to a multiple of
       steps_per_dispatch, because a chunk never crosses an epoch (as in the loop).
   """
-  name = 'fast'
 
-  def __init__(self, workload: Workload, model=None, epoch_steps: int = 8, seed: int = 0):
+  def __init__(self, workload: Workload, program: str = 'chunk', model=None,
+               epoch_steps: int = 8, seed: int = 0):
+    if program not in PROGRAMS:
+      raise ConfigError(f'program={program!r}: expected one of {PROGRAMS}')
     config = workload_config(workload)
-    self.workload = workload
-    self.steps_per_dispatch = workload.steps_per_dispatch
-    self.epoch_steps = _round_up(max(epoch_steps, 1), self.steps_per_dispatch)
+    self.workload, self.program = workload, program
+    self.name = 'train_chunk' if program == 'chunk' else 'resident_step'
+    self.steps_per_dispatch = workload.steps_per_dispatch if program == 'chunk' else 1
+    self.epoch_steps = _round_up(max(epoch_steps, 1), workload.steps_per_dispatch)
     model = model if model is not None else setup.build_model(config)
     size = workload.image_size
     data = load_fake_imagenet(image_size=size, num_train=self.epoch_steps * workload.batch_size,
@@ -143,27 +166,30 @@ class FastPath:
     settings = steps.StepSettings(num_classes=workload.num_classes, preprocess=config.preprocess,
                                   nan_policy=config.nan_policy, sync_bn=config.sync_bn)
     _, _, data_key = seed_keys(seed)
-    fns = steps.make_step_functions(
-        model, tx, settings, data_key=data_key, steps_per_epoch=self.epoch_steps,
-        global_batch=layout.global_batch, per_device_batch=layout.per_device_batch,
-        eval_global_batch=layout.global_batch, eval_per_device_batch=layout.per_device_batch,
-        num_eval_batches=1, devices=self.devices)
-    self._chunk = fns.train_chunk
+    if program == 'chunk':
+      fns = steps.make_step_functions(
+          model, tx, settings, data_key=data_key, steps_per_epoch=self.epoch_steps,
+          global_batch=layout.global_batch, per_device_batch=layout.per_device_batch,
+          eval_global_batch=layout.global_batch, eval_per_device_batch=layout.per_device_batch,
+          num_eval_batches=1, devices=self.devices)
+      self._program = fns.train_chunk
+    else:
+      self._program = _resident_step(model, tx, settings, data_key, self.epoch_steps, layout)
     state = create_train_state(model, tx, (size, size, 3), seed)
     self.state = pipeline.replicate_on_devices(jax.tree.map(np.asarray, state), self.devices)
     self.resident = pipeline.replicate_on_devices(
         {'image': data.train.images, 'label': data.train.labels}, self.devices)
     self.device_index = pipeline.shard_leading_axis(layout.global_device_indices, self.devices)
-    self._count = np.full((len(self.devices),), self.steps_per_dispatch, np.int32)
+    count = np.full((len(self.devices),), self.steps_per_dispatch, np.int32)
+    self._args = (self.resident, self.device_index) + ((count,) if program == 'chunk' else ())
     self.last_sums = None
     self.flops_per_step = None
     self.program_bytes = None
 
   def compile(self) -> float:
-    """Compiles the chunk program; returns the seconds it took."""
+    """Compiles the program; returns the seconds it took (later calls reuse it)."""
     start = time.perf_counter()
-    compiled = self._chunk.lower(self.state, self.resident, self.device_index,
-                                 self._count).compile()
+    compiled = self._program.lower(self.state, *self._args).compile()
     seconds = time.perf_counter() - start
     flops, self.program_bytes = compiled_cost(compiled)
     if flops is not None:
@@ -173,13 +199,37 @@ class FastPath:
   def run(self, num_steps: int) -> None:
     """Runs `num_steps` (a multiple of steps_per_dispatch) and waits for the device."""
     for _ in range(num_steps // self.steps_per_dispatch):
-      self.state, self.last_sums = self._chunk(self.state, self.resident, self.device_index,
-                                               self._count)
+      self.state, self.last_sums = self._program(self.state, *self._args)
     jax.block_until_ready((self.state, self.last_sums))
 
   def params(self):
     """The first device's parameters, on the host."""
     return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], self.state.params)
+
+  def metric_sums(self) -> dict:
+    """The first device's metric sums of the last dispatch, on the host."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], self.last_sums)
+
+
+def _resident_step(model, tx, settings, data_key, epoch_steps: int,
+                   layout: pipeline.DeviceLayout) -> Callable:
+  """pmapped (state, resident, device_index) -> (state, sums): one step, no loop.
+
+  The body of `train_chunk`'s loop, step for step: same batch, same keys, same sums.
+  """
+  data_key_data = jax.random.key_data(data_key)
+
+  def step(state, resident, device_index):
+    epoch = state.step // epoch_steps
+    permutation = pipeline.epoch_permutation(jax.random.wrap_key_data(data_key_data), epoch,
+                                             resident['label'].shape[0])
+    batch = pipeline.gather_train_batch(resident['image'], resident['label'], permutation,
+                                        state.step % epoch_steps, device_index,
+                                        layout.per_device_batch, layout.global_batch)
+    new_state, metrics = steps.train_step(state, batch, model=model, tx=tx, settings=settings)
+    return new_state, steps.add_step_metrics(steps.empty_train_sums(), metrics, state.step)
+
+  return jax.pmap(step, axis_name=steps.AXIS, devices=layout.local_devices, donate_argnums=(0,))
 
 
 class BaselineState(train_state.TrainState):
@@ -301,38 +351,45 @@ def _record(path, workload: Workload, window_seconds: list, num_steps: int,
 
 
 def measure(workload: Workload, *, steps: int, windows: int = 5,
-            warmup_steps: Optional[int] = None, baseline: bool = False, model=None,
-            epoch_steps: int = 8) -> list[dict]:
-  """Times the fast path (and the baseline), one record per path.
+            warmup_steps: Optional[int] = None, programs: Sequence[str] = ('chunk',),
+            baseline: bool = False, model=None, epoch_steps: int = 8) -> list[dict]:
+  """Times the library's programs (and the baseline) in one process, one record each.
 
   Args:
     steps: timed steps per window (rounded up to a multiple of steps_per_dispatch).
-    windows: timed windows; the median is reported.
-    warmup_steps: untimed steps after compiling (default: max(2, steps_per_dispatch)).
-    baseline: also time `BaselinePath`; the fast record then carries the baseline's
+    windows: timed windows per path, alternating between paths; the median is reported.
+    warmup_steps: untimed steps after compiling (default 2; at least one dispatch).
+    programs: FastPath programs to time, 'chunk' (train.py's) and/or 'step'.
+    baseline: also time `BaselinePath`; every other record then carries the baseline's
       ms_per_step and `speedup_vs_baseline`, the median of the per-window ratios.
     model: a flax module to use instead of the one the workload names (tests).
   """
   per_dispatch = workload.steps_per_dispatch
   num_steps = _round_up(max(steps, 1), per_dispatch)
-  warmup = _round_up(max(warmup_steps if warmup_steps is not None else 2, per_dispatch, 1),
-                     per_dispatch)
-  paths, compile_seconds, peaks = [], {}, {}
-  candidates = [lambda: FastPath(workload, model=model, epoch_steps=epoch_steps)]
+  warmup = _round_up(max(2 if warmup_steps is None else warmup_steps, 1), per_dispatch)
+  builders = [lambda p=p: FastPath(workload, p, model=model, epoch_steps=epoch_steps)
+              for p in dict.fromkeys(programs)]
   if baseline:
-    candidates.append(lambda: BaselinePath(workload, model=model))
-  for build in candidates:
+    builders.append(lambda: BaselinePath(workload, model=model))
+  paths, compile_seconds, peaks = [], {}, {}
+  for build in builders:
     path = build()
     compile_seconds[path.name] = path.compile()
+    log.info('%s: compiled in %.1f s; %d warm-up steps', path.name, compile_seconds[path.name],
+             warmup)
     path.run(warmup)
-    # The process-wide peak: the fast path goes first, so its figure is its own.
+    # The process-wide peak so far: the first path's figure is its own, later ones are
+    # upper bounds.
     peaks[path.name] = peak_memory_bytes(path.devices[0])
     paths.append(path)
+  log.info('timing %d windows of %d steps per path', windows, num_steps)
   times = time_windows(paths, num_steps, windows)
   records = [_record(path, workload, times[path.name], num_steps, compile_seconds[path.name],
                      peaks[path.name]) for path in paths]
   if baseline:
-    ratios = [b / f for f, b in zip(times['fast'], times['baseline'])]
-    records[0]['baseline_ms_per_step'] = records[1]['ms_per_step']
-    records[0]['speedup_vs_baseline'] = statistics.median(ratios)
+    base = times[BaselinePath.name]
+    for record in records[:-1]:
+      ratios = [b / f for f, b in zip(times[record['path']], base)]
+      record['baseline_ms_per_step'] = records[-1]['ms_per_step']
+      record['speedup_vs_baseline'] = statistics.median(ratios)
   return records

@@ -87,7 +87,18 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         best_fn=metric, best_mode='max', preservation_policy=policy,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+    self._warn_about_unfinished_saves()
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def _warn_about_unfinished_saves(self):
+    """Names the half-written checkpoints (saves that never finished) Orbax removes on start."""
+    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+      return
+    for name in sorted(os.listdir(self.directory)):
+      if ocp.path.step.TMP_DIR_SUFFIX in name:
+        log.warning('checkpoint %s is half-written (its save never finished, e.g. the process '
+                    'was killed); removing it and resuming from the newest committed one',
+                    os.path.join(self.directory, name))
 
   def path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))

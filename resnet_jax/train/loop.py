@@ -310,8 +310,9 @@ class _Run:
       if first_bad >= 0 and self.config.nan_policy == 'raise':
         latest = self.checkpointer.latest_step()
         raise NonFiniteLossError(
-            f'non-finite loss or gradients at training step {first_bad + 1} (the update from '
-            f'step {first_bad}); stopped without writing a checkpoint from that state. Latest '
+            f'non-finite loss, gradients or updated state at training step {first_bad + 1} '
+            f'(the update from step {first_bad}); stopped without writing a checkpoint from '
+            f'that state. Latest '
             f'checkpoint: {self.checkpointer.path(latest) if latest is not None else "none"}. '
             "Try a lower config.learning_rate, config.grad_clip_norm, or "
             "config.nan_policy='skip'.")

@@ -62,7 +62,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
 
   Returns:
     (new state, metrics) with metrics {'loss', 'accuracy', 'finite'} averaged over all
-    devices; 'finite' is 1.0 when loss and gradients were finite.
+    devices; 'finite' is 1.0 when loss, gradients and the updated state were finite.
   """
   step_key = state.step_key()
   images = _network_input(batch['image'], settings)
@@ -87,6 +87,9 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
   loss, accuracy = jax.lax.pmean((loss, accuracy), AXIS)
   finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+  # An update can overflow where the loss and gradients were finite (a huge learning rate);
+  # a state holding non-finite values must not be kept, nor checkpointed.
+  finite &= all_finite((params, batch_stats, opt_state))
   if settings.nan_policy == 'skip':
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     params = keep(params, state.params)
@@ -95,6 +98,13 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
   return new_state, {'loss': loss, 'accuracy': accuracy, 'finite': finite}
+
+
+def all_finite(tree) -> jax.Array:
+  """True when every floating-point value in `tree` is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def eval_step(state: TrainState, batch: dict, *, model: nn.Module, settings: StepSettings):

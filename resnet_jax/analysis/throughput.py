@@ -1,0 +1,84 @@
+"""Throughput records (from resnet_jax.train.benchmarking) as a markdown table and a plot."""
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use('Agg')
+from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+from resnet_jax.analysis.results import write_text_atomic  # pylint: disable=g-import-not-at-top
+
+_COLUMNS = (
+    ('path', 'path', '{}'),
+    ('batch_size', 'batch', '{}'),
+    ('steps_per_dispatch', 'steps/dispatch', '{}'),
+    ('img_per_sec', 'img/s', '{:,.1f}'),
+    ('ms_per_step', 'ms/step', '{:,.1f}'),
+    ('achieved_tflops', 'TFLOP/s', '{:.3f}'),
+    ('fraction_of_peak', 'of peak', '{:.1%}'),
+    ('peak_memory_bytes', 'peak memory (MiB)', None),
+    ('speedup_vs_baseline', 'speed-up vs baseline', '{:.2f}x'),
+)
+
+
+def _cell(record: dict, key: str, form) -> str:
+  value = record.get(key)
+  if value is None:
+    return '-'
+  if key == 'peak_memory_bytes':
+    return f'{value / 2**20:,.0f}'
+  return form.format(value)
+
+
+def throughput_table(records: list[dict]) -> str:
+  """A markdown table, one row per record, in batch-size order; '-' where not measured."""
+  ordered = sorted(records, key=lambda r: (r['batch_size'], r['path']))
+  lines = ['| ' + ' | '.join(title for _, title, _ in _COLUMNS) + ' |',
+           '|' + '|'.join('---' for _ in _COLUMNS) + '|']
+  for record in ordered:
+    lines.append('| ' + ' | '.join(_cell(record, key, form) for key, _, form in _COLUMNS) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def describe_setting(record: dict) -> str:
+  """One line naming what was measured and where (shared by every record of a sweep)."""
+  device = record['device']
+  return (f"{record['model']} ({record['layout']}), {record['image_size']}x"
+          f"{record['image_size']}, {record['dtype']}, {record['optimizer']}; "
+          f"{device['count']} x {device['kind']} ({record['backend']}), jax "
+          f"{record['jax_version']}")
+
+
+def plot_throughput(records: list[dict], path: str) -> None:
+  """Images per second against batch size, one line per path; written atomically (PNG)."""
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for name in sorted({r['path'] for r in records}):
+    points = sorted((r['batch_size'], r['img_per_sec']) for r in records if r['path'] == name)
+    ax.plot([p[0] for p in points], [p[1] for p in points], 'o-', label=name)
+  ax.set_xscale('log', base=2)
+  ax.set_xlabel('global batch size')
+  ax.set_ylabel('training images / second')
+  ax.set_title(describe_setting(records[0]), fontsize=8)
+  ax.grid(True, alpha=0.3)
+  ax.legend()
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.throughput', suffix='.png')
+  os.close(fd)
+  try:
+    fig.savefig(tmp, dpi=120, bbox_inches='tight')
+    os.replace(tmp, path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_sweep(records: list[dict], out_dir: str) -> dict:
+  """Writes sweep.md (the table) and sweep.png (the plot) into out_dir; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {'table': os.path.join(out_dir, 'sweep.md'), 'plot': os.path.join(out_dir, 'sweep.png')}
+  text = f'Training throughput: {describe_setting(records[0])}\n\n' + throughput_table(records)
+  write_text_atomic(paths['table'], text)
+  plot_throughput(records, paths['plot'])
+  return paths

@@ -1,0 +1,279 @@
+"""Shared by the fault-tolerance tests: subprocess runs of experiments/train.py, a tiny
+in-process model, and ways to look at a workdir without changing it.
+
+Subprocess runs use experiments/configs/tiny_test.py (a CIFAR ResNet-20 on 8x8 fake
+images, 24 steps, a checkpoint every 4) with a persistent compilation cache shared by all
+runs of one test session, so that only the first run of each device count compiles.
+"""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax.data.types import Dataset, Split
+from resnet_jax.train import base_config
+from resnet_jax.train import checkpoint as checkpoint_lib
+from resnet_jax.train.metrics import read_jsonl
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_SCRIPT = os.path.join(REPO, 'experiments', 'train.py')
+TINY_CONFIG = os.path.join(REPO, 'experiments', 'configs', 'tiny_test.py')
+TINY_STEPS = 24  # tiny_test.py: num_steps
+TINY_SAVE_EVERY = 4  # tiny_test.py: checkpoint_every_steps
+TMP_MARKER = '.orbax-checkpoint-tmp'
+# Record fields that differ between identical runs by nature.
+TIMING_FIELDS = ('images_per_sec',)
+
+_CACHE_DIR = None  # One compilation cache per test session (see compilation_cache_dir).
+_REFERENCE = {}  # Unbroken subprocess runs, computed once per session (see reference_run).
+
+
+# ---------------------------------------------------------------- subprocess runs
+
+def compilation_cache_dir() -> str:
+  """A persistent JAX compilation cache for this session's subprocess runs."""
+  global _CACHE_DIR
+  if _CACHE_DIR is None:
+    _CACHE_DIR = tempfile.mkdtemp(prefix='resnet_jax_test_jit_cache_')
+  return _CACHE_DIR
+
+
+def subprocess_env(devices: int = 1, **extra) -> dict:
+  """The environment of a CPU-only train.py run with `devices` host devices."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith('PYTEST')}
+  env.update(
+      JAX_PLATFORMS='cpu',
+      XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+      JAX_COMPILATION_CACHE_DIR=compilation_cache_dir(),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+      PYTHONUNBUFFERED='1',
+      PYTHONPATH=REPO + os.pathsep + env.get('PYTHONPATH', ''),
+  )
+  env.update(extra)
+  return env
+
+
+def train_command(workdir, *flags, config: str = TINY_CONFIG) -> list:
+  return [sys.executable, TRAIN_SCRIPT, f'--config={config}', f'--workdir={workdir}', *flags]
+
+
+def start_train(workdir, *flags, log_path=None, devices: int = 1, env=None,
+                config: str = TINY_CONFIG) -> subprocess.Popen:
+  """Starts train.py; stdout and stderr go (together) to `log_path` (a file)."""
+  log_path = log_path or os.path.join(os.path.dirname(str(workdir)),
+                                      f'{os.path.basename(str(workdir))}.log')
+  log_file = open(log_path, 'ab')
+  process = subprocess.Popen(train_command(workdir, *flags, config=config), cwd=REPO,
+                             stdout=log_file, stderr=subprocess.STDOUT,
+                             env=env or subprocess_env(devices))
+  process.log_path = log_path
+  log_file.close()
+  return process
+
+
+def run_train(workdir, *flags, timeout: float = 180, devices: int = 1, env=None,
+              config: str = TINY_CONFIG) -> subprocess.CompletedProcess:
+  """Runs train.py to the end; returns the CompletedProcess with text stdout/stderr."""
+  return subprocess.run(train_command(workdir, *flags, config=config), cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout,
+                        env=env or subprocess_env(devices))
+
+
+def read_log(process: subprocess.Popen) -> str:
+  with open(process.log_path, errors='replace') as f:
+    return f.read()
+
+
+def finish(process: subprocess.Popen, timeout: float = 180) -> int:
+  try:
+    return process.wait(timeout)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    process.wait()
+    raise AssertionError(f'train.py did not finish in {timeout} s:\n{read_log(process)[-3000:]}')
+
+
+def wait_until(condition, process: subprocess.Popen, timeout: float = 120,
+               poll: float = 0.002) -> None:
+  """Polls `condition()` until true; fails if the process exits first or time runs out."""
+  deadline = time.monotonic() + timeout
+  while not condition():
+    if process.poll() is not None:
+      if condition():
+        return
+      raise AssertionError(f'train.py exited (code {process.returncode}) before the awaited '
+                           f'event:\n{read_log(process)[-3000:]}')
+    if time.monotonic() > deadline:
+      process.kill()
+      raise AssertionError(f'awaited event did not happen in {timeout} s:\n'
+                           f'{read_log(process)[-3000:]}')
+    time.sleep(poll)
+
+
+def kill_now(process: subprocess.Popen, number=signal.SIGKILL) -> None:
+  process.send_signal(number)
+  if number == signal.SIGKILL:
+    process.wait(30)
+
+
+def reference_run(tmp_path_factory) -> str:
+  """The workdir of an unbroken tiny run that keeps every checkpoint (once per session)."""
+  if 'workdir' not in _REFERENCE:
+    workdir = str(tmp_path_factory.mktemp('reference') / 'run')
+    done = run_train(workdir, '--config.keep_checkpoints=100')
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    _REFERENCE['workdir'] = workdir
+  return _REFERENCE['workdir']
+
+
+# ---------------------------------------------------------------- looking at a workdir
+
+def checkpoint_dir(workdir) -> str:
+  return os.path.join(str(workdir), 'checkpoints')
+
+
+def committed_steps(workdir) -> list:
+  """Steps with a finalized checkpoint directory (orbax renames the tmp dir when done)."""
+  try:
+    names = os.listdir(checkpoint_dir(workdir))
+  except FileNotFoundError:
+    return []
+  return sorted(int(n) for n in names if n.isdigit())
+
+
+def tmp_checkpoints(workdir) -> list:
+  """Names of checkpoint directories being written (or left half-written)."""
+  try:
+    return sorted(n for n in os.listdir(checkpoint_dir(workdir)) if TMP_MARKER in n)
+  except FileNotFoundError:
+    return []
+
+
+def metric_steps(workdir) -> list:
+  return [r['step'] for r in read_jsonl(os.path.join(str(workdir), 'metrics.jsonl'))]
+
+
+def records(workdir) -> list:
+  """metrics.jsonl without timing fields."""
+  return [{k: v for k, v in r.items() if k not in TIMING_FIELDS}
+          for r in read_jsonl(os.path.join(str(workdir), 'metrics.jsonl'))]
+
+
+def read_checkpoint(workdir, step: int, scratch) -> tuple:
+  """(state dict, meta) of one checkpoint, read from a copy so the workdir is untouched.
+
+  (Opening a CheckpointManager on the workdir itself would clean up its tmp directories.)
+  """
+  copy = os.path.join(str(scratch), f'read-{step}-{time.monotonic_ns()}')
+  shutil.copytree(os.path.join(checkpoint_dir(workdir), str(step)),
+                  os.path.join(copy, 'checkpoints', str(step)))
+  checkpointer = checkpoint_lib.Checkpointer(copy, keep=100)
+  try:
+    return checkpointer.read(step)
+  finally:
+    checkpointer.close()
+    shutil.rmtree(copy, ignore_errors=True)
+
+
+def assert_states_equal(a: dict, b: dict) -> None:
+  """Bitwise equality of two checkpoint state dicts (every array, same paths)."""
+  flat_a, flat_b = checkpoint_lib.flatten(a), checkpoint_lib.flatten(b)
+  assert sorted(flat_a) == sorted(flat_b)
+  for path in flat_a:
+    assert np.array_equal(flat_a[path], flat_b[path]), f'{path} differs'
+
+
+def file_hashes(*roots) -> dict:
+  """{path: sha256} of every file under the given files or directories."""
+  hashes = {}
+  for root in map(str, roots):
+    if os.path.isfile(root):
+      paths = [root]
+    else:
+      paths = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+    for path in paths:
+      with open(path, 'rb') as f:
+        hashes[path] = hashlib.sha256(f.read()).hexdigest()
+  return hashes
+
+
+# ---------------------------------------------------------------- in-process runs
+
+NUM_CLASSES = 4
+IMAGE_SIZE = 6
+
+
+class SmallNet(nn.Module):
+  """conv -> BatchNorm -> relu -> mean -> Dense('head'), small enough to compile at once.
+
+  nan_marker: an input batch holding a pixel of exactly 255 gets NaN logits, so a test
+  can make the steps that draw a chosen example non-finite.
+  """
+  features: int = 6
+  num_classes: int = NUM_CLASSES
+  nan_marker: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    marked = jnp.any(x >= 1.0)  # 'scale' preprocessing maps 255 to 1.0.
+    y = nn.Conv(self.features, (3, 3), use_bias=False, name='conv')(x)
+    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, name='bn')(y)
+    y = nn.relu(y).mean((1, 2))
+    logits = nn.Dense(self.num_classes, name='head')(y)
+    if self.nan_marker:
+      logits = jnp.where(marked, jnp.nan, logits)
+    return logits
+
+
+def small_split(n: int, seed: int, marked=()) -> Split:
+  """Images whose mean brightness tells the class; pixel values stay below 255 except
+  at the `marked` examples, which carry one 255 pixel (SmallNet's NaN trigger)."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
+  images = rng.integers(0, 60, (n, IMAGE_SIZE, IMAGE_SIZE, 3)) + 60 * labels[:, None, None, None]
+  images = images.astype(np.uint8)
+  for index in marked:
+    images[index, 0, 0, 0] = 255
+  return Split(images, labels)
+
+
+def small_dataset(num_train: int = 48, num_test: int = 12, marked=()) -> Dataset:
+  return Dataset(small_split(num_train, 0, marked), small_split(num_test, 1),
+                 tuple(f'c{i}' for i in range(NUM_CLASSES)), 'fault-test data in memory')
+
+
+def small_config(**overrides):
+  """A full config for SmallNet on small_dataset(): 6 steps per epoch."""
+  config = base_config()
+  config.num_classes = NUM_CLASSES
+  config.image_size = IMAGE_SIZE
+  config.batch_size = 8
+  config.num_epochs = 3
+  config.learning_rate = 0.01
+  config.steps_per_dispatch = 2
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 4
+  config.keep_checkpoints = 10
+  config.progress_bar = False
+  config.tensorboard = False
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def load_meta(path) -> dict:
+  with open(path) as f:
+    return json.load(f)

@@ -1,0 +1,148 @@
+"""Every config file loads, validates and builds its model; bad fields are named; the CLI."""
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from resnet_jax.errors import ConfigError
+from resnet_jax.train import config as config_lib
+from resnet_jax.train import setup
+from resnet_jax.train.optim import create_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, 'experiments', 'configs', '*.py')))
+
+
+def load_config_file(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_the_main_configs_exist():
+  names = {os.path.basename(p) for p in CONFIG_FILES}
+  assert {'signs_resnet50.py', 'digits_resnet.py', 'cifar10_resnet.py',
+          'imagenet_resnet50_fake.py'} <= names
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+def test_config_file_loads_validates_and_builds_its_model(path):
+  config = load_config_file(path)
+  module_doc = open(path).read().split('"""')[1]
+  assert 'experiments/train.py' in module_doc  # The docstring gives the command.
+  config_lib.validate_config(config)
+  model = setup.build_model(config)
+  shape = (1, config.image_size, config.image_size, 3)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+  assert variables['params']['head']['kernel'].shape[-1] == config.num_classes
+  tx, _ = create_optimizer(config, steps_per_epoch=100)
+  jax.eval_shape(tx.init, variables['params'])
+
+
+def test_main_job_config_is_the_course_setting():
+  config = load_config_file(os.path.join(ROOT, 'experiments', 'configs', 'signs_resnet50.py'))
+  assert (config.model, config.layout, config.optimizer, config.batch_size) == (
+      'resnet50', 'coursera', 'adam', 32)
+  assert config.learning_rate == 1e-3 and config.adam_eps == 1e-7
+  assert config.dataset == 'signs' and config.data_dir is None
+
+
+def _base():
+  config = config_lib.base_config()
+  return config
+
+
+@pytest.mark.parametrize('field,value,expected', [
+    ('model', 'resnet51', 'one of'),
+    ('layout', 'caffe', 'one of'),
+    ('optimizer', 'adamw', "one of ('adam', 'sgd')"),
+    ('dataset', 'mnist', 'one of'),
+    ('schedule', 'cosine', 'one of'),
+    ('dtype', 'float16', "one of ('float32', 'bfloat16')"),
+    ('learning_rate', -0.1, 'a positive number'),
+    ('batch_size', 0, 'a positive integer'),
+    ('num_epochs', 0, 'a positive number of epochs'),
+    ('label_smoothing', 1.5, 'in [0, 1)'),
+    ('nan_policy', 'ignore', 'one of'),
+    ('preprocess', 'imagenet', 'one of'),
+    ('momentum', 1.0, 'in [0, 1)'),
+    ('keep_checkpoints', 0, 'a positive integer'),
+    ('steps_per_dispatch', 0, 'a positive integer'),
+    ('augment.crop_padding', -1, 'an integer >= 0'),
+    ('lr_boundaries', (200, 100), 'increasing positive step numbers'),
+])
+def test_validation_names_the_bad_field(field, value, expected):
+  config = _base()
+  node, leaf = config, field
+  if '.' in field:
+    parent, leaf = field.split('.')
+    node = config[parent]
+  with config.unlocked():
+    node[leaf] = value
+  with pytest.raises(ConfigError) as info:
+    config_lib.validate_config(config)
+  message = str(info.value)
+  assert message.startswith(f'config.{field}={value!r}'), message
+  assert expected in message
+
+
+def test_piecewise_without_boundaries_is_refused():
+  config = _base()
+  config.schedule = 'piecewise'
+  with pytest.raises(ConfigError, match='config.lr_boundaries'):
+    config_lib.validate_config(config)
+
+
+def test_image_too_small_for_resnet50_names_the_size():
+  config = _base()
+  config.image_size = 16
+  with pytest.raises(ConfigError, match='image_size=16'):
+    setup.build_model(config)
+
+
+def test_explicit_signs_data_dir_without_the_files_names_the_field(tmp_path):
+  config = _base()
+  config.data_dir = str(tmp_path)
+  with pytest.raises(ConfigError, match=r"config\.data_dir=.*train_signs\.h5"):
+    setup.load_data(config)
+
+
+def test_missing_data_dir_names_the_field(tmp_path):
+  config = _base()
+  config.data_dir = str(tmp_path / 'nowhere')
+  with pytest.raises(ConfigError, match=r"config\.data_dir=.*nowhere.*does not exist"):
+    setup.load_data(config)
+
+
+def test_cifar10_without_data_dir_is_a_config_error():
+  config = load_config_file(os.path.join(ROOT, 'experiments', 'configs', 'cifar10_resnet.py'))
+  with pytest.raises(ConfigError, match='data_dir'):
+    setup.load_data(config)
+
+
+def _train_cli(*args, timeout=120):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', 'train.py'), *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_library_error_exits_2_with_one_line_and_no_traceback(tmp_path):
+  proc = _train_cli('--config.optimizer=adamw', f'--workdir={tmp_path}')
+  assert proc.returncode == 2
+  assert "config.optimizer='adamw'" in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  debug = _train_cli('--config.optimizer=adamw', f'--workdir={tmp_path}', '--debug')
+  assert debug.returncode == 2 and 'Traceback' in debug.stderr
+
+
+def test_cli_misspelled_override_is_rejected_by_name(tmp_path):
+  proc = _train_cli('--config.num_epoch=3', f'--workdir={tmp_path}')
+  assert proc.returncode != 0
+  assert 'num_epoch' in proc.stderr
+  assert 'Traceback' not in proc.stderr
