@@ -2,18 +2,23 @@
 
   python experiments/benchmark.py --model resnet50 --layout coursera --image-size 64 \
       --batch-size 32 --dtype float32 --steps 8 --steps-per-dispatch 8 --baseline
+  python experiments/benchmark.py --program loop,step --baseline --steps 4 --windows 3
   python experiments/benchmark.py --image-size 224 --layout torchvision --batch-size 256 \
       --dtype bfloat16 --optimizer sgd --steps 50 --steps-per-dispatch 50
   python experiments/benchmark.py --sweep 8,16,32,64 --steps 8 --out runs/benchmark
 
-One line per path timed: 'train_chunk' (the program train.py runs), 'resident_step'
-(--program step: the same step without the on-device loop) and 'baseline' (--baseline: a
-straightforward jitted Flax step fed from the host). Fields: img_per_sec, ms_per_step
-(median of --windows windows of --steps steps, after compiling and warming up),
-compile_seconds, device, backend, peak_memory_bytes (null where the backend does not
-report it), flops_per_step (XLA cost analysis), achieved_tflops, fraction_of_peak (against
-the datasheet peak named in peak_reference; null for unknown devices such as CPUs),
-jax_version, and with --baseline speedup_vs_baseline. Progress goes to stderr.
+One line per path timed: 'train_loop' (--program loop: train.py's program off CPU, K
+steps per dispatch in an on-device loop), 'train_resident_step' (--program step:
+train.py's program on CPU, one dispatch per step, data on the device) and 'baseline'
+(--baseline: a straightforward jitted Flax step fed from the host). The default
+--program auto is the one train.py runs on this backend (train_py_default: true).
+
+Fields: img_per_sec, ms_per_step (median of --windows windows of --steps steps, after
+compiling and warming up), compile_seconds, device, backend, peak_memory_bytes (null where
+the backend does not report it), flops_per_step (XLA cost analysis), achieved_tflops,
+fraction_of_peak (against the datasheet peak named in peak_reference; null for unknown
+devices such as CPUs), jax_version, and with --baseline speedup_vs_baseline (the median of
+per-window ratios, the windows of all paths alternating). Progress goes to stderr.
 See BENCHMARKS.md for measured numbers.
 """
 import argparse
@@ -42,12 +47,13 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--warmup-steps', type=int, default=2,
                       help='untimed steps after compiling (at least one dispatch)')
   parser.add_argument('--steps-per-dispatch', type=int, default=1,
-                      help='steps per dispatch of the train_chunk program')
+                      help="steps per chunk, one dispatch with the 'loop' program")
   parser.add_argument('--epoch-steps', type=int, default=8,
                       help='batches in the device-resident split (rounded up to whole '
                       'dispatches; a chunk never crosses an epoch)')
-  parser.add_argument('--program', default='chunk',
-                      help="comma-separated: 'chunk' (train.py's), 'step' (no loop)")
+  parser.add_argument('--program', default='auto',
+                      help="comma-separated: 'loop', 'step', or 'auto' (train.py's choice "
+                      'on this backend)')
   parser.add_argument('--baseline', action='store_true',
                       help='also time a straightforward Flax train step, windows alternating')
   parser.add_argument('--sweep', default=None,
@@ -86,7 +92,8 @@ def main(argv=None) -> int:
   from resnet_jax.train import benchmarking
 
   batch_sizes = _int_list(args.sweep, '--sweep') if args.sweep else [args.batch_size]
-  programs = [p.strip() for p in args.program.split(',') if p.strip()]
+  programs = [benchmarking.default_program() if p.strip() == 'auto' else p.strip()
+              for p in args.program.split(',') if p.strip()]
   records = []
   try:
     for batch_size in batch_sizes:

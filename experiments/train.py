@@ -25,9 +25,29 @@ from ml_collections import config_flags  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
                               'signs_resnet50.py')
-_CONFIG = config_flags.DEFINE_config_file('config', DEFAULT_CONFIG,
-                                          'Path to a config file; override fields with '
-                                          '--config.field=value.', lock_config=True)
+
+
+def bad_override(error: Exception):
+  """A misspelled or ill-typed --config override: one clear line, exit code 2.
+
+  ml_collections reports these (with a "did you mean") as an AttributeError, KeyError or
+  ValueError from inside flag parsing, which would otherwise surface as a traceback.
+  """
+  message = str(error.args[0] if len(error.args) == 1 else error).strip('\'"')
+  message = message.replace('\\n', ' ').replace('\n', ' ').replace("\\'", "'")
+  print(f'error: ConfigError: bad --config override: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+try:
+  # Without --config on the command line the default file is parsed here, overrides included.
+  _CONFIG = config_flags.DEFINE_config_file('config', DEFAULT_CONFIG,
+                                            'Path to a config file; override fields with '
+                                            '--config.field=value.', lock_config=True)
+except (AttributeError, KeyError, TypeError, ValueError) as define_error:
+  if '--debug' in sys.argv:
+    raise
+  bad_override(define_error)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go '
                                '(default: runs/<config file name>).')
 _DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks of configuration and data errors.')
@@ -44,6 +64,9 @@ def setup_logging() -> None:
   """Our INFO lines on stderr; the checkpoint library's chatter only from WARNING up."""
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
+  # Orbax warns at every save without eval metrics; those checkpoints are kept by recency.
+  logging.getLogger('absl').addFilter(
+      lambda record: 'did not provide metrics' not in record.getMessage())
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(logging.Formatter('%(levelname)s %(name)s: %(message)s'))
   ours = logging.getLogger('resnet_jax')
@@ -90,6 +113,20 @@ def summary(result: dict) -> str:
   return '\n'.join(lines)
 
 
+def parse_flags(argv: list) -> list:
+  """absl's parsing, with flag and override errors as one line and exit code 2 (--debug
+  shows the traceback)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    print(f'error: {error}\nPass --help for the flags.', file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    if '--debug' in argv:
+      raise
+    bad_override(error)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -98,8 +135,15 @@ def main(argv):
   from resnet_jax.errors import ResNetJaxError
   from resnet_jax.train import train_and_evaluate
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
+  config = _CONFIG.value
   try:
-    result = train_and_evaluate(_CONFIG.value, workdir)
+    config.lock  # A config file that failed to load raises on first use.
+  except (OSError, ImportError, SyntaxError, AttributeError) as error:
+    # ml_collections defers config-file errors (missing file, no get_config) to first use.
+    print(f'error: --config: {error}', file=sys.stderr)
+    return 2
+  try:
+    result = train_and_evaluate(config, workdir)
   except ResNetJaxError as error:
     if _DEBUG.value:
       traceback.print_exc()
@@ -110,4 +154,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -5,8 +5,8 @@ Subprocess runs use experiments/configs/tiny_test.py (a CIFAR ResNet-20 on 8x8 f
 images, 24 steps, a checkpoint every 4) with a persistent compilation cache shared by all
 runs of one test session, so that only the first run of each device count compiles.
 """
+import atexit
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -44,6 +44,7 @@ def compilation_cache_dir() -> str:
   global _CACHE_DIR
   if _CACHE_DIR is None:
     _CACHE_DIR = tempfile.mkdtemp(prefix='resnet_jax_test_jit_cache_')
+    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
   return _CACHE_DIR
 
 
@@ -272,8 +273,3 @@ def small_config(**overrides):
       node = node[parent]
     node[leaf] = value
   return config
-
-
-def load_meta(path) -> dict:
-  with open(path) as f:
-    return json.load(f)

@@ -1,24 +1,35 @@
-"""The benchmark machinery on a tiny model: record fields, equivalences, the CLI and its sweep.
+"""The benchmark machinery on a tiny model: record fields, step accounting, the CLI, the sweep.
 
 No timing assertions: the machine is shared, so only sanity (positive, finite) is checked.
-Multi-step dispatch against single-step dispatch is covered by tests/test_train_loop.py;
-here the benchmark's loop-free 'resident_step' program is checked against train_chunk.
+That the loop and the loop-free programs (and any steps per dispatch) train identically is
+covered by tests/test_train_loop.py and not repeated here.
 """
+import importlib.util
 import json
 import math
 import os
-import sys
 
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
+from resnet_jax.analysis import throughput
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import benchmarking
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'experiments'))
-import benchmark as benchmark_script  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def _load_script():
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      'experiments', 'benchmark.py')
+  spec = importlib.util.spec_from_file_location('experiments_benchmark', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+benchmark_script = _load_script()
 
 SIZE, CLASSES = 8, 3
 
@@ -42,9 +53,15 @@ def _workload(**overrides):
 
 
 @pytest.fixture(scope='module')
-def records():
-  return benchmarking.measure(_workload(), steps=3, windows=2, warmup_steps=1,
-                              programs=('chunk', 'step'), baseline=True, model=TinyNet())
+def paths():
+  """train_loop (3 steps per dispatch), train_resident_step and the baseline, built once."""
+  return benchmarking.build_paths(_workload(), programs=('loop', 'step'), baseline=True,
+                                  model=TinyNet(), epoch_steps=4)
+
+
+@pytest.fixture(scope='module')
+def records(paths):
+  return benchmarking.measure_paths(paths, steps=3, windows=2, warmup_steps=1)
 
 
 def _positive(value):
@@ -52,7 +69,7 @@ def _positive(value):
 
 
 def test_records_hold_every_field_with_sane_values(records):
-  assert [r['path'] for r in records] == ['train_chunk', 'resident_step', 'baseline']
+  assert [r['path'] for r in records] == ['train_loop', 'train_resident_step', 'baseline']
   assert [r['steps_per_dispatch'] for r in records] == [3, 1, 1]
   device = jax.local_devices()[0]
   for record in records:
@@ -79,24 +96,33 @@ def test_records_hold_every_field_with_sane_values(records):
 
 
 def test_flops_per_step_is_one_step_in_every_program(records):
-  # XLA counts the chunk's loop body once; all three programs do one step's arithmetic.
-  chunk, step, baseline = (r['flops_per_step'] for r in records)
-  assert chunk == pytest.approx(step, rel=0.05)
-  assert chunk == pytest.approx(baseline, rel=0.15)
+  # XLA counts the loop's body once; all three programs do one step's arithmetic.
+  loop, step, baseline = (r['flops_per_step'] for r in records)
+  assert loop == pytest.approx(step, rel=0.05)
+  assert loop == pytest.approx(baseline, rel=0.15)
 
 
-def test_resident_step_trains_exactly_like_train_chunk():
-  chunk = benchmarking.FastPath(_workload(), 'chunk', model=TinyNet(), epoch_steps=4)
-  step = benchmarking.FastPath(_workload(), 'step', model=TinyNet(), epoch_steps=4)
-  assert chunk.epoch_steps == step.epoch_steps == 6  # Rounded up to whole dispatches.
-  chunk.run(9)  # Crosses an epoch boundary at step 6, as the loop's chunks do.
-  step.run(9)
-  assert int(chunk.state.step[0]) == int(step.state.step[0]) == 9
-  for a, b in zip(jax.tree.leaves(chunk.params()), jax.tree.leaves(step.params())):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  last_chunk, last_step = chunk.metric_sums(), step.metric_sums()
-  assert int(last_chunk['steps']) == 3 and int(last_step['steps']) == 1
-  assert int(last_chunk['finite_steps']) == 3
+def test_every_path_ran_the_warmup_and_every_window(records, paths):
+  # 1 warm-up step rounded up to a chunk of 3, then 2 windows of 3 steps.
+  loop, step, baseline = paths
+  assert loop.steps_taken() == step.steps_taken() == 3 + 2 * 3
+  assert int(baseline.state.step) == 3 + 2 * 3
+  for path in (loop, step):
+    sums = jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], path.last_sums)
+    assert int(sums['steps']) == path.steps_per_dispatch and int(sums['finite_steps']) >= 1
+    assert math.isfinite(float(sums['loss_sum'])) and float(sums['loss_sum']) > 0
+  assert [r['train_py_default'] for r in records] == [
+      jax.default_backend() != 'cpu', jax.default_backend() == 'cpu', False]
+
+
+def test_sweep_writes_a_table_row_per_record_and_a_png(records, tmp_path):
+  written = throughput.write_sweep(records, str(tmp_path / 'sweep'))
+  table = open(written['table']).read()
+  assert 'resnet18 (keras), 8x8, float32' in table
+  for record in records:
+    row = next(line for line in table.splitlines() if line.startswith(f"| {record['path']} |"))
+    assert f"{record['img_per_sec']:,.1f}" in row
+  assert open(written['plot'], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
 
 
 def test_peak_table_uses_dense_datasheet_figures():
@@ -116,21 +142,32 @@ def test_unknown_names_are_config_errors():
     benchmarking.FastPath(_workload(), 'scan', model=TinyNet())
 
 
-def test_cli_prints_json_lines_and_writes_the_sweep(tmp_path, capsys, monkeypatch):
-  monkeypatch.setattr(benchmarking.setup, 'build_model', lambda config: TinyNet())
+def test_cli_measures_each_batch_size_prints_json_and_writes_the_sweep(
+    records, tmp_path, capsys, monkeypatch):
+  calls = []
+
+  def fake_measure(workload, **kwargs):  # The measurement itself is tested above.
+    calls.append((workload, kwargs))
+    return [dict(r, batch_size=workload.batch_size) for r in records]
+
+  monkeypatch.setattr(benchmarking, 'measure', fake_measure)
   out = tmp_path / 'sweep'
   code = benchmark_script.main([
-      '--model', 'resnet18', '--layout', 'keras', '--image-size', str(SIZE),
-      '--num-classes', str(CLASSES), '--sweep', '4,8', '--steps', '2', '--windows', '1',
-      '--warmup-steps', '1', '--steps-per-dispatch', '2', '--out', str(out)])
+      '--model', 'resnet18', '--layout', 'keras', '--image-size', '8', '--dtype', 'bfloat16',
+      '--sweep', '4,16', '--steps', '5', '--windows', '3', '--steps-per-dispatch', '2',
+      '--program', 'auto,loop', '--baseline', '--out', str(out)])
   assert code == 0
+  assert [c[0] for c in calls] == [
+      benchmarking.Workload('resnet18', 'keras', 8, size, 'bfloat16', 1000, 'adam', 2)
+      for size in (4, 16)]
+  auto = 'step' if jax.default_backend() == 'cpu' else 'loop'
+  assert calls[0][1] == dict(steps=5, windows=3, warmup_steps=2, programs=[auto, 'loop'],
+                             baseline=True, epoch_steps=8)
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-  assert [(r['path'], r['batch_size']) for r in lines] == [('train_chunk', 4), ('train_chunk', 8)]
-  assert all(r['steps_per_dispatch'] == 2 and _positive(r['img_per_sec']) for r in lines)
+  assert [r['batch_size'] for r in lines] == [4] * 3 + [16] * 3
   table = (out / 'sweep.md').read_text()
-  rows = [line for line in table.splitlines() if line.startswith('| train_chunk')]
-  assert len(rows) == 2 and '| 4 |' in rows[0] and '| 8 |' in rows[1]
-  assert (out / 'sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  assert len([line for line in table.splitlines() if line.startswith('| train_loop')]) == 2
+  assert (out / 'sweep.png').stat().st_size > 0
 
 
 def test_cli_reports_a_bad_model_name_and_exits_2(capsys):

@@ -35,7 +35,9 @@ def test_the_main_configs_exist():
 def test_config_file_loads_validates_and_builds_its_model(path):
   config = load_config_file(path)
   module_doc = open(path).read().split('"""')[1]
-  assert 'experiments/train.py' in module_doc  # The docstring gives the command.
+  assert 'python experiments/' in module_doc  # The docstring gives the command.
+  if 'model' not in config and 'train' in config:
+    config = config.train  # An experiment of several runs (ablation): its training config.
   config_lib.validate_config(config)
   model = setup.build_model(config)
   shape = (1, config.image_size, config.image_size, 3)

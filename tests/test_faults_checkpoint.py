@@ -4,6 +4,7 @@ newest intact one is restored, and no good checkpoint is ever deleted in its fav
 In-process runs of a small model (18 steps, checkpoints at 4, 8, 12, 16 and 18).
 """
 import glob
+import json
 import logging
 import os
 import shutil
@@ -15,6 +16,11 @@ from resnet_jax.errors import CheckpointError
 from resnet_jax.train import loop
 
 TOTAL = 18
+
+# A restore that fails part-way leaves tensorstore reads that finish after Orbax closed its
+# event loop; they can only report that as an 'exception ignored' at garbage collection.
+pytestmark = pytest.mark.filterwarnings(
+    'ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning')
 
 
 def _run(workdir, model=None, **overrides):
@@ -61,6 +67,18 @@ def _garble_meta(step_dir):
   path = [p for p in path if os.path.isfile(p) and 'commit' not in p][0]
   with open(path, 'w') as f:
     f.write('{"step": 18, "checks')
+
+
+def _contradict_a_checksum(step_dir):
+  """Arrays that read back fine but differ from what was saved (silent corruption the
+  storage format does not catch), seen from the reader's side: one recorded CRC differs."""
+  path = os.path.join(step_dir, 'meta', 'metadata')
+  with open(path) as f:
+    meta = json.load(f)
+  name = sorted(meta['checksums'])[0]
+  meta['checksums'][name] ^= 1
+  with open(path, 'w') as f:
+    json.dump(meta, f)
 
 
 def _remove_state_metadata(step_dir):
@@ -116,9 +134,11 @@ def _resume_after_damage(unbroken, tmp_path, caplog, damage: dict, expect_resume
 
 def test_corrupted_checkpoints_are_set_aside_and_the_newest_intact_restored(
     unbroken, tmp_path, caplog):
-  _resume_after_damage(unbroken, tmp_path, caplog,
-                       {18: _truncate_data, 16: _garble_data, 12: _garble_meta},
-                       expect_resume=8)
+  warnings = _resume_after_damage(
+      unbroken, tmp_path, caplog,
+      {18: _truncate_data, 16: _garble_data, 12: _garble_meta, 8: _contradict_a_checksum},
+      expect_resume=4)
+  assert any('do not match their checksums' in w for w in warnings), warnings
 
 
 def test_half_written_checkpoints_are_skipped_and_the_newest_intact_restored(

@@ -65,6 +65,7 @@ def tiny_config(**overrides):
   config.log_every_steps = 4
   config.checkpoint_every_steps = 8
   config.steps_per_dispatch = 3
+  config.loop_on_device = True  # Exercise the lax loop (CPU's default is a dispatch per step).
   config.keep_checkpoints = 10
   config.progress_bar = False
   config.tensorboard = False

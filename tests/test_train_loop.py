@@ -54,7 +54,7 @@ def _assert_trees_equal(a, b, exact=True):
 def unbroken(tmp_path_factory):
   """A complete 3-epoch run (24 steps), the reference for the resume tests."""
   workdir = tmp_path_factory.mktemp('unbroken')
-  result = _run(workdir)
+  result = _run(workdir, tensorboard=True)
   return workdir, result
 
 
@@ -72,6 +72,8 @@ def test_run_writes_metrics_checkpoints_and_plot(unbroken):
   assert all({'train_accuracy', 'learning_rate', 'images_per_sec'} <= set(r) for r in train)
   assert train[-1]['train_loss'] < train[0]['train_loss']
   assert os.path.getsize(os.path.join(workdir, 'training_curves.png')) > 1000
+  events = os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert any(name.startswith('events.out.tfevents') for name in events)
   assert json.load(open(os.path.join(workdir, 'config.json')))['batch_size'] == 8
   step, _ = _final_params(workdir)
   assert step == 24
@@ -112,6 +114,14 @@ def test_one_step_per_dispatch_gives_the_same_run(unbroken, tmp_path):
     for key in a:
       assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
   assert result['eval_accuracy'] == first['eval_accuracy']
+
+
+def test_one_dispatch_per_step_without_a_device_loop_gives_the_same_run(unbroken, tmp_path):
+  reference, _ = unbroken
+  _run(tmp_path, loop_on_device=False)
+  _assert_trees_equal(_final_params(tmp_path)[1], _final_params(reference)[1], exact=False)
+  for a, b in zip(_records(tmp_path), _records(reference)):
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
 
 
 def test_host_fed_batches_give_the_same_run(unbroken, tmp_path):
@@ -191,3 +201,19 @@ def test_next_boundary_aligns_chunks_to_every_period():
     bounds.append(step)
   assert bounds == [4, 5, 7, 8, 9, 10, 12, 14, 15, 16, 18, 20]
   assert state_to_host is not None
+
+
+def test_stop_request_is_honoured_between_steps_inside_a_chunk(tmp_path, monkeypatch):
+  # Without a device loop each step is a dispatch: a stop lands after the current step,
+  # not at the end of a long chunk (here a whole 25-step epoch).
+  calls = {'n': 0}
+
+  def stop_at_the_sixth_question(self):
+    calls['n'] += 1
+    return calls['n'] >= 6
+
+  monkeypatch.setattr(loop.StopRequest, 'requested_here', stop_at_the_sixth_question)
+  result = _run(tmp_path, dataset=fx.make_dataset(num_train=200), loop_on_device=False,
+                steps_per_dispatch=100, log_every_steps=100, checkpoint_every_steps=100)
+  assert result['preempted'] and result['step'] == 5
+  assert os.path.isdir(tmp_path / 'checkpoints' / '5')

@@ -2,8 +2,9 @@
 
   python experiments/train.py --config experiments/configs/digits_resnet.py --workdir runs/digits
 
-Real data nobody here made, with no download. Reaches about 0.97 test accuracy in 30
-epochs (a few minutes on a 2-core CPU).
+Real data nobody here made, with no download: 1,437 training and 360 test images.
+SGD with Nesterov momentum, warm-up + cosine, 2-pixel random crops (no flips: a mirrored
+digit is another glyph).
 """
 from resnet_jax.train.config import base_config
 

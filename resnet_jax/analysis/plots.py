@@ -28,6 +28,10 @@ def mean_curve(runs, records_key, value_fn):
   return steps, [sum(p[s] for p in per_run) / len(per_run) for s in steps]
 
 
+def _count(n, noun):
+  return f'{n} {noun}' + ('' if n == 1 else 's')
+
+
 def _group_by_model(runs):
   groups = {}
   for run in runs:
@@ -58,7 +62,7 @@ def plot_training_error(runs, path, title=None):
       ax.plot(steps, train_error, '--', color=colors[depth], linewidth=1.0)
       eval_steps, test_error = mean_curve(groups[model], 'evals', lambda r: 100 * (1 - r['eval_accuracy']))
       ax.plot(eval_steps, test_error, '-', color=colors[depth], linewidth=2.0,
-              label=f'{kind}-{depth} ({len(groups[model])} seeds)')
+              label=f'{kind}-{depth} ({_count(len(groups[model]), "seed")})')
     ax.set_title(f'{kind} networks')
     ax.set_xlabel('iterations')
     ax.grid(alpha=0.3)
@@ -97,7 +101,7 @@ def plot_gradient_flow(runs, path, title=None):
   steps = sorted(set().union(*(set(g) for g in groups.values()))) if groups else []
   depths = sorted({describe_model(m)[1] for m in groups})
   colors = {d: plt.get_cmap('viridis')(i / max(1, len(depths) - 1) * 0.85) for i, d in enumerate(depths)}
-  fig, axes = plt.subplots(1, max(1, len(steps)), figsize=(4 * max(1, len(steps)), 4), sharey=True,
+  fig, axes = plt.subplots(1, max(1, len(steps)), figsize=(3.6 * max(1, len(steps)), 4), sharey=True,
                            squeeze=False)
   for ax, step in zip(axes[0], steps):
     for model in sorted(groups, key=lambda m: (describe_model(m)[0], describe_model(m)[1])):

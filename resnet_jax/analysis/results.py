@@ -208,10 +208,37 @@ def to_markdown(rows):
   return '\n'.join(lines) + '\n'
 
 
+def depth_comparison(rows):
+  """One sentence per kind: the deepest net's final training error against the shallowest's.
+
+  This is the comparison of He et al. (2015), section 4.2: degradation is a deeper
+  plain net ending with the higher training error; residual nets should not.
+  """
+  lines = []
+  for kind in ('plain', 'residual'):
+    mine = sorted((r for r in rows if r['kind'] == kind), key=lambda r: r['depth'])
+    if len(mine) < 2:
+      continue
+    low, high = mine[0], mine[-1]
+    delta = 100 * (high['train_error_mean'] - low['train_error_mean'])
+    lines.append(
+        f"{kind}: {high['depth']} layers end at {100 * high['train_error_mean']:.2f}% training "
+        f"error, {low['depth']} layers at {100 * low['train_error_mean']:.2f}% "
+        f"({delta:+.2f} points for the deeper net)")
+  return lines
+
+
+def report_markdown(rows):
+  """results.md: the table, then the depth comparison of each kind."""
+  comparison = depth_comparison(rows)
+  return to_markdown(rows) + ('\n' + '\n'.join(f'- {line}' for line in comparison) + '\n'
+                              if comparison else '')
+
+
 def write_results(rows, workdir):
   """Writes <workdir>/results.csv and results.md (atomically); returns their paths."""
   csv_path = os.path.join(workdir, 'results.csv')
   md_path = os.path.join(workdir, 'results.md')
   write_text_atomic(csv_path, to_csv(rows))
-  write_text_atomic(md_path, to_markdown(rows))
+  write_text_atomic(md_path, report_markdown(rows))
   return csv_path, md_path

@@ -1,11 +1,11 @@
 """Training throughput: the library's fast path, and a straightforward Flax step to compare.
 
 Three paths, each reported under its own name:
-- 'train_chunk': the program train.py runs, built by the same functions
-  (`setup.build_model`, `optim.create_optimizer`, `steps.make_step_functions(...)
-  .train_chunk`, pmapped, donating the state) over a split resident on the devices, K steps
-  per dispatch in a `lax.fori_loop`;
-- 'resident_step': the same step without the loop, one dispatch per step (see FastPath);
+- 'train_loop' and 'train_resident_step': the programs train.py runs, built by the same
+  functions (`setup.build_model`, `optim.create_optimizer`, `steps.make_step_functions`,
+  pmapped, donating the state) over a split resident on the devices, and driven as the
+  loop drives them (`StepFunctions.train_resident`): K steps per dispatch in a
+  `lax.fori_loop`, or one dispatch per step without the loop (train.py's choice on CPU);
 - 'baseline': what a Flax user writes first: one `jax.jit` step per dispatch (apply with
   mutable batch_stats, optax update), float32 images sent from the host every step.
 
@@ -19,9 +19,9 @@ How the numbers are taken:
   see the same load on a shared machine, and a speed-up is the median of the per-window
   ratios;
 - FLOPs come from XLA's cost analysis of the compiled program. XLA cannot know the trip
-  count of the chunk's loop (it is an argument) and counts its body once: the chunk's
-  figure is one step's (plus the epoch's permutation, negligible); pmap compiles one
-  device's program, so it is multiplied by the device count.
+  count of train_loop's loop (it is an argument) and counts its body once: its figure is
+  one step's (plus the epoch's permutation, negligible); pmap compiles one device's
+  program, so it is multiplied by the device count.
 """
 import dataclasses
 import logging
@@ -125,36 +125,43 @@ def _round_up(value: int, multiple: int) -> int:
   return -(-value // multiple) * multiple
 
 
-PROGRAMS = ('chunk', 'step')
+PROGRAMS = ('loop', 'step')
+
+
+def default_program() -> str:
+  """The program train.py runs on this backend (see steps.default_loop_on_device)."""
+  return 'loop' if steps.default_loop_on_device() else 'step'
 
 
 class FastPath:
-  """The library's training program on a device-resident random split.
+  """train.py's training programs on a device-resident random split.
 
-  program 'chunk' is exactly what train.py runs: `StepFunctions.train_chunk`, K steps in a
-  `lax.fori_loop` per dispatch. program 'step' runs the same per-step computation (the
-  chunk's loop body: gather by index from the resident split, `steps.train_step`, metric
-  sums) as one pmapped program per step, without the loop. It exists because XLA:CPU
-  canonicalises only top-level convolutions for its fast (Eigen) kernels: inside a while
-  loop they run as naive loops, several times slower (see BENCHMARKS.md). It is meant to
-  move into steps.py; until then it is built here from the library's pieces.
+  Both programs come from `steps.make_step_functions` and are driven as the loop drives
+  them, through `StepFunctions.train_resident`: 'loop' (`train_loop`) runs
+  steps_per_dispatch steps per dispatch in a `lax.fori_loop`; 'step'
+  (`train_resident_step`) dispatches each step of a chunk on its own. train.py picks
+  'step' on CPU, where XLA leaves convolutions inside loops on its slow path, and 'loop'
+  elsewhere.
 
   Args:
     workload: what to train.
-    program: 'chunk' or 'step'.
+    program: 'loop' or 'step'.
     model: a flax module to use instead of the one the workload names (tests).
     epoch_steps: steps per epoch of the resident split; rounded up to a multiple of
       steps_per_dispatch, because a chunk never crosses an epoch (as in the loop).
   """
 
-  def __init__(self, workload: Workload, program: str = 'chunk', model=None,
-               epoch_steps: int = 8, seed: int = 0):
+  def __init__(self, workload: Workload, program: str, model=None, epoch_steps: int = 8,
+               seed: int = 0):
     if program not in PROGRAMS:
       raise ConfigError(f'program={program!r}: expected one of {PROGRAMS}')
     config = workload_config(workload)
     self.workload, self.program = workload, program
-    self.name = 'train_chunk' if program == 'chunk' else 'resident_step'
-    self.steps_per_dispatch = workload.steps_per_dispatch if program == 'chunk' else 1
+    self.name = 'train_loop' if program == 'loop' else 'train_resident_step'
+    # The loop driver hands out chunks of steps_per_dispatch steps; only 'loop' runs a
+    # chunk in one dispatch.
+    self.chunk_steps = workload.steps_per_dispatch
+    self.steps_per_dispatch = self.chunk_steps if program == 'loop' else 1
     self.epoch_steps = _round_up(max(epoch_steps, 1), workload.steps_per_dispatch)
     model = model if model is not None else setup.build_model(config)
     size = workload.image_size
@@ -166,30 +173,29 @@ class FastPath:
     settings = steps.StepSettings(num_classes=workload.num_classes, preprocess=config.preprocess,
                                   nan_policy=config.nan_policy, sync_bn=config.sync_bn)
     _, _, data_key = seed_keys(seed)
-    if program == 'chunk':
-      fns = steps.make_step_functions(
-          model, tx, settings, data_key=data_key, steps_per_epoch=self.epoch_steps,
-          global_batch=layout.global_batch, per_device_batch=layout.per_device_batch,
-          eval_global_batch=layout.global_batch, eval_per_device_batch=layout.per_device_batch,
-          num_eval_batches=1, devices=self.devices)
-      self._program = fns.train_chunk
-    else:
-      self._program = _resident_step(model, tx, settings, data_key, self.epoch_steps, layout)
+    self._fns = steps.make_step_functions(
+        model, tx, settings, data_key=data_key, steps_per_epoch=self.epoch_steps,
+        global_batch=layout.global_batch, per_device_batch=layout.per_device_batch,
+        eval_global_batch=layout.global_batch, eval_per_device_batch=layout.per_device_batch,
+        num_eval_batches=1, loop_on_device=program == 'loop', devices=self.devices)
     state = create_train_state(model, tx, (size, size, 3), seed)
     self.state = pipeline.replicate_on_devices(jax.tree.map(np.asarray, state), self.devices)
     self.resident = pipeline.replicate_on_devices(
         {'image': data.train.images, 'label': data.train.labels}, self.devices)
     self.device_index = pipeline.shard_leading_axis(layout.global_device_indices, self.devices)
-    count = np.full((len(self.devices),), self.steps_per_dispatch, np.int32)
-    self._args = (self.resident, self.device_index) + ((count,) if program == 'chunk' else ())
     self.last_sums = None
     self.flops_per_step = None
     self.program_bytes = None
 
   def compile(self) -> float:
-    """Compiles the program; returns the seconds it took (later calls reuse it)."""
+    """Traces and compiles the program; returns the seconds (later calls reuse it)."""
+    args = (self.state, self.resident, self.device_index)
     start = time.perf_counter()
-    compiled = self._program.lower(self.state, *self._args).compile()
+    if self.program == 'loop':
+      count = np.full((len(self.devices),), self.chunk_steps, np.int32)
+      compiled = self._fns.train_loop.lower(*args, count).compile()
+    else:
+      compiled = self._fns.train_resident_step.lower(*args).compile()
     seconds = time.perf_counter() - start
     flops, self.program_bytes = compiled_cost(compiled)
     if flops is not None:
@@ -197,39 +203,18 @@ class FastPath:
     return seconds
 
   def run(self, num_steps: int) -> None:
-    """Runs `num_steps` (a multiple of steps_per_dispatch) and waits for the device."""
-    for _ in range(num_steps // self.steps_per_dispatch):
-      self.state, self.last_sums = self._program(self.state, *self._args)
+    """Runs `num_steps` (a multiple of chunk_steps) and waits for the device."""
+    for _ in range(num_steps // self.chunk_steps):
+      self.state, sums, done = self._fns.train_resident(self.state, self.resident,
+                                                        self.device_index, self.chunk_steps)
+      if done != self.chunk_steps:
+        raise RuntimeError(f'{self.name}: a chunk ran {done} of {self.chunk_steps} steps')
+      self.last_sums = sums[-1]
     jax.block_until_ready((self.state, self.last_sums))
 
-  def params(self):
-    """The first device's parameters, on the host."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], self.state.params)
-
-  def metric_sums(self) -> dict:
-    """The first device's metric sums of the last dispatch, on the host."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], self.last_sums)
-
-
-def _resident_step(model, tx, settings, data_key, epoch_steps: int,
-                   layout: pipeline.DeviceLayout) -> Callable:
-  """pmapped (state, resident, device_index) -> (state, sums): one step, no loop.
-
-  The body of `train_chunk`'s loop, step for step: same batch, same keys, same sums.
-  """
-  data_key_data = jax.random.key_data(data_key)
-
-  def step(state, resident, device_index):
-    epoch = state.step // epoch_steps
-    permutation = pipeline.epoch_permutation(jax.random.wrap_key_data(data_key_data), epoch,
-                                             resident['label'].shape[0])
-    batch = pipeline.gather_train_batch(resident['image'], resident['label'], permutation,
-                                        state.step % epoch_steps, device_index,
-                                        layout.per_device_batch, layout.global_batch)
-    new_state, metrics = steps.train_step(state, batch, model=model, tx=tx, settings=settings)
-    return new_state, steps.add_step_metrics(steps.empty_train_sums(), metrics, state.step)
-
-  return jax.pmap(step, axis_name=steps.AXIS, devices=layout.local_devices, donate_argnums=(0,))
+  def steps_taken(self) -> int:
+    """The state's step counter (the first device's)."""
+    return int(np.asarray(self.state.step.addressable_shards[0].data)[0])
 
 
 class BaselineState(train_state.TrainState):
@@ -263,7 +248,8 @@ class BaselinePath:
   (or SGD with momentum) with the workload's learning rate; one device.
   """
   name = 'baseline'
-  steps_per_dispatch = 1
+  program = None
+  chunk_steps = steps_per_dispatch = 1
 
   def __init__(self, workload: Workload, model=None, num_host_batches: int = 4, seed: int = 0):
     config = workload_config(workload)
@@ -328,6 +314,7 @@ def _record(path, workload: Workload, window_seconds: list, num_steps: int,
   peak, source = peak_tflops(device.device_kind, dtype)
   return {
       'path': path.name,
+      'train_py_default': path.program == default_program(),
       'model': workload.model, 'layout': workload.layout, 'image_size': workload.image_size,
       'batch_size': workload.batch_size, 'dtype': dtype, 'num_classes': workload.num_classes,
       'optimizer': workload.optimizer, 'steps_per_dispatch': path.steps_per_dispatch,
@@ -350,30 +337,37 @@ def _record(path, workload: Workload, window_seconds: list, num_steps: int,
   }
 
 
-def measure(workload: Workload, *, steps: int, windows: int = 5,
-            warmup_steps: Optional[int] = None, programs: Sequence[str] = ('chunk',),
-            baseline: bool = False, model=None, epoch_steps: int = 8) -> list[dict]:
-  """Times the library's programs (and the baseline) in one process, one record each.
+def build_paths(workload: Workload, *, programs: Optional[Sequence[str]] = None,
+                baseline: bool = False, model=None, epoch_steps: int = 8) -> list:
+  """FastPaths for `programs` ('loop', 'step'; default: train.py's on this backend), then
+  the BaselinePath if asked."""
+  programs = programs or (default_program(),)
+  paths = [FastPath(workload, program, model=model, epoch_steps=epoch_steps)
+           for program in dict.fromkeys(programs)]
+  if baseline:
+    paths.append(BaselinePath(workload, model=model))
+  return paths
+
+
+def measure_paths(paths: Sequence, *, steps: int, windows: int = 5,
+                  warmup_steps: int = 2) -> list[dict]:
+  """Compiles, warms up and times `paths` (of one workload) in alternating windows.
 
   Args:
-    steps: timed steps per window (rounded up to a multiple of steps_per_dispatch).
-    windows: timed windows per path, alternating between paths; the median is reported.
-    warmup_steps: untimed steps after compiling (default 2; at least one dispatch).
-    programs: FastPath programs to time, 'chunk' (train.py's) and/or 'step'.
-    baseline: also time `BaselinePath`; every other record then carries the baseline's
-      ms_per_step and `speedup_vs_baseline`, the median of the per-window ratios.
-    model: a flax module to use instead of the one the workload names (tests).
+    steps: timed steps per window (rounded up to whole chunks of every path).
+    windows: timed windows per path; the median is reported.
+    warmup_steps: untimed steps after compiling (rounded up likewise; at least 1).
+
+  Returns:
+    One record per path. When the last path is the baseline, every other record also
+    carries its ms_per_step and `speedup_vs_baseline`, the median of per-window ratios.
   """
-  per_dispatch = workload.steps_per_dispatch
-  num_steps = _round_up(max(steps, 1), per_dispatch)
-  warmup = _round_up(max(2 if warmup_steps is None else warmup_steps, 1), per_dispatch)
-  builders = [lambda p=p: FastPath(workload, p, model=model, epoch_steps=epoch_steps)
-              for p in dict.fromkeys(programs)]
-  if baseline:
-    builders.append(lambda: BaselinePath(workload, model=model))
-  paths, compile_seconds, peaks = [], {}, {}
-  for build in builders:
-    path = build()
+  workload = paths[0].workload
+  chunk = max(path.chunk_steps for path in paths)
+  num_steps = _round_up(max(steps, 1), chunk)
+  warmup = _round_up(max(warmup_steps, 1), chunk)
+  compile_seconds, peaks = {}, {}
+  for path in paths:
     compile_seconds[path.name] = path.compile()
     log.info('%s: compiled in %.1f s; %d warm-up steps', path.name, compile_seconds[path.name],
              warmup)
@@ -381,15 +375,31 @@ def measure(workload: Workload, *, steps: int, windows: int = 5,
     # The process-wide peak so far: the first path's figure is its own, later ones are
     # upper bounds.
     peaks[path.name] = peak_memory_bytes(path.devices[0])
-    paths.append(path)
   log.info('timing %d windows of %d steps per path', windows, num_steps)
   times = time_windows(paths, num_steps, windows)
   records = [_record(path, workload, times[path.name], num_steps, compile_seconds[path.name],
                      peaks[path.name]) for path in paths]
-  if baseline:
+  if paths[-1].name == BaselinePath.name:
     base = times[BaselinePath.name]
     for record in records[:-1]:
       ratios = [b / f for f, b in zip(times[record['path']], base)]
       record['baseline_ms_per_step'] = records[-1]['ms_per_step']
       record['speedup_vs_baseline'] = statistics.median(ratios)
   return records
+
+
+def measure(workload: Workload, *, steps: int, windows: int = 5, warmup_steps: int = 2,
+            programs: Optional[Sequence[str]] = None, baseline: bool = False, model=None,
+            epoch_steps: int = 8) -> list[dict]:
+  """`build_paths` then `measure_paths`: one record per path, timed in one process.
+
+  Args:
+    programs: FastPath programs to time, 'loop' and/or 'step' (default: the one train.py
+      runs on this backend).
+    baseline: also time the straightforward Flax step (see measure_paths).
+    model: a flax module to use instead of the one the workload names (tests).
+    epoch_steps: batches in the device-resident split (see FastPath).
+  """
+  paths = build_paths(workload, programs=programs, baseline=baseline, model=model,
+                      epoch_steps=epoch_steps)
+  return measure_paths(paths, steps=steps, windows=windows, warmup_steps=warmup_steps)

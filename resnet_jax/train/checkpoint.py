@@ -75,7 +75,9 @@ def check_fits(restored: dict, template: dict, where: str) -> None:
 class Checkpointer:
   """A CheckpointManager over `<workdir>/checkpoints` with the policies above."""
 
-  def __init__(self, workdir: str, keep: int, async_save: bool = True):
+  def __init__(self, workdir: str, keep: int, async_save: bool = True, read_only: bool = False):
+    """read_only: for readers of a workdir a run may be writing to (predict.py): nothing is
+    created, cleaned up, deleted or moved."""
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     self.broken_directory = os.path.abspath(os.path.join(workdir, 'checkpoints_broken'))
     metric = lambda metrics: metrics[BEST_METRIC]
@@ -84,15 +86,22 @@ class Checkpointer:
         ocp.checkpoint_managers.BestN(get_metric_fn=metric, reverse=False, n=1,
                                       keep_checkpoints_without_metrics=False),
     ])
-    options = ocp.CheckpointManagerOptions(
-        best_fn=metric, best_mode='max', preservation_policy=policy,
-        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+    self.read_only = read_only
+    if read_only:
+      options = ocp.CheckpointManagerOptions(best_fn=metric, best_mode='max', read_only=True,
+                                             create=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          best_fn=metric, best_mode='max', preservation_policy=policy,
+          enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
     self._warn_about_unfinished_saves()
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def _warn_about_unfinished_saves(self):
-    """Names the half-written checkpoints (saves that never finished) Orbax removes on start."""
-    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+    """Names the half-written checkpoints (saves that never finished) Orbax removes on start.
+
+    A reader (read_only) leaves them alone: they may be saves in progress."""
+    if self.read_only or jax.process_index() != 0 or not os.path.isdir(self.directory):
       return
     for name in sorted(os.listdir(self.directory)):
       if ocp.path.step.TMP_DIR_SUFFIX in name:
@@ -163,6 +172,10 @@ class Checkpointer:
 
   def _quarantine(self, step: int, error: Exception):
     source = self.path(step)
+    if self.read_only:
+      log.warning('checkpoint %s cannot be read (%s: %s); trying the next older one', source,
+                  type(error).__name__, str(error).splitlines()[0][:300] if str(error) else '')
+      return
     target = os.path.join(self.broken_directory, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
     log.warning('checkpoint %s is damaged and cannot be restored (%s: %s); moving it to %s and '
                 'trying the next older one', source, type(error).__name__,

@@ -65,6 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # Loop.
   config.steps_per_dispatch = 8  # Steps run on the device per host dispatch (lax loop).
+  # Run those steps in a lax loop on the device; None: yes, except on CPU, where XLA runs
+  # convolutions inside loops far slower (each step is then its own dispatch).
+  config.loop_on_device = config_dict.placeholder(bool)
   config.log_every_steps = 10
   config.eval_every_epochs = 1
   config.checkpoint_every_steps = 1000
@@ -155,6 +158,7 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       ('nan_policy', _one_of(NAN_POLICIES), f'one of {NAN_POLICIES}'),
       ('seed', lambda v: _is_int(v) and 0 <= v < 2**31, 'an integer in [0, 2**31)'),
       ('steps_per_dispatch', lambda v: all(c(v) for c in positive_int), 'a positive integer'),
+      ('loop_on_device', lambda v: v is None or isinstance(v, bool), 'None, True or False'),
       ('log_every_steps', lambda v: all(c(v) for c in positive_int), 'a positive integer'),
       ('eval_every_epochs', lambda v: all(c(v) for c in positive_int), 'a positive integer'),
       ('checkpoint_every_steps', lambda v: all(c(v) for c in positive_int),

@@ -81,6 +81,11 @@ class StopRequest:
       return 'a stop request from another process'
     return signal.Signals(self.signal_number).name
 
+  def requested_here(self) -> bool:
+    """A stop request seen by this process alone; asked between steps, only in
+    single-process runs (all processes of a run must stop at the same step)."""
+    return jax.process_count() == 1 and self.signal_number is not None
+
   def requested(self) -> bool:
     local = self.signal_number is not None
     if jax.process_count() == 1:
@@ -151,6 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       start, state_dict, meta = restored
       state = state_from_host(abstract, state_dict)
       log.info('resuming from checkpoint %s (step %d)', checkpointer.path(start), start)
+    workdir_lib.save_config(workdir, config)
     if is_writer:
       metrics_lib.truncate_jsonl(os.path.join(workdir, metrics_lib.JSONL_NAME), start)
     base = {'data_source': dataset.source, 'workdir': os.path.abspath(workdir),
@@ -161,6 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     run = _Run(config, workdir, model, tx, schedule, settings, dataset, layout, eval_layout,
                per_epoch, total, checkpointer, is_writer,
                extra_meta={'preprocess_mean': mean, 'preprocess_std': std,
+                           'class_names': list(dataset.class_names),
                            'data_source': dataset.source})
     result = run.train(state, start, meta.get('pending_train'))
     return dict(result, **base)
@@ -191,7 +198,7 @@ class _Run:
         global_batch=layout.global_batch, per_device_batch=layout.per_device_batch,
         eval_global_batch=eval_layout.global_batch,
         eval_per_device_batch=eval_layout.per_device_batch,
-        num_eval_batches=self.num_eval_batches)
+        num_eval_batches=self.num_eval_batches, loop_on_device=config.loop_on_device)
     self.device_index = pipeline.shard_leading_axis(layout.global_device_indices, devices)
     self.resident = config.data_on_device and pipeline.fits_on_devices(
         [dataset.train, dataset.test], devices)
@@ -205,14 +212,15 @@ class _Run:
 
   def evaluate(self, state) -> dict:
     if self.resident:
-      sums = unreplicate(self.fns.eval_resident(state, self.eval_data, self.device_index))
+      outputs = self.fns.eval_resident(state, self.eval_data, self.device_index)
     else:
-      sums = {'loss_sum': 0.0, 'correct_sum': 0.0, 'count': 0.0}
       batches = pipeline.prefetch_to_devices(
           pipeline.eval_batches(self.dataset.test, self.eval_layout), self.devices)
-      for batch in batches:
-        out = unreplicate(self.fns.eval_batch(state, batch))
-        sums = {k: sums[k] + float(out[k]) for k in sums}
+      outputs = [self.fns.eval_batch(state, batch) for batch in batches]
+    sums = {'loss_sum': 0.0, 'correct_sum': 0.0, 'count': 0.0}
+    for out in outputs:
+      out = unreplicate(out)
+      sums = {k: sums[k] + float(out[k]) for k in sums}
     count = float(sums['count'])
     return {'eval_loss': float(sums['loss_sum']) / count,
             'eval_accuracy': float(sums['correct_sum']) / count}
@@ -241,13 +249,22 @@ class _Run:
             break
           end = next_boundary(step, config, per_epoch, total)
           if self.resident:
-            count = np.full((len(self.devices),), end - step, np.int32)
-            state, chunk = self.fns.train_chunk(state, self.train_data, self.device_index, count)
-            pending.append(chunk)
+            state, chunks, done = self.fns.train_resident(
+                state, self.train_data, self.device_index, end - step, stop.requested_here)
+            pending.extend(chunks)
           else:
-            for _ in range(end - step):
+            done = 0
+            while done < end - step and not stop.requested_here():
+              if done >= 2:
+                jax.block_until_ready(pending[-2])  # Keep at most two steps in flight.
               state, chunk = self.fns.train_batch(state, next(host_batches))
               pending.append(chunk)
+              done += 1
+          if step + done < end:  # Stopped inside the chunk.
+            step += done
+            bar.advance(done)
+            preempted = True
+            break
           bar.advance(end - step)
           interval_steps += end - step
           step = end

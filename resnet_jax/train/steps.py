@@ -4,17 +4,19 @@
 `jax.pmap(axis_name='batch')`: gradients and metrics are averaged over that axis, batch
 statistics too (unless BatchNorm already synchronises them, sync BN).
 
-Speed: `StepFunctions.train_chunk` runs a dynamic number of steps per dispatch in a
+Speed: `StepFunctions.train_loop` runs a dynamic number of steps per dispatch in a
 `lax.fori_loop` inside the pmap, gathering each step's batch by index from the
 device-resident split. The trip count is an argument, not a shape, so one compiled
 program serves every chunk length and a chunk of 1 step computes exactly what a chunk
-of 8 does.
+of 8 does. On CPU, where XLA runs loops badly, the same per-step program is dispatched
+once per step instead (see StepFunctions).
 """
 import dataclasses
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import linen as nn
 
@@ -154,63 +156,131 @@ def add_step_metrics(sums: dict, metrics: dict, step: jax.Array) -> dict:
 
 @dataclasses.dataclass
 class StepFunctions:
-  """The pmapped programs of a run (compiled on first use)."""
-  train_chunk: Callable  # (state, resident_train, device_index, num_steps) -> (state, sums)
+  """The pmapped programs of a run (compiled on first use), and how to drive them.
+
+  With `loop_on_device`, a chunk of n steps is one dispatch of a `lax.fori_loop` (and an
+  evaluation one dispatch over all batches). Without it, each step (each evaluation batch)
+  is its own dispatch of a program that still gathers its batch from the resident split,
+  so no data crosses the host either way. XLA:CPU runs convolutions inside loops many
+  times slower than outside (jax-ml/jax#12868), hence the choice.
+  """
+  loop_on_device: bool
+  num_eval_batches: int
+  train_loop: Callable  # (state, resident_train, device_index, num_steps) -> (state, sums)
+  train_resident_step: Callable  # (state, resident_train, device_index) -> (state, sums)
   train_batch: Callable  # (state, batch) -> (state, sums)   [host-fed path]
-  eval_resident: Callable  # (state, resident_eval, device_index) -> sums
+  eval_loop: Callable  # (state, resident_eval, device_index) -> sums
+  eval_resident_batch: Callable  # (state, resident_eval, device_index, batch_index) -> sums
   eval_batch: Callable  # (state, batch) -> sums   [host-fed path]
+
+  @property
+  def train_chunk(self) -> Callable:
+    """The looping program under its earlier name (used by the benchmark)."""
+    return self.train_loop
+
+  def train_resident(self, state, resident, device_index, num_steps: int,
+                     should_stop: Optional[Callable[[], bool]] = None):
+    """Runs up to `num_steps` steps on the resident split.
+
+    Returns (state, [per-dispatch metric sums], steps run). Without a device loop,
+    `should_stop` is asked before each step and at most two steps are in flight, so that a
+    stop request is honoured within about two steps however long the chunk.
+    """
+    if self.loop_on_device:
+      count = np.full((device_index.shape[0],), num_steps, np.int32)
+      state, sums = self.train_loop(state, resident, device_index, count)
+      return state, [sums], num_steps
+    out = []
+    for _ in range(num_steps):
+      if should_stop is not None and should_stop():
+        break
+      if len(out) >= 2:
+        jax.block_until_ready(out[-2])
+      state, sums = self.train_resident_step(state, resident, device_index)
+      out.append(sums)
+    return state, out, len(out)
+
+  def eval_resident(self, state, padded, device_index) -> list:
+    """Evaluation sums over the resident padded split, as a list of per-dispatch sums."""
+    if self.loop_on_device:
+      return [self.eval_loop(state, padded, device_index)]
+    devices = device_index.shape[0]
+    return [self.eval_resident_batch(state, padded, device_index,
+                                     np.full((devices,), index, np.int32))
+            for index in range(self.num_eval_batches)]
+
+
+def default_loop_on_device() -> bool:
+  """Loop on the device except on CPU (see StepFunctions)."""
+  return jax.default_backend() != 'cpu'
 
 
 def make_step_functions(model: nn.Module, tx: optax.GradientTransformation,
                         settings: StepSettings, *, data_key: jax.Array, steps_per_epoch: int,
                         global_batch: int, per_device_batch: int, eval_global_batch: int,
                         eval_per_device_batch: int, num_eval_batches: int,
-                        devices=None) -> StepFunctions:
+                        loop_on_device: Optional[bool] = None, devices=None) -> StepFunctions:
   """Builds the pmapped train/eval programs for one run's shapes and settings.
 
   Args:
     data_key: the key the epochs' permutations derive from (see pipeline).
     steps_per_epoch, global_batch, per_device_batch: the training batch layout.
     eval_global_batch, eval_per_device_batch, num_eval_batches: the evaluation layout.
-    devices: the local devices to pmap over (default: all local devices).
+    loop_on_device: see StepFunctions; None picks `default_loop_on_device()`.
+    devices: the local devices to pmap over (default: all devices).
   """
   step = lambda state, batch: train_step(state, batch, model=model, tx=tx, settings=settings)
   evaluate = lambda state, batch: eval_step(state, batch, model=model, settings=settings)
   data_key_data = jax.random.key_data(data_key)
 
-  def train_chunk(state, resident, device_index, num_steps):
+  def permutation_of(state, resident):
+    epoch = state.step // steps_per_epoch
+    return pipeline.epoch_permutation(jax.random.wrap_key_data(data_key_data), epoch,
+                                      resident['label'].shape[0])
+
+  def resident_step(state, resident, device_index, permutation, sums):
+    batch = pipeline.gather_train_batch(resident['image'], resident['label'], permutation,
+                                        state.step % steps_per_epoch, device_index,
+                                        per_device_batch, global_batch)
+    new_state, metrics = step(state, batch)
+    return new_state, add_step_metrics(sums, metrics, state.step)
+
+  def train_loop(state, resident, device_index, num_steps):
     # The loop driver never lets a chunk cross an epoch boundary, so one permutation
     # serves the whole chunk.
-    epoch = state.step // steps_per_epoch
-    permutation = pipeline.epoch_permutation(jax.random.wrap_key_data(data_key_data), epoch,
-                                             resident['label'].shape[0])
-
-    def body(_, carry):
-      state, sums = carry
-      batch = pipeline.gather_train_batch(resident['image'], resident['label'], permutation,
-                                          state.step % steps_per_epoch, device_index,
-                                          per_device_batch, global_batch)
-      new_state, metrics = step(state, batch)
-      return new_state, add_step_metrics(sums, metrics, state.step)
-
+    permutation = permutation_of(state, resident)
+    body = lambda _, carry: resident_step(*carry[:1], resident, device_index, permutation,
+                                          carry[1])
     return jax.lax.fori_loop(0, num_steps, body, (state, empty_train_sums()))
+
+  def train_resident_step(state, resident, device_index):
+    return resident_step(state, resident, device_index, permutation_of(state, resident),
+                         empty_train_sums())
 
   def train_batch(state, batch):
     new_state, metrics = step(state, batch)
     return new_state, add_step_metrics(empty_train_sums(), metrics, state.step)
 
-  def eval_resident(state, padded, device_index):
+  def eval_resident_batch(state, padded, device_index, batch_index):
+    batch = pipeline.gather_eval_batch(padded, batch_index, device_index, eval_per_device_batch,
+                                       eval_global_batch)
+    return evaluate(state, batch)
+
+  def eval_loop(state, padded, device_index):
     def body(index, sums):
-      batch = pipeline.gather_eval_batch(padded, index, device_index, eval_per_device_batch,
-                                         eval_global_batch)
-      return jax.tree.map(jnp.add, sums, evaluate(state, batch))
+      return jax.tree.map(jnp.add, sums,
+                          eval_resident_batch(state, padded, device_index, index))
     zeros = {k: jnp.zeros((), jnp.float32) for k in ('loss_sum', 'correct_sum', 'count')}
     return jax.lax.fori_loop(0, num_eval_batches, body, zeros)
 
   pmap = lambda f, **kw: jax.pmap(f, axis_name=AXIS, devices=devices, **kw)
   return StepFunctions(
-      train_chunk=pmap(train_chunk, donate_argnums=(0,)),
+      loop_on_device=default_loop_on_device() if loop_on_device is None else loop_on_device,
+      num_eval_batches=num_eval_batches,
+      train_loop=pmap(train_loop, donate_argnums=(0,)),
+      train_resident_step=pmap(train_resident_step, donate_argnums=(0,)),
       train_batch=pmap(train_batch, donate_argnums=(0,)),
-      eval_resident=pmap(eval_resident),
+      eval_loop=pmap(eval_loop),
+      eval_resident_batch=pmap(eval_resident_batch),
       eval_batch=pmap(evaluate),
   )

@@ -14,7 +14,7 @@ CONFIG_NAME = 'config.json'
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates `workdir`, checks it is writable and saves the config as config.json.
+  """Creates `workdir` and checks it is writable (`save_config` writes config.json later).
 
   A workdir whose saved config differs in a model-defining field (MODEL_FIELDS) holds
   another experiment: refuse it rather than mixing checkpoints and metrics.
@@ -37,6 +37,11 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
       raise ConfigError(
           f'workdir {workdir!r} holds a run of another model ({details}); expected the same '
           f'{", ".join(changed)} to continue it. Use a new --workdir for a new experiment.')
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Saves the config as config.json; called once every check has passed, so that a run
+  that fails at the start leaves an earlier run's config.json as it was."""
   if jax.process_index() == 0:
     atomic_write_text(os.path.join(workdir, CONFIG_NAME), config.to_json_best_effort(indent=2))
 

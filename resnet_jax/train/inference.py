@@ -1,0 +1,78 @@
+"""A trained model back from its workdir, for class probabilities of new images."""
+import dataclasses
+import logging
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from resnet_jax.data import augment
+from resnet_jax.errors import CheckpointError
+from resnet_jax.train import checkpoint as checkpoint_lib
+from resnet_jax.train import setup, workdir as workdir_lib
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Predictor:
+  """A model with the variables of one checkpoint and the preprocessing it was trained with."""
+  model: nn.Module
+  variables: dict
+  config: object
+  class_names: tuple
+  step: int
+  checkpoint: str
+  mean: Optional[list] = None
+  std: Optional[list] = None
+
+  def __post_init__(self):
+    self._logits = jax.jit(
+        lambda variables, images: self.model.apply(variables, images, train=False))
+
+  def probabilities(self, images: np.ndarray) -> np.ndarray:
+    """uint8 images [N, H, W, C] at the config's image size -> float32 [N, num_classes]."""
+    x = augment.preprocess(jnp.asarray(images), self.config.preprocess, self.mean, self.std)
+    logits = self._logits(self.variables, x).astype(jnp.float32)
+    return np.asarray(jax.nn.softmax(logits, axis=-1))
+
+
+def load_predictor(workdir: str, which: str = 'best') -> Predictor:
+  """The model of a training workdir with its best (by eval accuracy) or latest checkpoint.
+
+  Reads config.json for the model and checkpoints read-only: safe while a run is writing.
+  Falls back to older checkpoints if the chosen one cannot be read.
+  """
+  config = workdir_lib.load_saved_config(workdir)
+  model = setup.build_model(config)
+  size = config.image_size
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                                               train=False))
+  checkpointer = checkpoint_lib.Checkpointer(workdir, keep=1, read_only=True)
+  try:
+    steps = checkpointer.all_steps()
+    if not steps:
+      raise CheckpointError(f'workdir {workdir!r} holds no checkpoint in '
+                            f'{checkpointer.directory}; expected a finished or running training')
+    first = checkpointer.best_step() if which == 'best' else checkpointer.latest_step()
+    order = [first] + [s for s in reversed(steps) if s != first]
+    for step in order:
+      try:
+        state, meta = checkpointer.read(step)
+      except Exception as error:  # A damaged checkpoint: say so and try the next.
+        log.warning('checkpoint %s cannot be read (%s); trying an older one',
+                    checkpointer.path(step), error)
+        continue
+      template = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
+      found = {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
+      checkpoint_lib.check_fits(found, template, checkpointer.path(step))
+      class_names = tuple(meta.get('class_names') or range(config.num_classes))
+      return Predictor(model=model, variables=found, config=config,
+                       class_names=tuple(str(c) for c in class_names), step=step,
+                       checkpoint=checkpointer.path(step), mean=meta.get('preprocess_mean'),
+                       std=meta.get('preprocess_std'))
+    raise CheckpointError(f'no checkpoint in {checkpointer.directory} can be read')
+  finally:
+    checkpointer.close()

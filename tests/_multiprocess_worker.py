@@ -1,0 +1,70 @@
+"""Runs experiments/train.py (same flags) and records what this process read and wrote.
+
+Used by test_multiprocess.py: `python _multiprocess_worker.py RECORD_JSON [train.py flags]`.
+The record holds this process's index and device layout, whether its metric writer was
+enabled, and for the first training batches it drew from the host pipeline their example
+positions in the global batch and a hash of their images.
+
+The network is _fault_helpers.SmallNet instead of the config's ResNet-20: the test is
+about processes, devices and data, and compiling a ResNet three times would take most of
+its time.
+"""
+import hashlib
+import json
+import os
+import runpy
+import sys
+
+import _fault_helpers as fh
+from resnet_jax.data import pipeline
+from resnet_jax.train import metrics as metrics_lib
+from resnet_jax.train import setup
+
+RECORDED_BATCHES = 3
+
+
+def main():
+  record_path, train_flags = sys.argv[1], sys.argv[2:]
+  record = {'layouts': [], 'batches': [], 'metric_writer_enabled': []}
+
+  device_layout = pipeline.device_layout
+
+  def recording_layout(*args, **kwargs):
+    layout = device_layout(*args, **kwargs)
+    record['process_index'] = layout.process_index
+    record['layouts'].append({'global_batch': layout.global_batch,
+                              'device_indices': layout.global_device_indices.tolist()})
+    return layout
+
+  train_batches = pipeline.train_batches
+
+  def recording_batches(*args, **kwargs):
+    for index, batch in enumerate(train_batches(*args, **kwargs)):
+      if index < RECORDED_BATCHES:
+        record['batches'].append({
+            'example_id': batch['example_id'].tolist(),
+            'images_sha256': hashlib.sha256(batch['image'].tobytes()).hexdigest()})
+      yield batch
+
+  writer_class = metrics_lib.MetricWriter
+
+  class RecordingWriter(writer_class):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      record['metric_writer_enabled'].append(self.enabled)
+
+  setup.build_model = lambda config: fh.SmallNet(num_classes=config.num_classes)
+  pipeline.device_layout = recording_layout
+  pipeline.train_batches = recording_batches
+  metrics_lib.MetricWriter = RecordingWriter
+  sys.argv = ['train.py', *train_flags]
+  try:
+    runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'experiments', 'train.py'), run_name='__main__')
+  finally:
+    with open(record_path, 'w') as f:
+      json.dump(record, f)
+
+
+if __name__ == '__main__':
+  main()

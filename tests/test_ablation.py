@@ -1,0 +1,201 @@
+"""The residual-against-plain sweep: runs on disk, skip and resume, the configs."""
+import importlib.util
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from resnet_jax.analysis import results, sweep
+from resnet_jax.errors import ConfigError
+from resnet_jax.train import config as config_lib
+from resnet_jax.train import train_and_evaluate
+from resnet_jax.train.state import create_train_state
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'configs')
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def load_config(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIG_DIR, name + '.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def tiny_sweep_config():
+  """The --quick sweep of the digits config, cut to one depth: two runs of 12 steps."""
+  config = sweep.quick_config(load_config('ablation_digits'))
+  config.models = ('cifar_plain8', 'cifar_resnet8')
+  return config
+
+
+def refuse_training(*args, **kwargs):
+  raise AssertionError('a finished run was trained again')
+
+
+def file_states(directory):
+  """{path: (mtime_ns, size)} of every file under `directory`."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      stat = os.stat(path)
+      out[path] = (stat.st_mtime_ns, stat.st_size)
+  return out
+
+
+@pytest.fixture(scope='module')
+def finished_sweep(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('sweep'))
+  calls = []
+
+  def train_fn(config, run_workdir, **kwargs):
+    calls.append((config.model, config.seed))
+    return train_and_evaluate(config, run_workdir, **kwargs)
+
+  out = sweep.run_sweep(tiny_sweep_config(), workdir, train_fn=train_fn)
+  return workdir, out, calls
+
+
+def test_sweep_trains_every_run_in_its_own_workdir(finished_sweep):
+  workdir, out, calls = finished_sweep
+  assert calls == [('cifar_plain8', 0), ('cifar_resnet8', 0)]
+  assert out['status'] == {('cifar_plain8', 0): 'done', ('cifar_resnet8', 0): 'done'}
+  for model in ('cifar_plain8', 'cifar_resnet8'):
+    run = os.path.join(workdir, model, 'seed0')
+    with open(os.path.join(run, 'result.json')) as f:
+      result = json.load(f)
+    assert result['model'] == model and result['seed'] == 0
+    assert result['final']['step'] == 12 and result['resumed_from'] is None
+    # Depth 8 on 3 channels: stem 432 + 32, stage blocks 4,672 + 13,952 + 55,552 (convs and
+    # BN), head 650. The plain twin has as many: option-A shortcuts have no parameters.
+    assert result['params'] == 75_290
+    train, evals = results.read_metrics(os.path.join(run, 'metrics.jsonl'))
+    assert [r['step'] for r in train] == [4, 8, 12]
+    assert [r['step'] for r in evals] == [12]
+    with open(os.path.join(run, 'gradient_flow.json')) as f:
+      flow = json.load(f)
+    # Initialisation plus the checkpoints the run kept (every 6 steps).
+    assert [s['step'] for s in flow['snapshots']] == [0, 6, 12]
+    assert flow['probe_batch_size'] == 16
+    for snapshot in flow['snapshots']:
+      # stem conv + BN, 3 blocks x (2 convs + 2 BNs), head.
+      assert len(snapshot['layers']) == 15
+      assert all(np.isfinite(v) and v > 0 for v in snapshot['layers'].values())
+  rows = out['rows']
+  assert [r['model'] for r in rows] == ['cifar_plain8', 'cifar_resnet8']
+  for name in ('results.csv', 'results.md', 'training_error.png', 'gradient_flow.png'):
+    assert os.path.join(workdir, name) in out['paths']
+  for name in ('training_error.png', 'gradient_flow.png'):
+    with open(os.path.join(workdir, name), 'rb') as f:
+      assert f.read(8) == PNG_MAGIC
+
+
+def test_rerun_skips_finished_runs_without_touching_them(finished_sweep):
+  workdir, first, _ = finished_sweep
+  runs = [os.path.join(workdir, m) for m in ('cifar_plain8', 'cifar_resnet8')]
+  before = {run: file_states(run) for run in runs}
+  out = sweep.run_sweep(tiny_sweep_config(), workdir, train_fn=refuse_training)
+  assert set(out['status'].values()) == {'skipped'}
+  assert {run: file_states(run) for run in runs} == before
+  assert out['markdown'] == first['markdown']
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(finished_sweep, tmp_path):
+  workdir, _, _ = finished_sweep
+  # A copy of the plain run as a crash at step 7 would have left it: the checkpoint of
+  # step 6, its metrics up to step 4 plus a line of step 8 not covered by any checkpoint,
+  # no gradient_flow.json and no result.json.
+  copy = str(tmp_path / 'sweep')
+  shutil.copytree(os.path.join(workdir, 'cifar_plain8'), os.path.join(copy, 'cifar_plain8'))
+  run = os.path.join(copy, 'cifar_plain8', 'seed0')
+  for name in ('result.json', 'gradient_flow.json'):
+    os.remove(os.path.join(run, name))
+  shutil.rmtree(os.path.join(run, 'checkpoints', '12'))
+  metrics = os.path.join(run, 'metrics.jsonl')
+  with open(metrics) as f:
+    lines = f.readlines()
+  with open(metrics, 'w') as f:
+    f.writelines(lines[:2])
+  config = tiny_sweep_config()
+  config.models = ('cifar_plain8',)
+  calls = []
+
+  def train_fn(train_config, run_workdir, **kwargs):
+    calls.append(run_workdir)
+    return train_and_evaluate(train_config, run_workdir, **kwargs)
+
+  out = sweep.run_sweep(config, copy, train_fn=train_fn)
+  assert out['status'] == {('cifar_plain8', 0): 'done'}
+  assert calls == [run]
+  with open(os.path.join(run, 'result.json')) as f:
+    result = json.load(f)
+  assert result['resumed_from'] == 6 and result['final']['step'] == 12
+  train, _ = results.read_metrics(metrics)
+  assert [r['step'] for r in train] == [4, 8, 12]
+  # Resuming is exact: the same metrics as the uninterrupted run.
+  original, _ = results.read_metrics(os.path.join(workdir, 'cifar_plain8', 'seed0',
+                                                  'metrics.jsonl'))
+  np.testing.assert_allclose([r['train_loss'] for r in train],
+                             [r['train_loss'] for r in original], rtol=1e-5)
+
+
+def test_rerun_with_another_training_config_is_refused(finished_sweep):
+  workdir, _, _ = finished_sweep
+  config = tiny_sweep_config()
+  config.train.learning_rate = 0.5
+  with pytest.raises(ConfigError, match=r'seed0/result\.json.*another training config'):
+    sweep.run_sweep(config, workdir, train_fn=refuse_training)
+
+
+def test_sweep_config_errors_name_the_field(tmp_path):
+  config = tiny_sweep_config()
+  config.seeds = (0, 0)
+  with pytest.raises(ConfigError, match=r'config\.seeds=\(0, 0\)'):
+    sweep.run_sweep(config, str(tmp_path), train_fn=refuse_training)
+  config = tiny_sweep_config()
+  config.models = ('cifar_resnet9',)
+  with pytest.raises(ConfigError, match='cifar_resnet9'):
+    sweep.run_sweep(config, str(tmp_path), train_fn=refuse_training)
+
+
+@pytest.mark.parametrize('name', ['ablation_digits', 'ablation_signs', 'ablation_cifar10'])
+def test_ablation_configs_are_valid_sweeps_of_twins(name):
+  config = load_config(name)
+  sweep.check_sweep_config(config)
+  kinds = {}
+  for model in config.models:
+    kind, depth = results.describe_model(model)
+    kinds.setdefault(depth, set()).add(kind)
+    config_lib.validate_config(sweep.run_config(config, model, config.seeds[0]))
+  # Every depth has both twins, trained with one shared recipe.
+  assert all(k == {'plain', 'residual'} for k in kinds.values())
+  assert len(config.seeds) >= 1
+
+
+def test_digits_config_is_the_four_depths_of_figure_6():
+  config = load_config('ablation_digits')
+  depths = sorted({results.describe_model(m)[1] for m in config.models})
+  assert depths == [20, 32, 44, 56]
+  assert len(config.seeds) >= 2
+
+
+def test_tiny_cifar_depths_and_initial_variables_match_the_training_loop():
+  train_config = sweep.run_config(tiny_sweep_config(), 'cifar_resnet14', 3)
+  model = sweep.build_model(train_config)
+  assert tuple(model.stage_sizes) == (2, 2, 2) and model.residual
+  plain = sweep.build_model(sweep.run_config(tiny_sweep_config(), 'cifar_plain8', 3))
+  assert tuple(plain.stage_sizes) == (1, 1, 1) and not plain.residual
+  with pytest.raises(ConfigError, match='cifar_plain9'):
+    sweep.build_model(sweep.run_config(tiny_sweep_config(), 'cifar_plain9', 0))
+  # The probe's step 0 is the run's own initialisation.
+  ours = sweep.initial_variables(plain, (8, 8, 3), 3)
+  theirs = create_train_state(plain, optax.identity(), (8, 8, 3), 3)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ours['params'],
+               theirs.params)
+  other_seed = sweep.initial_variables(plain, (8, 8, 3), 4)
+  assert not np.allclose(other_seed['params']['head']['kernel'], ours['params']['head']['kernel'])

@@ -1,0 +1,115 @@
+"""Two processes joined by jax.distributed (CPU, gloo collectives), 2 devices each, train
+like one process with 4 devices; each reads its own slice of every batch; only process 0
+writes metrics; their collective checkpoint restores in a single process.
+
+All three processes run experiments/train.py through _multiprocess_worker.py, which
+records what each read and wrote and swaps in a small network (see its docstring).
+"""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+import _fault_helpers as fh
+from resnet_jax import data
+from resnet_jax.data import pipeline
+from resnet_jax.train import checkpoint as checkpoint_lib
+from resnet_jax.train import optim
+from resnet_jax.train.loop import state_to_host_shapes
+from resnet_jax.train.state import TrainState, abstract_train_state, seed_keys, state_from_host
+from resnet_jax.train.workdir import load_saved_config
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_multiprocess_worker.py')
+STEPS = 8
+FLAGS = (f'--config.num_steps={STEPS}', '--config.data_on_device=False')
+GLOBAL_BATCH = 16  # tiny_test.py
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _expected_image_hashes(process: int, example_ids: np.ndarray, step: int) -> str:
+  """sha256 of the images process `process` should draw at `step` (fresh computation)."""
+  dataset = data.load_dataset('fake_imagenet', image_size=8, seed=0)
+  _, _, data_key = seed_keys(0)
+  order = pipeline.host_epoch_permutation(data_key, 0, len(dataset.train))
+  batch = order[step * GLOBAL_BATCH:(step + 1) * GLOBAL_BATCH]
+  return hashlib.sha256(dataset.train.images[batch[example_ids]].tobytes()).hexdigest()
+
+
+def test_two_processes_equal_one_process_with_four_devices(tmp_path):
+  two, one = str(tmp_path / 'two_processes'), str(tmp_path / 'one_process')
+  address = f'localhost:{_free_port()}'
+  workers = []
+  for index in range(2):
+    command = [sys.executable, WORKER, str(tmp_path / f'record{index}.json'),
+               f'--config={fh.TINY_CONFIG}', f'--workdir={two}', *FLAGS,
+               f'--coordinator_address={address}', '--num_processes=2',
+               f'--process_id={index}']
+    workers.append(subprocess.Popen(command, cwd=fh.REPO, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True,
+                                    env=fh.subprocess_env(devices=2)))
+  single = subprocess.Popen(
+      [sys.executable, WORKER, str(tmp_path / 'record_single.json'), f'--config={fh.TINY_CONFIG}',
+       f'--workdir={one}', *FLAGS], cwd=fh.REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True, env=fh.subprocess_env(devices=4))
+  try:
+    outputs = [p.communicate(timeout=300)[0] for p in workers + [single]]
+  finally:
+    for process in workers + [single]:
+      if process.poll() is None:
+        process.kill()
+  for process, output in zip(workers + [single], outputs):
+    assert process.returncode == 0, output[-3000:]
+
+  # Each process read its own half of each global batch, and the right images.
+  records = [json.load(open(tmp_path / f'record{i}.json')) for i in range(2)]
+  for index, record in enumerate(records):
+    assert record['process_index'] == index
+    assert record['layouts'][0]['device_indices'] == [2 * index, 2 * index + 1]
+    assert record['metric_writer_enabled'] == [index == 0]  # Only process 0 writes.
+    assert len(record['batches']) == 3
+    for step, batch in enumerate(record['batches']):
+      ids = np.asarray(batch['example_id'])
+      assert ids.shape == (2, GLOBAL_BATCH // 4)
+      np.testing.assert_array_equal(ids.ravel(), np.arange(8) + 8 * index)
+      assert batch['images_sha256'] == _expected_image_hashes(index, ids, step)
+
+  # The same training as one process with 4 devices, to float tolerance.
+  two_records, one_records = fh.records(two), fh.records(one)
+  assert [r['step'] for r in two_records] == [2, 4, 6, 8]  # Each step once: one writer.
+  for a, b in zip(two_records, one_records):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+  assert fh.committed_steps(two) == [4, 8]
+  state, _ = fh.read_checkpoint(two, STEPS, tmp_path)
+  reference, _ = fh.read_checkpoint(one, STEPS, tmp_path)
+  flat, flat_reference = checkpoint_lib.flatten(state), checkpoint_lib.flatten(reference)
+  assert sorted(flat) == sorted(flat_reference)
+  for path in flat:
+    np.testing.assert_allclose(flat[path], flat_reference[path], rtol=1e-5, atol=1e-5,
+                               err_msg=path)
+
+  # The collective checkpoint restores into a TrainState in this single 1-device process.
+  config = load_saved_config(two)
+  assert config.model == 'cifar_resnet20'
+  model = fh.SmallNet(num_classes=config.num_classes)  # As in _multiprocess_worker.py.
+  tx, _ = optim.create_optimizer(config, 512 // GLOBAL_BATCH)
+  abstract = abstract_train_state(model, tx, (8, 8, 3), config.seed)
+  checkpointer = checkpoint_lib.Checkpointer(two, keep=10)
+  try:
+    step, host, _ = checkpointer.restore_latest(state_to_host_shapes(abstract))
+  finally:
+    checkpointer.close()
+  restored = state_from_host(abstract, host)
+  assert isinstance(restored, TrainState) and step == STEPS and int(restored.step) == STEPS
+  np.testing.assert_array_equal(restored.params['head']['kernel'],
+                                flat['params/head/kernel'])
