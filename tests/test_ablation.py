@@ -148,7 +148,8 @@ def test_rerun_with_another_training_config_is_refused(finished_sweep):
   workdir, _, _ = finished_sweep
   config = tiny_sweep_config()
   config.train.learning_rate = 0.5
-  with pytest.raises(ConfigError, match=r'seed0/result\.json.*another training config'):
+  with pytest.raises(ConfigError, match=r'seed0/result\.json.*another training config '
+                     r'\(learning_rate: 0\.\d+ there, 0\.5 now\)'):
     sweep.run_sweep(config, workdir, train_fn=refuse_training)
 
 

@@ -139,12 +139,19 @@ def _normal(obj):
 
 # Fields that change how a run is shown or scheduled, not what it computes.
 _PRESENTATION_FIELDS = ('progress_bar', 'tensorboard', 'data_on_device', 'steps_per_dispatch',
-                        'cache_dir')
+                        'loop_on_device', 'cache_dir')
 
 
 def _config_json(train_config):
   values = json.loads(train_config.to_json_best_effort())
   return {k: v for k, v in values.items() if k not in _PRESENTATION_FIELDS}
+
+
+def _config_differences(recorded, now):
+  """Fields whose values differ. A field only one side has is a field added to (or removed
+  from) base_config since the run: the run used its default, so it is not a difference."""
+  recorded = _normal(recorded or {})
+  return sorted(k for k in set(recorded) & set(now) if recorded[k] != now[k])
 
 
 def run_one(config, workdir, model_name, seed, dataset, train_fn):
@@ -155,10 +162,14 @@ def run_one(config, workdir, model_name, seed, dataset, train_fn):
   if os.path.isfile(result_path):
     with open(result_path) as f:
       finished = json.load(f)
-    if _normal(finished.get('config')) != _config_json(train_config):
+    now = _config_json(train_config)
+    differences = _config_differences(finished.get('config'), now)
+    if differences:
+      details = ', '.join(f"{k}: {finished['config'][k]!r} there, {now[k]!r} now"
+                          for k in differences[:3])
       raise ConfigError(
-          f'{result_path} was written by a run with another training config than '
-          f"config.train now; expected the same to skip it. Use a new workdir, or delete "
+          f'{result_path} was written by a run with another training config ({details}); '
+          f'expected the same config.train to skip it. Use a new workdir, or delete '
           f'{directory} to retrain it.')
     return 'skipped'
   model = build_model(train_config)

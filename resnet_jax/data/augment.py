@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PREPROCESS_MODES = ('scale', 'standardize')
+PREPROCESS_MODES = ('scale', 'standardize', 'caffe')
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -42,8 +42,12 @@ def preprocess(images: jax.Array, mode: str, mean: Optional[Sequence[float]] = N
 
   mode 'scale' divides by 255 (the course's preprocessing); 'standardize' then subtracts
   the per-channel `mean` and divides by `std` (both on the [0, 1] scale, see
-  `channel_stats`).
+  `channel_stats`); 'caffe' is Keras's preprocessing for its ImageNet weights (RGB to BGR,
+  minus the ImageNet means, no scaling): use it when fine-tuning from those weights.
   """
+  if mode == 'caffe':
+    from resnet_jax.weights.preprocess import caffe_preprocess
+    return caffe_preprocess(images.astype(jnp.float32))
   x = images.astype(jnp.float32) / 255.0
   if mode == 'scale':
     return x

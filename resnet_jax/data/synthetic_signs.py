@@ -44,7 +44,7 @@ def make_synthetic_signs(out_dir: str, num_train: int = 1080, num_test: int = 12
     ConfigError for a non-positive size; DatasetError if a file exists and overwrite is False.
   """
   for name, value in (('num_train', num_train), ('num_test', num_test)):
-    if int(value) != value or value < 1:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
       raise ConfigError(f'make_synthetic_signs: {name}={value!r}, expected a positive integer')
   paths = tuple(os.path.join(out_dir, name) for name in SIGNS_FILES)
   if not overwrite:

@@ -16,7 +16,7 @@ OPTIMIZERS = ('adam', 'sgd')
 SCHEDULES = ('constant', 'warmup_cosine', 'piecewise')
 DTYPES = ('float32', 'bfloat16')
 NAN_POLICIES = ('raise', 'skip')
-PREPROCESS_MODES = ('scale', 'standardize')
+PREPROCESS_MODES = ('scale', 'standardize', 'caffe')
 # Fields that define the network and its input: a workdir trained with one value cannot be
 # continued with another, and predict.py rebuilds the model from them.
 MODEL_FIELDS = ('model', 'layout', 'num_classes', 'image_size', 'dataset', 'preprocess')
@@ -39,7 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Where generated data (the synthetic SIGNS set) are kept; None: ~/.cache/resnet_jax.
   config.cache_dir = config_dict.placeholder(str)
   config.image_size = 64
-  config.preprocess = 'scale'  # 'scale' (/255) or 'standardize' (per-channel, train split).
+  # 'scale' (/255), 'standardize' (per-channel, train split) or 'caffe' (Keras ImageNet weights).
+  config.preprocess = 'scale'
   config.augment = ml_collections.ConfigDict({'crop_padding': 0, 'flip': False})
   config.data_on_device = True  # Keep the splits on the devices when they fit.
   # Optimisation.

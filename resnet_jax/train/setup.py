@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
-from resnet_jax.errors import ConfigError, DatasetError
+from resnet_jax.errors import ConfigError, WeightsError, DatasetError
 from resnet_jax.train.checkpoint import flatten
 
 # Where SIGNS is looked for when config.data_dir is None (relative to the working directory).
@@ -77,7 +77,12 @@ def initial_variables(config: ml_collections.ConfigDict, model: nn.Module, templ
   if os.path.isdir(path):
     loaded = weights.restore_variables(path)
   else:
-    loaded = weights.load_keras_h5(path, model)
+    # The file's head is kept when it fits; a notop file or a head for other classes gets the
+    # fresh head of `template`. Any other mismatch still raises, from the second attempt.
+    try:
+      loaded = weights.load_keras_h5(path, model, init_variables=template)
+    except WeightsError:
+      loaded = weights.load_keras_h5(path, model, init_variables=template, skip_head=True)
   result = {}
   for collection in ('params', 'batch_stats'):
     mine, theirs = dict(template[collection]), dict(loaded.get(collection, {}))
