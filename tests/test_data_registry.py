@@ -113,7 +113,8 @@ def test_fake_imagenet_is_random_uint8_of_the_given_size_and_seeded():
   data = load_dataset('fake_imagenet', image_size=40, seed=1)
   assert isinstance(data, Dataset) and data.image_shape == (40, 40, 3)
   assert data.train.images.dtype == np.uint8 and len(data.train) == 512 and len(data.test) == 128
-  assert data.num_classes == 1000 and 0 <= data.train.labels.min() and data.train.labels.max() < 1000
+  assert data.num_classes == 1000
+  assert 0 <= data.train.labels.min() and data.train.labels.max() < 1000
   # Uniform noise: mean near 127.5, all values used.
   assert abs(data.train.images.mean() - 127.5) < 1.0 and np.ptp(data.train.images) == 255
   same = load_dataset('fake_imagenet', image_size=40, seed=1)

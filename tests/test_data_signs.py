@@ -1,4 +1,4 @@
-"""load_signs: the course's h5 layout round-trips, and every bad file is a DatasetError that names it."""
+"""load_signs: the course's h5 layout round-trips; every bad file is a DatasetError naming it."""
 import os
 
 import h5py

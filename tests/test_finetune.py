@@ -1,11 +1,13 @@
 """Transfer learning: starting from pretrained variables, freezing the backbone, and the
 pieces the fine-tuning config relies on (h5 loading with a new head, 'caffe' input).
 
-Training runs go through train_and_evaluate with a CIFAR ResNet-20 (Keras layout) on
-8x8 images of 4 classes for 3 steps, so the zoo model, build_model's frozen BN, the
-optimizer's multi_transform and the checkpoint all take part. The saved starting
-variables have random BN statistics, so that a run which used its own initialisation,
-or let BN update its statistics, is caught.
+Training runs go through train_and_evaluate for 3 steps on 8x8 images of 4 classes, with
+a two-stage ResNet of basic blocks (Keras layout, projection shortcuts) a few channels
+wide, built as setup.build_model builds the zoo's (frozen BN exactly when the backbone is
+frozen; checked on the zoo model separately), so that the optimizer's multi_transform,
+the frozen BN and the checkpoint all take part while compiling in seconds. The saved
+starting variables have random BN statistics, so that a run which used its own
+initialisation, or let BN update its statistics, is caught.
 """
 import importlib.util
 import os
@@ -19,6 +21,7 @@ from resnet_jax.data import augment
 from resnet_jax.data.types import Dataset, Split
 from resnet_jax.errors import ConfigError, WeightsError
 from resnet_jax.models import create_model
+from resnet_jax.models.resnet import ResNet
 from resnet_jax.train import base_config, optim, setup, train_and_evaluate
 from resnet_jax.train import config as config_lib
 from resnet_jax.train.checkpoint import Checkpointer, flatten
@@ -67,23 +70,30 @@ def tiny_dataset() -> Dataset:
                  'fine-tuning test data in memory')
 
 
+def tiny_model(config) -> ResNet:
+  """The network of a tiny run: fields from the config as in setup.build_model."""
+  return ResNet(stage_sizes=(1,), block='basic', widths=(8,), stem='cifar', stem_width=4,
+                shortcut='projection', num_classes=config.num_classes,
+                layout=config.layout, frozen_bn=config.freeze_backbone)
+
+
 def random_variables(model, seed: int) -> dict:
-  """model.init's variables with other values: a fresh init under another key, and BN
-  statistics drawn at random (init's zeros and ones would hide a statistics update
-  that happens to be small)."""
-  variables = model.init(jax.random.key(seed), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)),
-                         train=False)
+  """Variables of model.init's shapes with random values everywhere, BN statistics too
+  (init's zeros and ones would hide a statistics update that happens to be small)."""
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)), train=False))
   rng = np.random.default_rng(seed)
+  params = jax.tree.map(lambda a: rng.normal(0, 0.3, a.shape).astype(np.float32),
+                        shapes['params'])
   stats = jax.tree.map(lambda a: rng.uniform(0.2, 1.5, a.shape).astype(np.float32),
-                       variables['batch_stats'])
-  return {'params': jax.tree.map(np.asarray, variables['params']), 'batch_stats': stats}
+                       shapes['batch_stats'])
+  return {'params': params, 'batch_stats': stats}
 
 
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory):
-  """(directory written by save_variables, the variables in it) for tiny_config()'s model."""
-  model = setup.build_model(tiny_config())
-  variables = random_variables(model, seed=7)
+  """(directory written by save_variables, the variables in it) for tiny_model()."""
+  variables = random_variables(tiny_model(tiny_config()), seed=7)
   directory = save_variables(tmp_path_factory.mktemp('pretrained') / 'variables', variables)
   return directory, variables
 
@@ -111,7 +121,8 @@ def split_head(tree: dict) -> tuple[dict, dict]:
 def run(tmp_path, directory, freeze: bool) -> dict:
   config = tiny_config(init_from=str(directory), freeze_backbone=freeze)
   workdir = tmp_path / ('frozen' if freeze else 'trained')
-  result = train_and_evaluate(config, str(workdir), dataset=tiny_dataset())
+  result = train_and_evaluate(config, str(workdir), model=tiny_model(config),
+                              dataset=tiny_dataset())
   assert result['step'] == STEPS
   assert np.isfinite(result['train_loss'])
   return final_state(workdir)
@@ -123,12 +134,12 @@ def test_frozen_backbone_stays_bit_identical_and_head_learns(tmp_path, pretraine
   assert int(state['step']) == STEPS
   backbone, head = split_head(state['params'])
   start_backbone, start_head = split_head(start['params'])
-  assert sorted(backbone) == sorted(start_backbone) and len(backbone) > 50
+  assert sorted(backbone) == sorted(start_backbone) and len(backbone) > 10
   for name, value in backbone.items():
     assert value.dtype == start_backbone[name].dtype
     np.testing.assert_array_equal(value, start_backbone[name], err_msg=f'params/{name}')
   stats, start_stats = flatten(state['batch_stats']), flatten(start['batch_stats'])
-  assert sorted(stats) == sorted(start_stats) and len(stats) > 30
+  assert sorted(stats) == sorted(start_stats) and len(stats) > 5
   for name, value in stats.items():
     np.testing.assert_array_equal(value, start_stats[name], err_msg=f'batch_stats/{name}')
   # The head started from the saved one (same shape, so it is kept) and learned.
@@ -143,8 +154,11 @@ def test_without_freezing_the_backbone_and_statistics_change(tmp_path, pretraine
   state = run(tmp_path, directory, freeze=False)
   backbone, head = split_head(state['params'])
   start_backbone, start_head = split_head(start['params'])
+  # A conv bias right before a BN gets no gradient but rounding noise (the BN subtracts
+  # the batch mean) and no weight decay (kernels only); every other parameter must move.
   unchanged = [n for n, v in backbone.items() if np.array_equal(v, start_backbone[n])]
-  assert not unchanged, f'backbone parameters not trained: {unchanged}'
+  assert set(unchanged) <= {n for n in backbone if n.endswith('/bias') and 'conv' in n}
+  assert len(backbone) - len(unchanged) > 10
   stats, start_stats = flatten(state['batch_stats']), flatten(start['batch_stats'])
   unchanged = [n for n, v in stats.items() if np.array_equal(v, start_stats[n])]
   assert not unchanged, f'BN statistics not updated: {unchanged}'
@@ -179,11 +193,11 @@ def file_model_variables():
 
 @pytest.fixture(scope='module')
 def fresh_template():
-  config = tiny_config()
-  model = setup.build_model(config)
-  template = model.init(jax.random.key(0), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)),
-                        train=False)
-  return model, jax.tree.map(np.asarray, template)
+  """(the config's zoo model, variables standing in for its fresh init): initial_variables
+  takes the new head from whatever template it is given, and random values make any
+  mix-up with the file's arrays visible (compiling a real init takes seconds)."""
+  model = setup.build_model(tiny_config())
+  return model, random_variables(model, seed=11)
 
 
 @pytest.mark.parametrize('kind', ['other_classes', 'notop', 'full_model_same_classes'])
@@ -226,7 +240,7 @@ def test_h5_gives_the_file_backbone_and_a_head_for_the_config(tmp_path, kind,
 
 def test_h5_of_another_network_is_a_config_error_naming_the_file(tmp_path, fresh_template):
   model, template = fresh_template
-  other = create_model('cifar_resnet20', layout='keras', num_classes=10, widths=(8, 16, 32))
+  other = create_model('cifar_resnet20', layout='keras', num_classes=10, widths=(32, 64, 128))
   path = tmp_path / 'narrow.h5'
   write_h5(path, keras_layers(random_variables(other, seed=1), 'applications'))
   with pytest.raises((ConfigError, WeightsError), match='narrow.h5'):

@@ -21,4 +21,5 @@ def load_fake_imagenet(image_size: int = 224, num_train: int = 512, num_test: in
 
   return Dataset(train=split(num_train), test=split(num_test),
                  class_names=tuple(f'class_{i}' for i in range(num_classes)),
-                 source=f'fake ImageNet: random {image_size}x{image_size} uint8 images (seed {seed})')
+                 source=f'fake ImageNet: random {image_size}x{image_size} uint8 images '
+                        f'(seed {seed})')

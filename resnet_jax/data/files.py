@@ -5,7 +5,7 @@ from resnet_jax.errors import DatasetError
 
 # The HDF5 superblock signature. It sits at offset 0, or after a user block at 512, 1024, 2048, ...
 HDF5_SIGNATURE = b'\x89HDF\r\n\x1a\n'
-_HTML_STARTS = (b'<!doctype html', b'<html', b'<?xml', b'<head', b'<body')
+_HTML_STARTS = (b'<!doctype html', b'<html', b'<head', b'<body')
 
 
 def require_dir(path: str, what: str) -> None:
@@ -47,5 +47,5 @@ def require_hdf5(path: str) -> None:
     raise DatasetError(
         f'{path!r} is an HTML page, not an HDF5 file: probably saved by a failed download '
         f'(an error or login page stored under the dataset\'s name). Download the real file again.')
-  raise DatasetError(f'{path!r} is not an HDF5 file: no HDF5 signature {HDF5_SIGNATURE!r} at offset '
-                     f'0 or a user-block offset (512, 1024, ...); it starts with {head[:16]!r}')
+  raise DatasetError(f'{path!r} is not an HDF5 file: no HDF5 signature {HDF5_SIGNATURE!r} at '
+                     f'offset 0 or a user-block offset (512, 1024, ...); it starts with {head[:16]!r}')

@@ -254,7 +254,8 @@ def _render(pose: dict, rng: np.random.Generator) -> np.ndarray:
   direction = pose['light_dir']
   gradient = ((px - IMAGE_SIZE / 2) * col(np.cos(direction)) +
               (py - IMAGE_SIZE / 2) * col(np.sin(direction))) / IMAGE_SIZE
-  image *= (col(pose['brightness']) * (1.0 + 2.0 * col(pose['light_strength']) * gradient))[..., None]
+  light = col(pose['brightness']) * (1.0 + 2.0 * col(pose['light_strength']) * gradient)
+  image *= light[..., None]
   # Defocus: blend with a [1, 2, 1] binomial blur, a different amount per picture.
   blurred = _binomial_blur(_binomial_blur(image, 1), 2)
   image += pose['blur'][:, None, None, None] * (blurred - image)

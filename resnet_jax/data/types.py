@@ -6,7 +6,7 @@ import numpy as np
 from resnet_jax.errors import DatasetError
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Split:
   """One split of a dataset, held in host memory.
 
@@ -39,7 +39,7 @@ class Split:
     return tuple(self.images.shape[1:])
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
   """A train and a test split with the names of their classes.
 
