@@ -1,4 +1,4 @@
-"""Residual against plain: trains the twins of each depth for several seeds, then tables and figures.
+"""Residual against plain: the twins of each depth, several seeds each, then a table and figures.
 
   python experiments/ablation.py --config experiments/configs/ablation_digits.py \
       --workdir runs/ablation

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from resnet_jax.analysis import plots, results, sweep
-from resnet_jax.errors import DatasetError
+from resnet_jax.errors import ConfigError, DatasetError
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -83,7 +83,8 @@ def test_table_is_mean_and_std_over_seeds(fake_sweep):
   with open(os.path.join(fake_sweep, 'results.csv')) as f:
     table = list(csv.DictReader(f))
   assert [r['model'] for r in table] == list(rows)
-  assert float(table[1]['train_error_mean']) == pytest.approx(rows['cifar_plain56']['train_error_mean'], rel=1e-5)
+  assert float(table[1]['train_error_mean']) == pytest.approx(
+      rows['cifar_plain56']['train_error_mean'], rel=1e-5)
   assert table[1]['kind'] == 'plain' and table[3]['kind'] == 'residual'
 
   with open(os.path.join(fake_sweep, 'results.md')) as f:
@@ -149,7 +150,7 @@ def test_describe_model_reads_kind_and_depth():
   assert results.describe_model('cifar_plain56') == ('plain', 56)
   assert results.describe_model('resnet50') == ('residual', 50)
   assert results.describe_model('cifar_resnet8') == ('residual', 8)
-  with pytest.raises(ValueError, match='vgg16'):
+  with pytest.raises(ConfigError, match='vgg16'):
     results.describe_model('vgg16')
 
 

@@ -48,7 +48,8 @@ def test_one_finite_norm_per_layer_equal_to_a_direct_computation(digits_batch):
 
   grads = traverse_util.flatten_dict(jax.grad(loss)(variables['params']))
   for layer in layers:
-    leaves = [np.asarray(g, np.float64).ravel() for p, g in grads.items() if '/'.join(p[:-1]) == layer]
+    leaves = [np.asarray(g, np.float64).ravel() for path, g in grads.items()
+              if '/'.join(path[:-1]) == layer]
     expected = np.sqrt(sum(np.sum(leaf ** 2) for leaf in leaves))
     assert math.isfinite(float(norms[layer])) and float(norms[layer]) > 0
     np.testing.assert_allclose(float(norms[layer]), expected, rtol=1e-4, err_msg=layer)

@@ -1,1 +1,14 @@
-"""resnet_jax.analysis."""
+"""resnet_jax.analysis: residual against plain networks.
+
+- gradient_flow: per-layer gradient-norm probe (pure, jittable) and per-stage aggregation.
+- results: finished runs of a sweep -> rows -> results.csv / results.md.
+- plots: training_error.png (He et al. 2015, Fig. 6) and gradient_flow.png (matplotlib Agg).
+- sweep: one ordinary training run per (model, seed), skipped when finished, resumed
+  when interrupted; `run_sweep` is what experiments/ablation.py calls.
+
+Only the probe is imported here; the others pull in matplotlib and the training loop.
+"""
+from resnet_jax.analysis.gradient_flow import (layer_gradient_norms, stage_gradient_norms,
+                                               stage_of)
+
+__all__ = ['layer_gradient_norms', 'stage_gradient_norms', 'stage_of']

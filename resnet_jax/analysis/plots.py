@@ -1,20 +1,23 @@
-"""Figures of a residual-against-plain sweep (matplotlib, headless Agg backend).
+"""Figures of a residual-against-plain sweep (matplotlib, headless: Agg, no pyplot).
 
 `plot_training_error` draws He et al. (2015), Figure 6: training error against
 iterations, plain networks on the left and residual networks on the right, one
 curve per depth (dashed: training error, bold: test error, both mean over seeds).
 `plot_gradient_flow` draws the per-stage gradient norm at initialisation and
 at later snapshots, plain against residual.
+
+Figures are built on `matplotlib.figure.Figure` and written by the Agg canvas, so
+nothing here touches pyplot's global state or the caller's backend (a notebook
+importing this keeps its own).
 """
 import os
 
 import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use('Agg')
-from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-
-from resnet_jax.analysis.gradient_flow import stage_gradient_norms  # pylint: disable=g-import-not-at-top
-from resnet_jax.analysis.results import describe_model  # pylint: disable=g-import-not-at-top
+from resnet_jax.analysis.gradient_flow import stage_gradient_norms
+from resnet_jax.analysis.results import describe_model
 
 _KINDS = ('plain', 'residual')
 
@@ -39,47 +42,62 @@ def _group_by_model(runs):
   return groups
 
 
+def _depth_colors(depths):
+  """One colour per depth, shallow dark to deep light (the last tenth of viridis is too pale)."""
+  cmap = matplotlib.colormaps['viridis']
+  return {d: cmap(0.85 * i / max(1, len(depths) - 1)) for i, d in enumerate(sorted(depths))}
+
+
+def _new_figure(columns, width, height, title):
+  fig = Figure(figsize=(width, height))
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, columns, sharey=True, squeeze=False)[0]
+  if title:
+    fig.suptitle(title)
+  return fig, axes
+
+
 def _save(fig, path):
   """Saves through a temporary file, so a failed plot never replaces a good one."""
   tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=120, bbox_inches='tight')
-  os.replace(tmp, path)
-  plt.close(fig)
+  try:
+    fig.savefig(tmp, dpi=120, bbox_inches='tight')
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def plot_training_error(runs, path, title=None):
   """Writes the Figure-6-style training-error figure of `runs` (from collect_runs) to `path`."""
   groups = _group_by_model(runs)
-  depths = sorted({describe_model(m)[1] for m in groups})
-  colors = {d: plt.get_cmap('viridis')(i / max(1, len(depths) - 1) * 0.85) for i, d in enumerate(depths)}
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+  colors = _depth_colors({describe_model(m)[1] for m in groups})
+  fig, axes = _new_figure(2, 11, 4.2, title)
+  train_error = lambda r: 100 * (1 - r['train_accuracy'])
+  test_error = lambda r: 100 * (1 - r['eval_accuracy'])
   for ax, kind in zip(axes, _KINDS):
     for model in sorted(groups, key=lambda m: describe_model(m)[1]):
       model_kind, depth = describe_model(model)
       if model_kind != kind:
         continue
-      steps, train_error = mean_curve(groups[model], 'train', lambda r: 100 * (1 - r['train_accuracy']))
-      ax.plot(steps, train_error, '--', color=colors[depth], linewidth=1.0)
-      eval_steps, test_error = mean_curve(groups[model], 'evals', lambda r: 100 * (1 - r['eval_accuracy']))
-      ax.plot(eval_steps, test_error, '-', color=colors[depth], linewidth=2.0,
-              label=f'{kind}-{depth} ({_count(len(groups[model]), "seed")})')
+      ax.plot(*mean_curve(groups[model], 'train', train_error), '--', color=colors[depth],
+              linewidth=1.0)
+      ax.plot(*mean_curve(groups[model], 'evals', test_error), '-', color=colors[depth],
+              linewidth=2.0, label=f'{kind}-{depth} ({_count(len(groups[model]), "seed")})')
     ax.set_title(f'{kind} networks')
     ax.set_xlabel('iterations')
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(loc='upper right', fontsize=8)
   axes[0].set_ylabel('error (%)   dashed: training, bold: test')
-  if title:
-    fig.suptitle(title)
   _save(fig, path)
   return path
 
 
 def mean_stage_norms(runs):
   """{step: {stage: mean over runs of the stage's gradient norm}} at the steps every run probed."""
-  per_run = []
-  for run in runs:
-    per_run.append({snap['step']: stage_gradient_norms(snap['layers']) for snap in run['gradient_flow']})
+  per_run = [{snap['step']: stage_gradient_norms(snap['layers']) for snap in run['gradient_flow']}
+             for run in runs]
   if not per_run:
     return {}
   steps = sorted(set.intersection(*(set(p) for p in per_run)))
@@ -99,12 +117,11 @@ def plot_gradient_flow(runs, path, title=None):
   groups = {m: mean_stage_norms(rs) for m, rs in _group_by_model(runs).items()}
   groups = {m: g for m, g in groups.items() if g}
   steps = sorted(set().union(*(set(g) for g in groups.values()))) if groups else []
-  depths = sorted({describe_model(m)[1] for m in groups})
-  colors = {d: plt.get_cmap('viridis')(i / max(1, len(depths) - 1) * 0.85) for i, d in enumerate(depths)}
-  fig, axes = plt.subplots(1, max(1, len(steps)), figsize=(3.6 * max(1, len(steps)), 4), sharey=True,
-                           squeeze=False)
-  for ax, step in zip(axes[0], steps):
-    for model in sorted(groups, key=lambda m: (describe_model(m)[0], describe_model(m)[1])):
+  colors = _depth_colors({describe_model(m)[1] for m in groups})
+  columns = max(1, len(steps))
+  fig, axes = _new_figure(columns, 3.6 * columns, 4, title)
+  for ax, step in zip(axes, steps):
+    for model in sorted(groups, key=describe_model):
       if step not in groups[model]:
         continue
       kind, depth = describe_model(model)
@@ -115,12 +132,11 @@ def plot_gradient_flow(runs, path, title=None):
     ax.set_yscale('log')
     ax.set_title('initialisation' if step == 0 else f'iteration {step}')
     ax.grid(alpha=0.3, which='both')
-  axes[0][0].set_ylabel('gradient norm per layer (RMS over stage)')
+  axes[0].set_ylabel('gradient norm per layer (RMS over stage)')
   if steps:
-    axes[0][0].legend(fontsize=8)
+    axes[0].legend(fontsize=8)
   else:
-    axes[0][0].text(0.5, 0.5, 'no gradient-flow snapshots', ha='center', transform=axes[0][0].transAxes)
-  if title:
-    fig.suptitle(title)
+    axes[0].text(0.5, 0.5, 'no gradient-flow snapshots', ha='center',
+                 transform=axes[0].transAxes)
   _save(fig, path)
   return path

@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 
-from resnet_jax.errors import DatasetError
+from resnet_jax.errors import ConfigError, DatasetError
 
 RESULT_FILE = 'result.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -30,7 +30,8 @@ def describe_model(name):
   """('plain' | 'residual', depth) of a model name such as 'cifar_plain56' or 'resnet50'."""
   match = _MODEL_NAME.search(name)
   if not match:
-    raise ValueError(f'model name {name!r}: expected a name ending in plain<depth> or resnet<depth>')
+    raise ConfigError(f'model name {name!r}: expected a name ending in plain<depth> or '
+                      'resnet<depth>')
   kind = 'plain' if match.group(1) == 'plain' else 'residual'
   return kind, int(match.group(2))
 
@@ -72,7 +73,8 @@ def read_metrics(path):
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
-        raise DatasetError(f'{path} line {number}: expected a JSON object, found {line[:80]!r} ({e})') from e
+        raise DatasetError(f'{path} line {number}: expected a JSON object, found '
+                           f'{line[:80]!r} ({e})') from e
       if 'step' not in record:
         continue
       if 'train_accuracy' in record:
@@ -189,7 +191,8 @@ def to_csv(rows):
   writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator='\n')
   writer.writeheader()
   for row in rows:
-    writer.writerow({k: (f'{row[k]:.6g}' if isinstance(row[k], float) else row[k]) for k in CSV_COLUMNS})
+    writer.writerow({k: f'{row[k]:.6g}' if isinstance(row[k], float) else row[k]
+                     for k in CSV_COLUMNS})
   return out.getvalue()
 
 

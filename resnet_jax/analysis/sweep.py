@@ -11,10 +11,10 @@ A sweep config (see experiments/configs/ablation_digits.py) holds:
 
 Every run trains in <workdir>/<model>/seed<k> with `train_and_evaluate`, so an
 interrupted run resumes from its checkpoint. When training is done the run's
-gradient flow is probed -- at initialisation (the state `create_train_state`
-rebuilds from the seed) and at every checkpoint the run kept -- on one fixed batch,
+gradient flow is probed -- at initialisation (the variables the run started from,
+rebuilt from its seed) and at every checkpoint the run kept -- on one fixed batch,
 then result.json is written last, atomically: a run with a result.json is
-finished and is skipped on a rerun.
+finished and is skipped on a rerun. Nothing in the training loop is changed for it.
 """
 import json
 import logging
@@ -89,17 +89,13 @@ def probe_batch(train_config, dataset, size):
   return {'image': images, 'label': jnp.asarray(dataset.train.labels[index])}
 
 
-# Module-level, so that the compiled probe is reused by every run of the same model.
-_probe = jax.jit(layer_gradient_norms, static_argnums=(0, 3))
-
-
 def initial_variables(model, image_shape, seed):
   """The variables a run of `seed` starts from, as resnet_jax.train.state.create_train_state
   makes them (the same init key), without building an optimizer state.
 
   Run op by op rather than jitted: compiling the initialiser of a deep net costs seconds
-  of CPU, running it eagerly a fraction of one. The values agree with the jitted ones to
-  float32 rounding.
+  of CPU, running it eagerly a fraction of one (after a one-off warm-up per process). The
+  values agree with the jitted ones to float32 rounding.
   """
   from resnet_jax.train import state as state_lib
   init_key = state_lib.seed_keys(seed)[0]
@@ -116,7 +112,10 @@ def probe_gradient_flow(train_config, model, dataset, directory, batch):
   from resnet_jax.train import checkpoint
 
   def snapshot(step, params, batch_stats):
-    norms = _probe(model, {'params': params, 'batch_stats': batch_stats}, batch, True)
+    # Op by op, like the initialisation: a handful of probes per run cost less CPU than
+    # compiling the gradient of every model (seconds each on a CPU).
+    norms = layer_gradient_norms(model, {'params': params, 'batch_stats': batch_stats}, batch,
+                                 True)
     return {'step': int(step), 'layers': {k: float(v) for k, v in norms.items()}}
 
   init = initial_variables(model, dataset.train.image_shape, train_config.seed)
@@ -246,17 +245,20 @@ def check_sweep_config(config):
   """ConfigError naming the first sweep field that is missing or wrong."""
   for field in ('train', 'models', 'seeds', 'probe_batch_size'):
     if field not in config:
-      raise ConfigError(f'sweep config.{field} is missing; see experiments/configs/ablation_digits.py')
+      raise ConfigError(f'sweep config.{field} is missing; expected the fields of '
+                        'experiments/configs/ablation_digits.py')
   if not isinstance(config.train, ml_collections.ConfigDict):
     raise ConfigError(f'sweep config.train is a {type(config.train).__name__}; expected a '
                       'ConfigDict from resnet_jax.train.config.base_config()')
   if not config.models or len(set(config.models)) != len(config.models):
-    raise ConfigError(f'sweep config.models={tuple(config.models)!r}: expected distinct model names')
+    raise ConfigError(f'sweep config.models={tuple(config.models)!r}: expected distinct model '
+                      'names')
   for name in config.models:
     results.describe_model(name)  # Plain or residual, and the depth, must be readable.
   if not config.seeds or len(set(config.seeds)) != len(config.seeds) or not all(
       isinstance(s, int) and s >= 0 for s in config.seeds):
-    raise ConfigError(f'sweep config.seeds={tuple(config.seeds)!r}: expected distinct integers >= 0')
+    raise ConfigError(f'sweep config.seeds={tuple(config.seeds)!r}: expected distinct integers '
+                      '>= 0')
   if not isinstance(config.probe_batch_size, int) or config.probe_batch_size < 1:
     raise ConfigError(f'sweep config.probe_batch_size={config.probe_batch_size!r}: expected a '
                       'positive integer')
