@@ -78,6 +78,7 @@ def _base():
     ('steps_per_dispatch', 0, 'a positive integer'),
     ('augment.crop_padding', -1, 'an integer >= 0'),
     ('lr_boundaries', (200, 100), 'increasing positive step numbers'),
+    ('bn_recompute_batches', -1, 'an integer >= 0'),
 ])
 def test_validation_names_the_bad_field(field, value, expected):
   config = _base()
@@ -99,6 +100,28 @@ def test_piecewise_without_boundaries_is_refused():
   config.schedule = 'piecewise'
   with pytest.raises(ConfigError, match='config.lr_boundaries'):
     config_lib.validate_config(config)
+
+
+def test_zero_init_of_a_plain_net_is_refused():
+  config = _base()
+  config.model, config.zero_init_last_bn = 'plain50', True
+  with pytest.raises(ConfigError, match="zero_init_last_bn=True with config.model='plain50'"):
+    config_lib.validate_config(config)
+  config.model = 'resnet50'
+  config_lib.validate_config(config)
+
+
+def test_zero_init_reaches_the_model():
+  config = _base()
+  config.model, config.num_classes, config.image_size = 'cifar_resnet20', 10, 8
+  config.zero_init_last_bn = True
+  model = setup.build_model(config)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)['params']
+  blocks = {name: p for name, p in params.items() if name.startswith('stage')}
+  assert len(blocks) == 9
+  for block in blocks.values():
+    assert not jnp.any(block['bn2']['scale']) and jnp.all(block['bn1']['scale'] == 1)
+  assert jnp.all(params['stem_bn']['scale'] == 1)
 
 
 def test_image_too_small_for_resnet50_names_the_size():

@@ -3,10 +3,26 @@
   python experiments/train.py                 # same as --config experiments/configs/signs_resnet50.py
 
 Uses the real SIGNS files when data/signs holds train_signs.h5 and test_signs.h5, else the
-synthetic SIGNS set (generated once into ~/.cache/resnet_jax, or config.cache_dir). On the 2-core CPU of the
-development machine it reaches test accuracy >= 0.90 on the synthetic set in under 10
-minutes (see README for the measured numbers). Rerunning the command resumes and, when the
-run is complete, ends at once.
+synthetic SIGNS set (generated once into ~/.cache/resnet_jax, or config.cache_dir); the run
+says which. Rerunning the command resumes and, when the run is complete, ends at once.
+
+What it reaches (measured 2026-11-23 on the idle 2-core development CPU; see README): test
+accuracy 0.975 on the synthetic set's 120 test pictures, 9 min 17 s for the whole command,
+and 0.940 on 600 freshly generated pictures (seed 1) that no choice below ever saw:
+
+  python experiments/evaluate.py --workdir runs/signs_resnet50 --synthetic_seed=1 --num_test=600
+
+The course's model, optimizer and batch are kept; what was tuned to fit 10 minutes of CPU
+(about 1.75 s per batch-32 step, so 8 epochs), each from training-side evidence:
+- BatchNorm statistics re-estimated over 4 training batches before each evaluation
+  (train/bn_recompute.py): with Keras's momentum 0.99 the running averages trail the
+  weights, and a run evaluated with them stayed at chance (0.17) while training accuracy
+  passed 0.6; re-estimating changes no parameter.
+- Zero-initialised last BN scale of each block (Goyal et al. 2017): every block starts as
+  the identity; in two 3-epoch probes it halved the time to 0.5 training accuracy.
+- Linear warm-up over half an epoch, then cosine decay to zero, so the last epochs settle.
+- Random flips and 4-pixel crops: without them training accuracy reached 0.98 and the
+  gap to held-out pictures was large; the finger count survives both.
 """
 from resnet_jax.train.config import base_config
 
@@ -22,9 +38,16 @@ def get_config():
   config.optimizer = 'adam'
   config.learning_rate = 1e-3
   config.batch_size = 32
-  config.num_epochs = 10
-  config.schedule = 'constant'
-  config.steps_per_dispatch = 33  # One epoch of 1080 // 32 steps per dispatch.
+  # What fits 10 minutes of the 2-core CPU (about 1.75 s per step): 8 epochs of 33 steps.
+  config.num_epochs = 8
+  config.schedule = 'warmup_cosine'
+  config.warmup_epochs = 0.5
+  config.zero_init_last_bn = True
+  config.augment.flip = True  # A mirrored hand shows as many fingers.
+  config.augment.crop_padding = 4
+  config.bn_recompute_batches = 4
+  config.eval_every_epochs = 2
+  config.steps_per_dispatch = 33  # One epoch of 1080 // 32 steps per dispatch (accelerators).
   config.log_every_steps = 11
-  config.checkpoint_every_steps = 165  # Every 5 epochs, and at the end.
+  config.checkpoint_every_steps = 132  # Every 4 epochs, and at the end.
   return config

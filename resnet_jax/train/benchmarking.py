@@ -170,8 +170,7 @@ class FastPath:
     layout = pipeline.device_layout(workload.batch_size, len(data.train))
     self.devices = layout.local_devices
     tx, _ = optim.create_optimizer(config, self.epoch_steps)
-    settings = steps.StepSettings(num_classes=workload.num_classes, preprocess=config.preprocess,
-                                  nan_policy=config.nan_policy, sync_bn=config.sync_bn)
+    settings = steps.StepSettings.from_config(config)
     _, _, data_key = seed_keys(seed)
     self._fns = steps.make_step_functions(
         model, tx, settings, data_key=data_key, steps_per_epoch=self.epoch_steps,

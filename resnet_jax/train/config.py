@@ -31,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_classes = 6
   config.dtype = 'float32'  # Compute precision; parameters stay float32.
   config.sync_bn = False  # True: BatchNorm statistics over the global batch (bn_axis_name).
+  # Start each residual block's last BatchNorm scale at zero, so that every block begins as
+  # the identity (Goyal et al. 2017): an initialisation, not a change to the architecture.
+  config.zero_init_last_bn = False
   # Data.
   config.dataset = 'signs'
   # None: SIGNS looks in data/signs and falls back to the synthetic set; a path given here
@@ -42,6 +45,10 @@ def base_config() -> ml_collections.ConfigDict:
   # 'scale' (/255), 'standardize' (per-channel, train split) or 'caffe' (Keras ImageNet weights).
   config.preprocess = 'scale'
   config.augment = ml_collections.ConfigDict({'crop_padding': 0, 'flip': False})
+  # Before each evaluation, re-estimate BatchNorm's running statistics over this many
+  # training batches with the current weights (see train/bn_recompute.py); 0: keep the
+  # running averages, as Keras does.
+  config.bn_recompute_batches = 0
   config.data_on_device = True  # Keep the splits on the devices when they fit.
   # Optimisation.
   config.batch_size = 32  # Global, over all devices and processes.
@@ -126,12 +133,14 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       ('num_classes', lambda v: _is_int(v) and v >= 2, 'an integer >= 2'),
       ('dtype', _one_of(DTYPES), f'one of {DTYPES}'),
       ('sync_bn', lambda v: isinstance(v, bool), 'True or False'),
+      ('zero_init_last_bn', lambda v: isinstance(v, bool), 'True or False'),
       ('data_dir', lambda v: v is None or (isinstance(v, str) and v), 'None or a directory path'),
       ('cache_dir', lambda v: v is None or (isinstance(v, str) and v), 'None or a directory path'),
       ('image_size', lambda v: _is_int(v) and v >= 1, 'a positive integer (pixels)'),
       ('preprocess', _one_of(PREPROCESS_MODES), f'one of {PREPROCESS_MODES}'),
       ('augment.crop_padding', lambda v: _is_int(v) and v >= 0, 'an integer >= 0 (pixels)'),
       ('augment.flip', lambda v: isinstance(v, bool), 'True or False'),
+      ('bn_recompute_batches', lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
       ('data_on_device', lambda v: isinstance(v, bool), 'True or False'),
       ('batch_size', lambda v: all(c(v) for c in positive_int), 'a positive integer'),
       ('eval_batch_size', lambda v: v is None or all(c(v) for c in positive_int),
@@ -186,6 +195,10 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
   if config.schedule == 'piecewise' and not config.lr_boundaries:
     raise ConfigError("config.lr_boundaries=(): schedule 'piecewise' expects at least one "
                       'boundary step')
+  if config.zero_init_last_bn and check_model and not models.create_model(config.model).residual:
+    raise ConfigError(f'config.zero_init_last_bn=True with config.model={config.model!r}: a '
+                      'plain net has no skip to carry the signal past a zeroed block; expected '
+                      'a residual model or zero_init_last_bn=False')
   if config.freeze_backbone and not config.init_from:
     raise ConfigError('config.freeze_backbone=True with config.init_from=None: expected '
                       'init_from to name the pretrained weights to freeze')

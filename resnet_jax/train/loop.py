@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 from resnet_jax.data import augment as augment_lib
 from resnet_jax.data import pipeline
 from resnet_jax.errors import NonFiniteLossError
+from resnet_jax.train import bn_recompute
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train import config as config_lib
 from resnet_jax.train import metrics as metrics_lib
@@ -131,11 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
   tx, schedule = optim.create_optimizer(config, per_epoch)
   mean, std = (augment_lib.channel_stats(dataset.train.images)
                if config.preprocess == 'standardize' else (None, None))
-  settings = steps.StepSettings(
-      num_classes=config.num_classes, label_smoothing=float(config.label_smoothing),
-      preprocess=config.preprocess, mean=None if mean is None else tuple(mean),
-      std=None if std is None else tuple(std), crop_padding=int(config.augment.crop_padding),
-      flip=bool(config.augment.flip), nan_policy=config.nan_policy, sync_bn=config.sync_bn)
+  settings = steps.StepSettings.from_config(config, mean, std)
 
   image_shape = dataset.image_shape
   abstract = abstract_train_state(model, tx, image_shape, config.seed)
@@ -204,11 +201,24 @@ class _Run:
         [dataset.train, dataset.test], devices)
     if config.data_on_device and not self.resident:
       log.warning('the dataset does not fit on the devices; feeding batches from the host')
+    self.batch_statistics = None
+    if config.bn_recompute_batches:
+      self.batch_statistics = bn_recompute.make_batch_statistics_fn(
+          model, bn_recompute.preprocess_fn(settings), devices)
     if self.resident:
       self.train_data = pipeline.replicate_on_devices(
           {'image': dataset.train.images, 'label': dataset.train.labels}, devices)
       self.eval_data = pipeline.replicate_on_devices(
           pipeline.pad_split(dataset.test, eval_layout.global_batch), devices)
+
+  def recompute_bn(self, state):
+    """`state` with BatchNorm statistics re-estimated, if the config asks for it."""
+    if self.batch_statistics is None:
+      return state
+    batches = bn_recompute.statistics_batches(self.dataset.train, self.layout, self.data_key,
+                                              self.config.bn_recompute_batches)
+    return bn_recompute.recompute_batch_stats(
+        state, self.batch_statistics, pipeline.prefetch_to_devices(batches, self.devices))
 
   def evaluate(self, state) -> dict:
     if self.resident:
@@ -289,6 +299,7 @@ class _Run:
             sums = TrainSums()
             interval_start, interval_steps = time.perf_counter(), 0
           if eval_now:
+            state = self.recompute_bn(state)
             last_eval = self.evaluate(state)
             record.update(last_eval)
           if record:

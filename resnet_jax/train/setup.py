@@ -57,6 +57,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     overrides['bn_axis_name'] = 'batch'
   if config.freeze_backbone:
     overrides['frozen_bn'] = True
+  if config.zero_init_last_bn:
+    overrides['zero_init_last_bn'] = True
   model = models.create_model(config.model, **overrides)
   models.check_input_size(model, config.image_size)
   return model

@@ -40,6 +40,16 @@ class StepSettings:
   nan_policy: str = 'raise'
   sync_bn: bool = False
 
+  @classmethod
+  def from_config(cls, config, mean=None, std=None) -> 'StepSettings':
+    """The settings a training config asks for; mean/std: per-channel statistics of the
+    training split, for preprocess='standardize'."""
+    return cls(
+        num_classes=config.num_classes, label_smoothing=float(config.label_smoothing),
+        preprocess=config.preprocess, mean=None if mean is None else tuple(mean),
+        std=None if std is None else tuple(std), crop_padding=int(config.augment.crop_padding),
+        flip=bool(config.augment.flip), nan_policy=config.nan_policy, sync_bn=config.sync_bn)
+
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
                   label_smoothing: float = 0.0) -> jax.Array:
