@@ -23,6 +23,7 @@ from resnet_jax.data.types import Dataset, Split
 from resnet_jax.train import base_config
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train.metrics import read_jsonl
+from test_train_fixtures import apply_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO, 'experiments', 'train.py')
@@ -266,10 +267,4 @@ def small_config(**overrides):
   config.keep_checkpoints = 10
   config.progress_bar = False
   config.tensorboard = False
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return apply_overrides(config, overrides)

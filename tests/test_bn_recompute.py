@@ -14,8 +14,10 @@ from resnet_jax.models import create_model
 from resnet_jax.train import bn_recompute, loop
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train.state import create_train_state
+from resnet_jax.train.steps import StepSettings
 
 _SCALE = lambda images: images.astype(jnp.float32) / 255.0
+_SETTINGS = StepSettings(num_classes=fx.NUM_CLASSES, preprocess='scale')
 
 
 def _small_resnet(**overrides):
@@ -40,7 +42,7 @@ def test_statistics_are_the_mean_of_each_batch_s_own():
   state = _replicated_state(model)
   split = fx.make_split(16, seed=3)
   halves = [split.images[:8], split.images[8:]]
-  fn = bn_recompute.make_batch_statistics_fn(model, _SCALE, jax.local_devices()[:1])
+  fn = bn_recompute.make_batch_statistics_fn(model, _SETTINGS, jax.local_devices()[:1])
   new = bn_recompute.recompute_batch_stats(state, fn, _device_batches(halves))
 
   # The stem BN normalises the stem conv's output: its statistics per batch, by hand.
@@ -69,7 +71,7 @@ def test_frozen_statistics_stay_bit_identical():
   frozen = jax.tree.map(lambda x: rng.uniform(0.5, 2.0, x.shape[1:]).astype(np.float32),
                         template)
   state = _replicated_state(model, frozen)
-  fn = bn_recompute.make_batch_statistics_fn(model, _SCALE, jax.local_devices()[:1])
+  fn = bn_recompute.make_batch_statistics_fn(model, _SETTINGS, jax.local_devices()[:1])
   images = fx.make_split(24, seed=4).images
   new = bn_recompute.recompute_batch_stats(state, fn, _device_batches(
       [images[:8], images[8:16], images[16:]]))

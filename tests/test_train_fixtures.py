@@ -69,6 +69,11 @@ def tiny_config(**overrides):
   config.keep_checkpoints = 10
   config.progress_bar = False
   config.tensorboard = False
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides: dict):
+  """Sets each dotted field ('augment.flip') of `config` to its value; returns config."""
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split('.')

@@ -19,13 +19,12 @@ from typing import Callable, Iterator
 import jax
 from flax import linen as nn
 
-from resnet_jax.data import augment as augment_lib
 from resnet_jax.data import pipeline
 from resnet_jax.data.types import Split
 from resnet_jax.errors import ConfigError
 from resnet_jax.models.layouts import get_layout
+from resnet_jax.train.steps import AXIS, StepSettings, network_input
 
-AXIS = 'batch'
 # Folded into the data key so these batches are a stream of their own, not epoch 0's.
 _STREAM = 0x42_4E  # 'BN'
 
@@ -40,14 +39,14 @@ def batch_statistics_model(model: nn.Module) -> nn.Module:
   return model.clone(layout=dataclasses.replace(get_layout(model.layout), bn_momentum=0.0))
 
 
-def make_batch_statistics_fn(model: nn.Module, preprocess: Callable, devices=None) -> Callable:
+def make_batch_statistics_fn(model: nn.Module, settings: StepSettings, devices=None) -> Callable:
   """pmapped (state, batch) -> this global batch's BatchNorm statistics (averaged over the
-  devices), where `preprocess` turns the batch's uint8 images into the network's input."""
+  devices), the batch's uint8 images preprocessed as for evaluation."""
   stats_model = batch_statistics_model(model)
 
   def batch_statistics(state, batch):
     _, updated = stats_model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                                   preprocess(batch['image']), train=True,
+                                   network_input(batch['image'], settings), train=True,
                                    mutable=['batch_stats'])
     return jax.lax.pmean(updated['batch_stats'], AXIS)
 
@@ -71,8 +70,3 @@ def recompute_batch_stats(state, batch_statistics: Callable, batches) -> object:
         lambda m, s, n=count: m + (s - m) / n, mean, stats)
   return state if mean is None else state.replace(batch_stats=mean)
 
-
-def preprocess_fn(settings) -> Callable:
-  """The evaluation-time input transform of a run's StepSettings."""
-  return lambda images: augment_lib.preprocess(images, settings.preprocess, settings.mean,
-                                               settings.std)

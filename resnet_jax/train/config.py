@@ -195,10 +195,12 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
   if config.schedule == 'piecewise' and not config.lr_boundaries:
     raise ConfigError("config.lr_boundaries=(): schedule 'piecewise' expects at least one "
                       'boundary step')
-  if config.zero_init_last_bn and check_model and not models.create_model(config.model).residual:
-    raise ConfigError(f'config.zero_init_last_bn=True with config.model={config.model!r}: a '
-                      'plain net has no skip to carry the signal past a zeroed block; expected '
-                      'a residual model or zero_init_last_bn=False')
+  if config.zero_init_last_bn and check_model:
+    from resnet_jax import models
+    if not models.create_model(config.model).residual:
+      raise ConfigError(f'config.zero_init_last_bn=True with config.model={config.model!r}: a '
+                        'plain net has no skip to carry the signal past a zeroed block; '
+                        'expected a residual model or zero_init_last_bn=False')
   if config.freeze_backbone and not config.init_from:
     raise ConfigError('config.freeze_backbone=True with config.init_from=None: expected '
                       'init_from to name the pretrained weights to freeze')

@@ -203,8 +203,7 @@ class _Run:
       log.warning('the dataset does not fit on the devices; feeding batches from the host')
     self.batch_statistics = None
     if config.bn_recompute_batches:
-      self.batch_statistics = bn_recompute.make_batch_statistics_fn(
-          model, bn_recompute.preprocess_fn(settings), devices)
+      self.batch_statistics = bn_recompute.make_batch_statistics_fn(model, settings, devices)
     if self.resident:
       self.train_data = pipeline.replicate_on_devices(
           {'image': dataset.train.images, 'label': dataset.train.labels}, devices)

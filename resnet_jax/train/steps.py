@@ -60,7 +60,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def _network_input(images, settings: StepSettings):
+def network_input(images, settings: StepSettings):
+  """uint8 images -> the network's input, as the run's settings preprocess them."""
   return augment_lib.preprocess(images, settings.preprocess, settings.mean, settings.std)
 
 
@@ -77,7 +78,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     devices; 'finite' is 1.0 when loss, gradients and the updated state were finite.
   """
   step_key = state.step_key()
-  images = _network_input(batch['image'], settings)
+  images = network_input(batch['image'], settings)
   images = augment_lib.augment(jax.random.fold_in(step_key, 0), images, batch['example_id'],
                                crop_padding=settings.crop_padding, flip=settings.flip)
   labels = batch['label']
@@ -98,13 +99,10 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   params = optax.apply_updates(state.params, updates)
   accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
   loss, accuracy = jax.lax.pmean((loss, accuracy), AXIS)
-  # A state holding non-finite values must not be kept, nor checkpointed. Finite gradients
-  # (their norm is, so no square overflows) keep Adam's and momentum's averages finite, and
-  # finite updates keep the parameters finite; but an update can overflow where the loss and
-  # gradients were finite (a huge learning rate). Checking these norms instead of every
-  # array of the new state saves two passes over the optimizer state per step.
-  finite = (jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-            & jnp.isfinite(optax.tree.norm(updates)) & all_finite(batch_stats))
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+  # An update can overflow where the loss and gradients were finite (a huge learning rate);
+  # a state holding non-finite values must not be kept, nor checkpointed.
+  finite &= all_finite((params, batch_stats, opt_state))
   if settings.nan_policy == 'skip':
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     params = keep(params, state.params)
@@ -132,7 +130,7 @@ def eval_step(state: TrainState, batch: dict, *, model: nn.Module, settings: Ste
     {'loss_sum', 'correct_sum', 'count'} (float32): padding contributes nothing, so
     summing over the batches counts every example once.
   """
-  images = _network_input(batch['image'], settings)
+  images = network_input(batch['image'], settings)
   logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images,
                        train=False)
   mask = batch['mask'].astype(jnp.float32)
