@@ -60,6 +60,21 @@ def statistics_batches(split: Split, layout: pipeline.DeviceLayout, data_key: ja
                                 num_steps=num_batches)
 
 
+def make_recompute(model: nn.Module, settings: StepSettings, split: Split,
+                   layout: pipeline.DeviceLayout, data_key: jax.Array,
+                   num_batches: int) -> Callable:
+  """state -> state with batch_stats re-estimated over `num_batches` batches of `split`
+  (the same batches at every call: they depend only on the data key)."""
+  batch_statistics = make_batch_statistics_fn(model, settings, layout.local_devices)
+
+  def recompute(state):
+    batches = statistics_batches(split, layout, data_key, num_batches)
+    return recompute_batch_stats(state, batch_statistics,
+                                 pipeline.prefetch_to_devices(batches, layout.local_devices))
+
+  return recompute
+
+
 def recompute_batch_stats(state, batch_statistics: Callable, batches) -> object:
   """`state` (replicated) with its batch_stats re-estimated over the device batches."""
   mean = None

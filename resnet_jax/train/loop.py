@@ -1,6 +1,6 @@
 """train_and_evaluate: the training loop, with exact resume, preemption and NaN handling.
 
-The loop dispatches *chunks* of steps. A chunk ends at the next multiple of
+The loop asks a feed (resnet_jax.train.feeds) to run *chunks* of steps. A chunk ends at the next multiple of
 steps_per_dispatch, log_every_steps or checkpoint_every_steps, at the end of an epoch or
 of the run, whichever comes first; so chunk boundaries are a function of the step and a
 resumed run dispatches exactly the chunks an unbroken one would. Chunk results stay on the
@@ -8,6 +8,7 @@ device until a log, an evaluation or a checkpoint needs them: the host then fetc
 small metric sums of every pending chunk, and raises if any step was non-finite, before
 anything is written.
 """
+import contextlib
 import dataclasses
 import logging
 import os
@@ -29,8 +30,9 @@ from resnet_jax.train import bn_recompute
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train import config as config_lib
 from resnet_jax.train import metrics as metrics_lib
-from resnet_jax.train import optim, plots, setup, steps, workdir as workdir_lib
+from resnet_jax.train import feeds, optim, plots, setup, steps, workdir as workdir_lib
 from resnet_jax.train.progress import ProgressBar
+from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import (TrainState, abstract_train_state, create_train_state,
                                     seed_keys, state_from_host, state_to_host, unreplicate)
 
@@ -122,54 +124,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
   dataset = dataset if dataset is not None else setup.load_data(config)
   setup.check_data_fits(config, dataset)
   model = model if model is not None else setup.build_model(config)
-  is_writer = jax.process_index() == 0
-
-  layout = pipeline.device_layout(config.batch_size, len(dataset.train))
-  eval_layout = pipeline.device_layout(config_lib.eval_batch_size(config), None,
-                                       field='eval_batch_size')
-  per_epoch = pipeline.steps_per_epoch(len(dataset.train), layout.global_batch)
-  total = config_lib.total_steps(config, per_epoch)
-  tx, schedule = optim.create_optimizer(config, per_epoch)
-  mean, std = (augment_lib.channel_stats(dataset.train.images)
-               if config.preprocess == 'standardize' else (None, None))
-  settings = steps.StepSettings.from_config(config, mean, std)
-
-  image_shape = dataset.image_shape
-  abstract = abstract_train_state(model, tx, image_shape, config.seed)
+  shape = RunShape.from_config(config, len(dataset.train), len(dataset.test))
+  tx, schedule = optim.create_optimizer(config, shape.steps_per_epoch)
   checkpointer = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
   try:
-    restored = checkpointer.restore_latest(state_to_host_shapes(abstract))
-    meta = {}
-    if restored is None:
-      state = create_train_state(model, tx, image_shape, config.seed)
-      if config.init_from:
-        variables = setup.initial_variables(config, model, {
-            'params': state.params, 'batch_stats': state.batch_stats})
-        state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
-                              opt_state=tx.init(variables['params']))
-      state = jax.tree.map(np.asarray, state)
-      start = 0
-    else:
-      start, state_dict, meta = restored
-      state = state_from_host(abstract, state_dict)
-      log.info('resuming from checkpoint %s (step %d)', checkpointer.path(start), start)
+    start, host_state, meta = _restore_or_create(config, model, tx, dataset.image_shape,
+                                                 checkpointer)
     workdir_lib.save_config(workdir, config)
-    if is_writer:
+    if jax.process_index() == 0:
       metrics_lib.truncate_jsonl(os.path.join(workdir, metrics_lib.JSONL_NAME), start)
     base = {'data_source': dataset.source, 'workdir': os.path.abspath(workdir),
-            'resumed_from': start if restored else None, 'total_steps': total}
-    if start >= total and 'final_metrics' in meta:
+            'resumed_from': None if meta is None else start, 'total_steps': shape.total_steps}
+    if start >= shape.total_steps and 'final_metrics' in (meta or {}):
       return dict(meta['final_metrics'], **base, checkpoint=checkpointer.path(start),
                   preempted=False)
-    run = _Run(config, workdir, model, tx, schedule, settings, dataset, layout, eval_layout,
-               per_epoch, total, checkpointer, is_writer,
-               extra_meta={'preprocess_mean': mean, 'preprocess_std': std,
-                           'class_names': list(dataset.class_names),
-                           'data_source': dataset.source})
-    result = run.train(state, start, meta.get('pending_train'))
+    run = _Run(config, workdir, dataset, shape, model, (tx, schedule), checkpointer)
+    result = run.train(host_state, start, (meta or {}).get('pending_train'))
     return dict(result, **base)
   finally:
     checkpointer.close()
+
+
+def _restore_or_create(config, model, tx, image_shape: tuple, checkpointer):
+  """(start step, host state, checkpoint meta or None for a new run): the latest good
+  checkpoint, else a new state (with pretrained weights if config.init_from)."""
+  abstract = abstract_train_state(model, tx, image_shape, config.seed)
+  restored = checkpointer.restore_latest(state_to_host_shapes(abstract))
+  if restored is not None:
+    start, state_dict, meta = restored
+    log.info('resuming from checkpoint %s (step %d)', checkpointer.path(start), start)
+    return start, state_from_host(abstract, state_dict), meta
+  state = create_train_state(model, tx, image_shape, config.seed)
+  if config.init_from:
+    variables = setup.initial_variables(config, model, {
+        'params': state.params, 'batch_stats': state.batch_stats})
+    state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
+                          opt_state=tx.init(variables['params']))
+  return 0, jax.tree.map(np.asarray, state), None
 
 
 def state_to_host_shapes(abstract: TrainState) -> dict:
@@ -178,160 +169,120 @@ def state_to_host_shapes(abstract: TrainState) -> dict:
 
 
 class _Run:
-  """One invocation of the loop: devices, programs and writers for a given start."""
+  """One invocation of the loop: the feed, the writers and the periodic actions.
 
-  def __init__(self, config, workdir, model, tx, schedule, settings, dataset, layout,
-               eval_layout, per_epoch, total, checkpointer, is_writer, extra_meta):
-    self.config, self.workdir, self.schedule = config, workdir, schedule
-    self.dataset, self.layout, self.eval_layout = dataset, layout, eval_layout
-    self.per_epoch, self.total, self.checkpointer = per_epoch, total, checkpointer
-    self.is_writer, self.extra_meta = is_writer, extra_meta
-    devices = layout.local_devices
-    self.devices = devices
-    _, _, self.data_key = seed_keys(config.seed)
-    self.num_eval_batches = pipeline.num_eval_batches(len(dataset.test), eval_layout.global_batch)
-    self.fns = steps.make_step_functions(
-        model, tx, settings, data_key=self.data_key, steps_per_epoch=per_epoch,
-        global_batch=layout.global_batch, per_device_batch=layout.per_device_batch,
-        eval_global_batch=eval_layout.global_batch,
-        eval_per_device_batch=eval_layout.per_device_batch,
-        num_eval_batches=self.num_eval_batches, loop_on_device=config.loop_on_device)
-    self.device_index = pipeline.shard_leading_axis(layout.global_device_indices, devices)
-    self.resident = config.data_on_device and pipeline.fits_on_devices(
-        [dataset.train, dataset.test], devices)
-    if config.data_on_device and not self.resident:
-      log.warning('the dataset does not fit on the devices; feeding batches from the host')
-    self.batch_statistics = None
+  Args:
+    optimizer: (optax transformation, learning-rate schedule) from optim.create_optimizer.
+  """
+
+  def __init__(self, config, workdir, dataset, shape: RunShape, model, optimizer,
+               checkpointer: checkpoint_lib.Checkpointer):
+    tx, self.schedule = optimizer
+    self.config, self.workdir, self.shape, self.checkpointer = config, workdir, shape, checkpointer
+    self.is_writer = jax.process_index() == 0
+    mean, std = (augment_lib.channel_stats(dataset.train.images)
+                 if config.preprocess == 'standardize' else (None, None))
+    self.extra_meta = {'preprocess_mean': mean, 'preprocess_std': std,
+                       'class_names': list(dataset.class_names), 'data_source': dataset.source}
+    settings = steps.StepSettings.from_config(config, mean, std)
+    _, _, data_key = seed_keys(config.seed)
+    fns = steps.make_step_functions(model, tx, settings, shape, data_key)
+    self.feed = feeds.make_feed(config, dataset, shape, fns, data_key)
+    self.recompute_bn = lambda state: state
     if config.bn_recompute_batches:
-      self.batch_statistics = bn_recompute.make_batch_statistics_fn(model, settings, devices)
-    if self.resident:
-      self.train_data = pipeline.replicate_on_devices(
-          {'image': dataset.train.images, 'label': dataset.train.labels}, devices)
-      self.eval_data = pipeline.replicate_on_devices(
-          pipeline.pad_split(dataset.test, eval_layout.global_batch), devices)
-
-  def recompute_bn(self, state):
-    """`state` with BatchNorm statistics re-estimated, if the config asks for it."""
-    if self.batch_statistics is None:
-      return state
-    batches = bn_recompute.statistics_batches(self.dataset.train, self.layout, self.data_key,
-                                              self.config.bn_recompute_batches)
-    return bn_recompute.recompute_batch_stats(
-        state, self.batch_statistics, pipeline.prefetch_to_devices(batches, self.devices))
-
-  def evaluate(self, state) -> dict:
-    if self.resident:
-      outputs = self.fns.eval_resident(state, self.eval_data, self.device_index)
-    else:
-      batches = pipeline.prefetch_to_devices(
-          pipeline.eval_batches(self.dataset.test, self.eval_layout), self.devices)
-      outputs = [self.fns.eval_batch(state, batch) for batch in batches]
-    sums = {'loss_sum': 0.0, 'correct_sum': 0.0, 'count': 0.0}
-    for out in outputs:
-      out = unreplicate(out)
-      sums = {k: sums[k] + float(out[k]) for k in sums}
-    count = float(sums['count'])
-    return {'eval_loss': float(sums['loss_sum']) / count,
-            'eval_accuracy': float(sums['correct_sum']) / count}
+      self.recompute_bn = bn_recompute.make_recompute(
+          model, settings, dataset.train, shape.train, data_key, config.bn_recompute_batches)
+    self.eval_period = shape.steps_per_epoch * config.eval_every_epochs
+    self.pending = []  # Device-side metric sums of dispatches not yet checked.
+    self.last_train = self.last_eval = None
 
   def train(self, host_state, start: int, pending_train: Optional[dict]) -> dict:
-    config, total, per_epoch = self.config, self.total, self.per_epoch
-    state = pipeline.replicate_on_devices(host_state, self.devices)
-    sums = TrainSums(**pending_train) if pending_train else TrainSums()
-    writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_writer,
-                                      tensorboard=config.tensorboard)
-    bar = ProgressBar(total, start, enabled=config.progress_bar and self.is_writer)
-    host_batches = None
-    if not self.resident:
-      host_batches = pipeline.prefetch_to_devices(
-          pipeline.train_batches(self.dataset.train, self.layout, self.data_key, start),
-          self.devices)
-    pending = []  # Device-side metric sums of chunks not yet checked.
-    step, last_eval, last_train = start, None, None
-    interval_start, interval_steps = time.perf_counter(), 0
-    preempted = False
-    with StopRequest() as stop:
-      try:
-        while step < total:
-          if stop.requested():
-            preempted = True
-            break
-          end = next_boundary(step, config, per_epoch, total)
-          if self.resident:
-            state, chunks, done = self.fns.train_resident(
-                state, self.train_data, self.device_index, end - step, stop.requested_here)
-            pending.extend(chunks)
-          else:
-            done = 0
-            while done < end - step and not stop.requested_here():
-              if done >= 2:
-                jax.block_until_ready(pending[-2])  # Keep at most two steps in flight.
-              state, chunk = self.fns.train_batch(state, next(host_batches))
-              pending.append(chunk)
-              done += 1
-          if step + done < end:  # Stopped inside the chunk.
-            step += done
-            bar.advance(done)
-            preempted = True
-            break
-          bar.advance(end - step)
-          interval_steps += end - step
-          step = end
-          log_now = step % config.log_every_steps == 0 or step == total
-          epoch_end = step % per_epoch == 0
-          eval_now = step == total or (epoch_end and (step // per_epoch)
-                                       % config.eval_every_epochs == 0)
-          save_now = step % config.checkpoint_every_steps == 0 or step == total
-          if not (log_now or eval_now or save_now):
-            continue
-          self._check_pending(pending, sums)
-          record = {}
-          if log_now:
-            elapsed = time.perf_counter() - interval_start
-            speed = interval_steps * self.layout.global_batch / max(elapsed, 1e-9)
-            last_train = sums.means()
-            record.update(last_train, learning_rate=float(self.schedule(step - 1)),
-                          images_per_sec=speed)
-            if config.nan_policy == 'skip':
-              record['skipped_steps'] = sums.steps - sums.finite_steps
-            bar.show(last_train['train_loss'], last_train['train_accuracy'], speed)
-            sums = TrainSums()
-            interval_start, interval_steps = time.perf_counter(), 0
-          if eval_now:
-            state = self.recompute_bn(state)
-            last_eval = self.evaluate(state)
-            record.update(last_eval)
-          if record:
-            writer.write(step, record)
-          if save_now:
-            final = None
-            if step == total:
-              final = dict(step=step, epoch=step / per_epoch, **(last_train or {}),
-                           **(last_eval or {}))
-            self._save(state, step, sums, last_eval if eval_now else None, final)
-        if step == start and last_eval is None and not preempted:
-          last_eval = self.evaluate(state)  # Finished earlier, but its summary was lost.
-        if preempted:
-          self._check_pending(pending, sums)
-          if step != self.checkpointer.latest_step():
-            self._save(state, step, sums, None, None)
-          self.checkpointer.wait()
-          log.warning('stopped by %s at step %d; checkpoint saved to %s', stop.describe(), step,
-                      self.checkpointer.path(step))
-        else:
-          self.checkpointer.wait()
-      finally:
-        bar.close()
-        writer.close()
+    """Trains from `start` to the last step, or until a stop request; the run's result."""
+    config, total = self.config, self.shape.total_steps
+    state = pipeline.replicate_on_devices(host_state, self.shape.local_devices)
+    self.sums = TrainSums(**pending_train) if pending_train else TrainSums()
+    step, preempted = start, False
+    with StopRequest() as stop, self._writers(start):
+      while step < total:
+        if stop.requested():
+          preempted = True
+          break
+        end = next_boundary(step, config, self.shape.steps_per_epoch, total)
+        state, chunk_sums, done = self.feed.train(state, step, end - step, stop.requested_here)
+        self.pending.extend(chunk_sums)
+        step += done
+        self.bar.advance(done)
+        if step < end:  # Stopped inside the chunk.
+          preempted = True
+          break
+        self.interval_steps += done
+        log_now, eval_now = self.due(step, config.log_every_steps), self.due(step, self.eval_period)
+        save_now = self.due(step, config.checkpoint_every_steps)
+        if log_now or eval_now or save_now:
+          self._collect_pending()
+        record = self._log_train(step) if log_now else {}
+        if eval_now:
+          state = self.recompute_bn(state)
+          record.update(self._evaluate(state))
+        if record:
+          self.writer.write(step, record)
+        if save_now:
+          self._save(state, step, evaluated=eval_now)
+      if preempted:
+        self._save_stopped(state, step, stop.describe())
+      elif step == start and self.last_eval is None:
+        self._evaluate(state)  # Finished earlier, but its summary was lost.
+      self.checkpointer.wait()
     if self.is_writer and not preempted:
-      plots.plot_training_curves(writer.path, os.path.join(self.workdir, plots.PLOT_NAME),
+      plots.plot_training_curves(self.writer.path, os.path.join(self.workdir, plots.PLOT_NAME),
                                  title=f'{config.model} on {config.dataset}')
-    result = dict(step=step, epoch=step / per_epoch, **(last_train or {}), **(last_eval or {}))
-    return dict(result, checkpoint=self.checkpointer.path(step), preempted=preempted)
+    return dict(self._summary(step), checkpoint=self.checkpointer.path(step),
+                preempted=preempted)
 
-  def _check_pending(self, pending: list, sums: TrainSums) -> None:
-    """Fetches the pending chunks' sums; NonFiniteLossError if a step was non-finite."""
-    for chunk in pending:
+  def due(self, step: int, period: int) -> bool:
+    """Whether an action repeated every `period` steps runs at `step` (and at the end)."""
+    return step % period == 0 or step == self.shape.total_steps
+
+  @contextlib.contextmanager
+  def _writers(self, start: int):
+    """The metric writer and the progress bar of this invocation, closed on the way out."""
+    self.writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_writer,
+                                           tensorboard=self.config.tensorboard)
+    self.bar = ProgressBar(self.shape.total_steps, start,
+                           enabled=self.config.progress_bar and self.is_writer)
+    self.interval_start, self.interval_steps = time.perf_counter(), 0
+    try:
+      yield
+    finally:
+      self.bar.close()
+      self.writer.close()
+
+  def _log_train(self, step: int) -> dict:
+    """The training part of the log line at `step`; starts the next interval's sums."""
+    elapsed = time.perf_counter() - self.interval_start
+    speed = self.interval_steps * self.shape.train.global_batch / max(elapsed, 1e-9)
+    self.last_train = self.sums.means()
+    record = dict(self.last_train, learning_rate=float(self.schedule(step - 1)),
+                  images_per_sec=speed)
+    if self.config.nan_policy == 'skip':
+      record['skipped_steps'] = self.sums.steps - self.sums.finite_steps
+    self.bar.show(self.last_train['train_loss'], self.last_train['train_accuracy'], speed)
+    self.sums = TrainSums()
+    self.interval_start, self.interval_steps = time.perf_counter(), 0
+    return record
+
+  def _evaluate(self, state) -> dict:
+    self.last_eval = self.feed.evaluate(state)
+    return self.last_eval
+
+  def _summary(self, step: int) -> dict:
+    return dict(step=step, epoch=step / self.shape.steps_per_epoch, **(self.last_train or {}),
+                **(self.last_eval or {}))
+
+  def _collect_pending(self) -> None:
+    """Adds the pending dispatches' sums to self.sums; NonFiniteLossError if a step was
+    non-finite (under nan_policy='raise')."""
+    for chunk in self.pending:
       chunk = unreplicate(chunk)
       first_bad = int(chunk['first_nonfinite_step'])
       if first_bad >= 0 and self.config.nan_policy == 'raise':
@@ -343,14 +294,23 @@ class _Run:
             f'checkpoint: {self.checkpointer.path(latest) if latest is not None else "none"}. '
             "Try a lower config.learning_rate, config.grad_clip_norm, or "
             "config.nan_policy='skip'.")
-      sums.add(chunk)
-    pending.clear()
+      self.sums.add(chunk)
+    self.pending.clear()
 
-  def _save(self, state, step: int, sums: TrainSums, eval_metrics: Optional[dict],
-            final: Optional[dict]) -> None:
-    host = state_to_host(unreplicate(state))
-    meta = dict(self.extra_meta, pending_train=dataclasses.asdict(sums))
-    if final is not None:
-      meta['final_metrics'] = final
-    accuracy = None if eval_metrics is None else eval_metrics['eval_accuracy']
-    self.checkpointer.save(step, host, meta, eval_accuracy=accuracy)
+  def _save(self, state, step: int, evaluated: bool) -> None:
+    """Checkpoints `state` with the pending train sums (for exact resume), the evaluation
+    accuracy if `evaluated` at this step, and the final metrics at the last step."""
+    meta = dict(self.extra_meta, pending_train=dataclasses.asdict(self.sums))
+    if step == self.shape.total_steps:
+      meta['final_metrics'] = self._summary(step)
+    accuracy = self.last_eval['eval_accuracy'] if evaluated else None
+    self.checkpointer.save(step, state_to_host(unreplicate(state)), meta, eval_accuracy=accuracy)
+
+  def _save_stopped(self, state, step: int, reason: str) -> None:
+    """Saves where a stop request left the run (unless that step is saved already)."""
+    self._collect_pending()
+    if step != self.checkpointer.latest_step():
+      self._save(state, step, evaluated=False)
+    self.checkpointer.wait()
+    log.warning('stopped by %s at step %d; checkpoint saved to %s', reason, step,
+                self.checkpointer.path(step))

@@ -4,24 +4,22 @@
 `jax.pmap(axis_name='batch')`: gradients and metrics are averaged over that axis, batch
 statistics too (unless BatchNorm already synchronises them, sync BN).
 
-Speed: `StepFunctions.train_loop` runs a dynamic number of steps per dispatch in a
-`lax.fori_loop` inside the pmap, gathering each step's batch by index from the
-device-resident split. The trip count is an argument, not a shape, so one compiled
-program serves every chunk length and a chunk of 1 step computes exactly what a chunk
-of 8 does. On CPU, where XLA runs loops badly, the same per-step program is dispatched
-once per step instead (see StepFunctions).
+`make_step_functions` builds the pmapped programs of a run from them (see StepFunctions for
+their names): several steps per dispatch in an on-device loop over the device-resident
+split, one step gathered from it, or one step on a batch the host sent. A chunk of 1 step
+computes exactly what a chunk of 8 does, whichever program runs it.
 """
 import dataclasses
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import linen as nn
 
 from resnet_jax.data import augment as augment_lib
 from resnet_jax.data import pipeline
+from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import TrainState
 
 AXIS = 'batch'
@@ -165,133 +163,99 @@ def add_step_metrics(sums: dict, metrics: dict, step: jax.Array) -> dict:
   }
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class StepFunctions:
-  """The pmapped programs of a run (compiled on first use), and how to drive them.
+  """The pmapped programs of a run (each compiled on first use).
 
-  With `loop_on_device`, a chunk of n steps is one dispatch of a `lax.fori_loop` (and an
-  evaluation one dispatch over all batches). Without it, each step (each evaluation batch)
-  is its own dispatch of a program that still gathers its batch from the resident split,
-  so no data crosses the host either way. XLA:CPU runs convolutions inside loops many
-  times slower than outside (jax-ml/jax#12868), hence the choice.
+  Names say what a program runs and where its data come from: `train_*` take and return
+  the state (donated) with the metric sums of the steps run (see `add_step_metrics`);
+  `eval_*` return evaluation sums (see `eval_step`). `*_on_device` programs loop with
+  `lax.fori_loop` inside the program; `*_resident` programs gather their batch by index
+  from splits replicated on the devices; `*_fed` programs take a batch the host sent.
+  Which to run is the feed's business (resnet_jax.train.feeds).
+
+  Attributes:
+    train_steps_on_device: (state, resident_train, device_index, num_steps) ->
+      (state, sums); num_steps steps in one dispatch. The trip count is an argument, not
+      a shape, so one compiled program serves every chunk length, and a chunk never
+      crosses an epoch (the loop's chunks end at epoch ends), so one permutation serves it.
+    train_step_resident: (state, resident_train, device_index) -> (state, sums); one step.
+    train_step_fed: (state, batch) -> (state, sums); one step on a host-fed batch.
+    eval_on_device: (state, resident_eval, device_index) -> sums over every batch.
+    eval_batch_resident: (state, resident_eval, device_index, batch_index) -> sums.
+    eval_batch_fed: (state, batch) -> sums of one host-fed batch.
   """
-  loop_on_device: bool
-  num_eval_batches: int
-  train_loop: Callable  # (state, resident_train, device_index, num_steps) -> (state, sums)
-  train_resident_step: Callable  # (state, resident_train, device_index) -> (state, sums)
-  train_batch: Callable  # (state, batch) -> (state, sums)   [host-fed path]
-  eval_loop: Callable  # (state, resident_eval, device_index) -> sums
-  eval_resident_batch: Callable  # (state, resident_eval, device_index, batch_index) -> sums
-  eval_batch: Callable  # (state, batch) -> sums   [host-fed path]
-
-  @property
-  def train_chunk(self) -> Callable:
-    """The looping program under its earlier name (used by the benchmark)."""
-    return self.train_loop
-
-  def train_resident(self, state, resident, device_index, num_steps: int,
-                     should_stop: Optional[Callable[[], bool]] = None):
-    """Runs up to `num_steps` steps on the resident split.
-
-    Returns (state, [per-dispatch metric sums], steps run). Without a device loop,
-    `should_stop` is asked before each step and at most two steps are in flight, so that a
-    stop request is honoured within about two steps however long the chunk.
-    """
-    if self.loop_on_device:
-      count = np.full((device_index.shape[0],), num_steps, np.int32)
-      state, sums = self.train_loop(state, resident, device_index, count)
-      return state, [sums], num_steps
-    out = []
-    for _ in range(num_steps):
-      if should_stop is not None and should_stop():
-        break
-      if len(out) >= 2:
-        jax.block_until_ready(out[-2])
-      state, sums = self.train_resident_step(state, resident, device_index)
-      out.append(sums)
-    return state, out, len(out)
-
-  def eval_resident(self, state, padded, device_index) -> list:
-    """Evaluation sums over the resident padded split, as a list of per-dispatch sums."""
-    if self.loop_on_device:
-      return [self.eval_loop(state, padded, device_index)]
-    devices = device_index.shape[0]
-    return [self.eval_resident_batch(state, padded, device_index,
-                                     np.full((devices,), index, np.int32))
-            for index in range(self.num_eval_batches)]
+  train_steps_on_device: Callable
+  train_step_resident: Callable
+  train_step_fed: Callable
+  eval_on_device: Callable
+  eval_batch_resident: Callable
+  eval_batch_fed: Callable
 
 
 def default_loop_on_device() -> bool:
-  """Loop on the device except on CPU (see StepFunctions)."""
+  """Loop on the device except on CPU: XLA:CPU runs convolutions inside loops many times
+  slower than outside (jax-ml/jax#12868)."""
   return jax.default_backend() != 'cpu'
 
 
 def make_step_functions(model: nn.Module, tx: optax.GradientTransformation,
-                        settings: StepSettings, *, data_key: jax.Array, steps_per_epoch: int,
-                        global_batch: int, per_device_batch: int, eval_global_batch: int,
-                        eval_per_device_batch: int, num_eval_batches: int,
-                        loop_on_device: Optional[bool] = None, devices=None) -> StepFunctions:
+                        settings: StepSettings, shape: RunShape, data_key: jax.Array,
+                        devices=None) -> StepFunctions:
   """Builds the pmapped train/eval programs for one run's shapes and settings.
 
   Args:
+    shape: the run's batch layouts, steps per epoch and number of evaluation batches.
     data_key: the key the epochs' permutations derive from (see pipeline).
-    steps_per_epoch, global_batch, per_device_batch: the training batch layout.
-    eval_global_batch, eval_per_device_batch, num_eval_batches: the evaluation layout.
-    loop_on_device: see StepFunctions; None picks `default_loop_on_device()`.
     devices: the local devices to pmap over (default: all devices).
   """
+  per_epoch = shape.steps_per_epoch
   step = lambda state, batch: train_step(state, batch, model=model, tx=tx, settings=settings)
   evaluate = lambda state, batch: eval_step(state, batch, model=model, settings=settings)
   data_key_data = jax.random.key_data(data_key)
 
   def permutation_of(state, resident):
-    epoch = state.step // steps_per_epoch
-    return pipeline.epoch_permutation(jax.random.wrap_key_data(data_key_data), epoch,
-                                      resident['label'].shape[0])
+    return pipeline.epoch_permutation(jax.random.wrap_key_data(data_key_data),
+                                      state.step // per_epoch, resident['label'].shape[0])
 
   def resident_step(state, resident, device_index, permutation, sums):
     batch = pipeline.gather_train_batch(resident['image'], resident['label'], permutation,
-                                        state.step % steps_per_epoch, device_index,
-                                        per_device_batch, global_batch)
+                                        state.step % per_epoch, device_index,
+                                        shape.train.per_device_batch, shape.train.global_batch)
     new_state, metrics = step(state, batch)
     return new_state, add_step_metrics(sums, metrics, state.step)
 
-  def train_loop(state, resident, device_index, num_steps):
-    # The loop driver never lets a chunk cross an epoch boundary, so one permutation
-    # serves the whole chunk.
+  def train_steps_on_device(state, resident, device_index, num_steps):
     permutation = permutation_of(state, resident)
-    body = lambda _, carry: resident_step(*carry[:1], resident, device_index, permutation,
+    body = lambda _, carry: resident_step(carry[0], resident, device_index, permutation,
                                           carry[1])
     return jax.lax.fori_loop(0, num_steps, body, (state, empty_train_sums()))
 
-  def train_resident_step(state, resident, device_index):
+  def train_step_resident(state, resident, device_index):
     return resident_step(state, resident, device_index, permutation_of(state, resident),
                          empty_train_sums())
 
-  def train_batch(state, batch):
+  def train_step_fed(state, batch):
     new_state, metrics = step(state, batch)
     return new_state, add_step_metrics(empty_train_sums(), metrics, state.step)
 
-  def eval_resident_batch(state, padded, device_index, batch_index):
-    batch = pipeline.gather_eval_batch(padded, batch_index, device_index, eval_per_device_batch,
-                                       eval_global_batch)
+  def eval_batch_resident(state, padded, device_index, batch_index):
+    batch = pipeline.gather_eval_batch(padded, batch_index, device_index,
+                                       shape.eval.per_device_batch, shape.eval.global_batch)
     return evaluate(state, batch)
 
-  def eval_loop(state, padded, device_index):
+  def eval_on_device(state, padded, device_index):
     def body(index, sums):
-      return jax.tree.map(jnp.add, sums,
-                          eval_resident_batch(state, padded, device_index, index))
+      return jax.tree.map(jnp.add, sums, eval_batch_resident(state, padded, device_index, index))
     zeros = {k: jnp.zeros((), jnp.float32) for k in ('loss_sum', 'correct_sum', 'count')}
-    return jax.lax.fori_loop(0, num_eval_batches, body, zeros)
+    return jax.lax.fori_loop(0, shape.num_eval_batches, body, zeros)
 
   pmap = lambda f, **kw: jax.pmap(f, axis_name=AXIS, devices=devices, **kw)
   return StepFunctions(
-      loop_on_device=default_loop_on_device() if loop_on_device is None else loop_on_device,
-      num_eval_batches=num_eval_batches,
-      train_loop=pmap(train_loop, donate_argnums=(0,)),
-      train_resident_step=pmap(train_resident_step, donate_argnums=(0,)),
-      train_batch=pmap(train_batch, donate_argnums=(0,)),
-      eval_loop=pmap(eval_loop),
-      eval_resident_batch=pmap(eval_resident_batch),
-      eval_batch=pmap(evaluate),
+      train_steps_on_device=pmap(train_steps_on_device, donate_argnums=(0,)),
+      train_step_resident=pmap(train_step_resident, donate_argnums=(0,)),
+      train_step_fed=pmap(train_step_fed, donate_argnums=(0,)),
+      eval_on_device=pmap(eval_on_device),
+      eval_batch_resident=pmap(eval_batch_resident),
+      eval_batch_fed=pmap(evaluate),
   )
