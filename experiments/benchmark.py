@@ -10,7 +10,7 @@
 One line per path timed: 'train_loop' (--program loop: train.py's program off CPU, K
 steps per dispatch in an on-device loop), 'train_resident_step' (--program step:
 train.py's program on CPU, one dispatch per step, data on the device) and 'baseline'
-(--baseline: a straightforward jitted Flax step fed from the host). The default
+(--baseline: the same step fed batch by batch from the host, train.py's host feed). The default
 --program auto is the one train.py runs on this backend (train_py_default: true).
 
 Fields: img_per_sec, ms_per_step (median of --windows windows of --steps steps, after
@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="comma-separated: 'loop', 'step', or 'auto' (train.py's choice "
                       'on this backend)')
   parser.add_argument('--baseline', action='store_true',
-                      help='also time a straightforward Flax train step, windows alternating')
+                      help='also time the host-fed step (the baseline), windows alternating')
   parser.add_argument('--sweep', default=None,
                       help='comma-separated batch sizes: one measurement each, and a table '
                       '(sweep.md) and a plot (sweep.png) in --out')
@@ -87,9 +87,8 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                       format='%(levelname)s %(name)s: %(message)s')
   logging.getLogger('resnet_jax').setLevel(logging.INFO)
-  from resnet_jax.analysis import throughput
+  from resnet_jax.analysis import benchmarking, throughput
   from resnet_jax.errors import ResNetJaxError
-  from resnet_jax.train import benchmarking
 
   batch_sizes = _int_list(args.sweep, '--sweep') if args.sweep else [args.batch_size]
   programs = [benchmarking.default_program() if p.strip() == 'auto' else p.strip()

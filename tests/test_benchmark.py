@@ -16,7 +16,7 @@ import pytest
 
 from resnet_jax.analysis import throughput
 from resnet_jax.errors import ConfigError
-from resnet_jax.train import benchmarking
+from resnet_jax.analysis import benchmarking, hardware
 
 
 
@@ -96,23 +96,34 @@ def test_records_hold_every_field_with_sane_values(records):
 
 
 def test_flops_per_step_is_one_step_in_every_program(records):
-  # XLA counts the loop's body once; all three programs do one step's arithmetic.
+  # XLA counts the loop's body once; all three programs run train.py's step.
   loop, step, baseline = (r['flops_per_step'] for r in records)
   assert loop == pytest.approx(step, rel=0.05)
   assert loop == pytest.approx(baseline, rel=0.15)
+  assert step == pytest.approx(baseline, rel=0.05)
 
 
 def test_every_path_ran_the_warmup_and_every_window(records, paths):
   # 1 warm-up step rounded up to a chunk of 3, then 2 windows of 3 steps.
   loop, step, baseline = paths
   assert loop.steps_taken() == step.steps_taken() == 3 + 2 * 3
-  assert int(baseline.state.step) == 3 + 2 * 3
-  for path in (loop, step):
+  assert baseline.steps_taken() == 3 + 2 * 3
+  for path in (loop, step, baseline):
     sums = jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], path.last_sums)
     assert int(sums['steps']) == path.steps_per_dispatch and int(sums['finite_steps']) >= 1
     assert math.isfinite(float(sums['loss_sum'])) and float(sums['loss_sum']) > 0
   assert [r['train_py_default'] for r in records] == [
       jax.default_backend() != 'cpu', jax.default_backend() == 'cpu', False]
+
+
+def test_every_path_trains_the_same_run(records, paths):
+  # Same seed, same data, same steps: the three feeds of train.py's step reach one state.
+  first = lambda path: jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0],
+                                    path.state.params)
+  loop, step, baseline = (first(path) for path in paths)
+  for other in (step, baseline):
+    for x, y in zip(jax.tree.leaves(loop), jax.tree.leaves(other)):
+      np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6)
 
 
 def test_sweep_writes_a_table_row_per_record_and_a_png(records, tmp_path):
@@ -126,20 +137,20 @@ def test_sweep_writes_a_table_row_per_record_and_a_png(records, tmp_path):
 
 
 def test_peak_table_uses_dense_datasheet_figures():
-  assert benchmarking.peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16')[0] == 989.4
-  assert benchmarking.peak_tflops('NVIDIA H100 80GB HBM3', 'float32')[0] == 494.7
-  assert benchmarking.peak_tflops('NVIDIA H100 PCIe', 'bfloat16')[0] == 756.5
-  assert benchmarking.peak_tflops('NVIDIA H200', 'bfloat16')[0] == 989.4
-  value, source = benchmarking.peak_tflops('NVIDIA H100 NVL', 'bfloat16')
+  assert hardware.peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16')[0] == 989.4
+  assert hardware.peak_tflops('NVIDIA H100 80GB HBM3', 'float32')[0] == 494.7
+  assert hardware.peak_tflops('NVIDIA H100 PCIe', 'bfloat16')[0] == 756.5
+  assert hardware.peak_tflops('NVIDIA H200', 'bfloat16')[0] == 989.4
+  value, source = hardware.peak_tflops('NVIDIA H100 NVL', 'bfloat16')
   assert value == 835.5 and 'NVL' in source and 'dense' in source
-  assert benchmarking.peak_tflops('cpu', 'float32') == (None, None)
+  assert hardware.peak_tflops('cpu', 'float32') == (None, None)
 
 
 def test_unknown_names_are_config_errors():
   with pytest.raises(ConfigError, match=r'config\.model=.resnet51'):
     benchmarking.workload_config(_workload(model='resnet51'))
   with pytest.raises(ConfigError, match=r"program='scan'"):
-    benchmarking.FastPath(_workload(), 'scan', model=TinyNet())
+    benchmarking.TrainingPath(_workload(), 'scan', model=TinyNet())
 
 
 def test_cli_measures_each_batch_size_prints_json_and_writes_the_sweep(

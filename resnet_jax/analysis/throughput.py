@@ -1,13 +1,15 @@
-"""Throughput records (from resnet_jax.train.benchmarking) as a markdown table and a plot."""
+"""Throughput records (from resnet_jax.analysis.benchmarking) as a markdown table and a plot.
+
+The plot is drawn on a `matplotlib.figure.Figure` with the Agg canvas, so the caller's
+backend (pyplot's state included) is left alone.
+"""
 import os
 import tempfile
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use('Agg')
-from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-
-from resnet_jax.analysis.results import write_text_atomic  # pylint: disable=g-import-not-at-top
+from resnet_jax.analysis.results import write_text_atomic
 
 _COLUMNS = (
     ('path', 'path', '{}'),
@@ -52,7 +54,9 @@ def describe_setting(record: dict) -> str:
 
 def plot_throughput(records: list[dict], path: str) -> None:
   """Images per second against batch size, one line per path; written atomically (PNG)."""
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  fig = Figure(figsize=(6.4, 4.2))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
   for name in sorted({r['path'] for r in records}):
     points = sorted((r['batch_size'], r['img_per_sec']) for r in records if r['path'] == name)
     ax.plot([p[0] for p in points], [p[1] for p in points], 'o-', label=name)
@@ -69,7 +73,6 @@ def plot_throughput(records: list[dict], path: str) -> None:
     fig.savefig(tmp, dpi=120, bbox_inches='tight')
     os.replace(tmp, path)
   finally:
-    plt.close(fig)
     if os.path.exists(tmp):
       os.remove(tmp)
 
