@@ -5,6 +5,8 @@
 - plots: training_error.png (He et al. 2015, Fig. 6) and gradient_flow.png (matplotlib Agg).
 - sweep: one ordinary training run per (model, seed), skipped when finished, resumed
   when interrupted; `run_sweep` is what experiments/ablation.py calls.
+- benchmarking: training throughput of train.py's feeds and programs (benchmark.py);
+  hardware: datasheet peaks and XLA's cost figures; throughput: its table and plot.
 
 Only the probe is imported here; the others pull in matplotlib and the training loop.
 """

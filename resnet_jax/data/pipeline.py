@@ -5,7 +5,8 @@ The order is a pure function of (data key, epoch): each epoch is
 slice `s % steps_per_epoch` of epoch `s // steps_per_epoch`. So the pipeline's position
 is the step itself, and a resumed run sees exactly the batches an unbroken one would.
 
-Two ways to feed the devices, yielding identical batches:
+Two ways to feed the devices, yielding identical batches (the training loop's feeds,
+resnet_jax.train.feeds, are built on them):
 - device-resident (the default where the split fits): the whole uint8 split is copied
   once to every device and each step gathers its batch there by index
   (`gather_train_batch`), so an epoch needs no host round trip;
