@@ -1,12 +1,16 @@
 """train_and_evaluate: the training loop, with exact resume, preemption and NaN handling.
 
-The loop asks a feed (resnet_jax.train.feeds) to run *chunks* of steps. A chunk ends at the next multiple of
-steps_per_dispatch, log_every_steps or checkpoint_every_steps, at the end of an epoch or
-of the run, whichever comes first; so chunk boundaries are a function of the step and a
-resumed run dispatches exactly the chunks an unbroken one would. Chunk results stay on the
-device until a log, an evaluation or a checkpoint needs them: the host then fetches the
-small metric sums of every pending chunk, and raises if any step was non-finite, before
-anything is written.
+The loop reads like Flax's examples/imagenet and big_vision's train.py: it asks a feed
+(resnet_jax.train.feeds: data resident on the devices, or a host iterator) to run a *chunk*
+of steps, then runs each periodic action that is `due` at the chunk's end (log, evaluate,
+checkpoint). A chunk ends at the next multiple of steps_per_dispatch, log_every_steps or
+checkpoint_every_steps, at the end of an epoch or of the run, whichever comes first; so
+chunk boundaries are a function of the step and a resumed run dispatches exactly the
+chunks an unbroken one would. Chunk results stay on the device until a log, an evaluation
+or a checkpoint needs them: the host then fetches the small metric sums of every pending
+chunk, and raises if any step was non-finite, before anything is written. A checkpoint
+holds the train sums not yet logged, so a resumed run logs what an unbroken one does.
+SIGTERM/SIGINT stop the run at the next step or chunk, after saving (StopRequest).
 """
 import contextlib
 import dataclasses
