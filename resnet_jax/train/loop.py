@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from resnet_jax import weights
 from resnet_jax.data import augment as augment_lib
 from resnet_jax.data import pipeline
 from resnet_jax.errors import NonFiniteLossError
@@ -143,7 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     if restored is None:
       state = create_train_state(model, tx, image_shape, config.seed)
       if config.init_from:
-        variables = setup.initial_variables(config, model, {
+        variables = weights.initial_variables(config, model, {
             'params': state.params, 'batch_stats': state.batch_stats})
         state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
                               opt_state=tx.init(variables['params']))
