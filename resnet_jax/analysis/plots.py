@@ -1,6 +1,6 @@
 """Figures of a residual-against-plain sweep (matplotlib Figures; no pyplot).
 
-`plot_training_error` draws He et al. (2015), Figure 6: training error against
+`plot_training_error` draws He et al. 2015, Figure 6: training error against
 iterations, plain networks on the left and residual networks on the right, one
 curve per depth (dashed: training error, bold: test error, both mean over seeds).
 `plot_gradient_flow` draws the per-stage gradient norm at initialisation and

@@ -193,7 +193,7 @@ def to_markdown(rows):
 def depth_comparison(rows):
   """One sentence per kind: the deepest net's final training error against the shallowest's.
 
-  This is the comparison of He et al. (2015), section 4.2: degradation is a deeper
+  This is the comparison of He et al. 2015, section 4.2: degradation is a deeper
   plain net ending with the higher training error; residual nets should not.
   """
   lines = []

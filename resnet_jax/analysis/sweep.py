@@ -9,13 +9,15 @@ A sweep config (see experiments/configs/ablation_digits.py) holds:
   probe_batch_size: training images in the fixed batch of the gradient-flow probe;
   title:  a line for the figures.
 
-Every run trains in <workdir>/<model>/seed<k> with `train_and_evaluate`, on the network
-that training builds from the run's config (setup.build_model: every model flag applies),
-so an interrupted run resumes from its checkpoint. When training is done the run's
-gradient flow is probed -- at initialisation (the variables the run started from,
-rebuilt from its seed) and at every checkpoint the run kept -- on one fixed batch,
-then result.json is written last, atomically: a run with a result.json is
-finished and is skipped on a rerun. Nothing in the training loop is changed for it.
+Every run trains in <workdir>/<model>/seed<k> with `train_and_evaluate`, so an
+interrupted run resumes from its checkpoint. Its network is the one training builds from
+the run's config (setup.build_model): every model flag of config.train applies, and a flag
+that does not suit one of the models (zero_init_last_bn on a plain twin) stops the sweep
+before its first run. When training is done the run's gradient flow is probed -- at
+initialisation (the variables the run started from, rebuilt from its seed and init_from)
+and at every checkpoint the run kept -- on one fixed batch, then result.json is written
+last, atomically: a run with a result.json is finished and is skipped on a rerun. Nothing
+in the training loop is changed for it.
 """
 import json
 import logging
@@ -89,8 +91,8 @@ def probe_gradient_flow(train_config, model, dataset, directory, batch):
   """Per-layer gradient norms at initialisation and at every checkpoint kept in `directory`.
 
   Returns:
-    [{'step': int, 'layers': {layer path: float}}], by step; step 0 is the
-    initialisation, rebuilt from the seed as the training loop builds it.
+    [{'step': int, 'layers': {layer path: float}}], by step; step 0 is where the run
+    started (starting_variables: rebuilt from the seed and init_from as the loop builds it).
   """
   # The probe's batch is on this host: synchronised BN's statistics over all devices are
   # then those of this batch, which the model computes without a device axis.

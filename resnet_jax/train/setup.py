@@ -48,7 +48,12 @@ def check_data_fits(config: ml_collections.ConfigDict, dataset) -> None:
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The config's network (compute dtype, sync BN, frozen BN for a frozen backbone)."""
+  """The config's network, as every run builds it (training, and each run of a sweep).
+
+  create_model(config.model) with the config's num_classes, layout, compute dtype, sync BN
+  (bn_axis_name 'batch'), frozen BN for a frozen backbone and zero-initialised last BNs;
+  ConfigError if config.image_size is too small for it.
+  """
   from resnet_jax import models
   overrides = dict(num_classes=config.num_classes, layout=config.layout,
                    dtype=jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32)
