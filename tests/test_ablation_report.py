@@ -188,6 +188,7 @@ def test_atomic_figure_save_keeps_the_old_file_when_drawing_fails(tmp_path):
   assert os.listdir(tmp_path) == ['curve.png']
 
 
+@pytest.mark.slow
 def test_plotting_leaves_the_callers_matplotlib_backend_alone(tmp_path):
   """The library draws on Figure objects: importing and plotting neither switches the
   backend nor imports pyplot (checked in a fresh interpreter with a non-Agg backend)."""

@@ -234,11 +234,6 @@ def check_sweep_config(config):
   if not config.models or len(set(config.models)) != len(config.models):
     raise ConfigError(f'sweep config.models={tuple(config.models)!r}: expected distinct model '
                       'names')
-  for name in config.models:
-    try:
-      models.parse_model_name(name)
-    except ConfigError as error:
-      raise ConfigError(f'sweep config.models: {error}') from error
   if not config.seeds or len(set(config.seeds)) != len(config.seeds) or not all(
       isinstance(s, int) and s >= 0 for s in config.seeds):
     raise ConfigError(f'sweep config.seeds={tuple(config.seeds)!r}: expected distinct integers '
@@ -246,10 +241,12 @@ def check_sweep_config(config):
   if not isinstance(config.probe_batch_size, int) or config.probe_batch_size < 1:
     raise ConfigError(f'sweep config.probe_batch_size={config.probe_batch_size!r}: expected a '
                       'positive integer')
-  # Every run's training config, before the first run trains: a flag that does not suit
-  # one of the models (zero_init_last_bn on a plain twin) stops the sweep here.
+  # Every model name, then every run's training config, before the first run trains: a
+  # flag that does not suit one of the models (zero_init_last_bn on a plain twin) stops
+  # the sweep here.
   for name in config.models:
     try:
+      models.parse_model_name(name)
       config_lib.validate_config(run_config(config, name, config.seeds[0]))
     except ConfigError as error:
-      raise ConfigError(f'sweep config.train, in the runs of {name!r}: {error}') from error
+      raise ConfigError(f'sweep config.models, the runs of {name!r}: {error}') from error
