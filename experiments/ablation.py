@@ -56,11 +56,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   setup_logging()
+  from experiments.configs import ablation_quick
   from resnet_jax.analysis import sweep
   from resnet_jax.errors import ResNetJaxError
   config = _CONFIG.value
   if _QUICK.value:
-    config = sweep.quick_config(config)
+    config = ablation_quick.quick(config)
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename, _QUICK.value)
   start = time.perf_counter()
   try:

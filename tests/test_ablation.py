@@ -5,6 +5,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from resnet_jax.analysis import results, sweep
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import config as config_lib
-from resnet_jax.train import train_and_evaluate
+from resnet_jax.train import setup, train_and_evaluate
 from resnet_jax.train.state import create_train_state
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'configs')
@@ -27,8 +28,9 @@ def load_config(name):
 
 
 def tiny_sweep_config():
-  """The --quick sweep of the digits config, cut to one depth: two runs of 12 steps."""
-  config = sweep.quick_config(load_config('ablation_digits'))
+  """The quick sweep (the digits config cut by ablation_quick.py), cut to one depth: two
+  runs of 12 steps."""
+  config = load_config('ablation_quick')
   config.models = ('cifar_plain8', 'cifar_resnet8')
   return config
 
@@ -185,18 +187,96 @@ def test_digits_config_is_the_four_depths_of_figure_6():
   assert len(config.seeds) >= 2
 
 
-def test_tiny_cifar_depths_and_initial_variables_match_the_training_loop():
+def test_tiny_cifar_depths_and_starting_variables_match_the_training_loop():
   train_config = sweep.run_config(tiny_sweep_config(), 'cifar_resnet14', 3)
-  model = sweep.build_model(train_config)
+  model = setup.build_model(train_config)
   assert tuple(model.stage_sizes) == (2, 2, 2) and model.residual
-  plain = sweep.build_model(sweep.run_config(tiny_sweep_config(), 'cifar_plain8', 3))
+  plain_config = sweep.run_config(tiny_sweep_config(), 'cifar_plain8', 3)
+  plain = setup.build_model(plain_config)
   assert tuple(plain.stage_sizes) == (1, 1, 1) and not plain.residual
   with pytest.raises(ConfigError, match='cifar_plain9'):
-    sweep.build_model(sweep.run_config(tiny_sweep_config(), 'cifar_plain9', 0))
+    setup.build_model(sweep.run_config(tiny_sweep_config(), 'cifar_plain9', 0))
   # The probe's step 0 is the run's own initialisation.
-  ours = sweep.initial_variables(plain, (8, 8, 3), 3)
+  ours = sweep.starting_variables(plain_config, plain, (8, 8, 3))
   theirs = create_train_state(plain, optax.identity(), (8, 8, 3), 3)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ours['params'],
                theirs.params)
-  other_seed = sweep.initial_variables(plain, (8, 8, 3), 4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ours['batch_stats'],
+               theirs.batch_stats)
+  plain_config.seed = 4
+  other_seed = sweep.starting_variables(plain_config, plain, (8, 8, 3))
   assert not np.allclose(other_seed['params']['head']['kernel'], ours['params']['head']['kernel'])
+
+
+def stop_before_training(captured):
+  """A train_fn that records what the sweep hands to training and stops the sweep there,
+  as a preemption before the first step would."""
+  def train_fn(train_config, run_workdir, **kwargs):
+    captured.append((train_config, kwargs))
+    return {'preempted': True}
+  return train_fn
+
+
+def sweep_model(tmp_path, **train_overrides):
+  """(the module the sweep trains its first run with, that run's config)."""
+  config = tiny_sweep_config()
+  config.models = ('cifar_resnet8',)
+  for key, value in train_overrides.items():
+    config.train[key] = value
+  captured = []
+  out = sweep.run_sweep(config, str(tmp_path), train_fn=stop_before_training(captured))
+  assert out['preempted'] and len(captured) == 1
+  train_config, kwargs = captured[0]
+  return kwargs['model'], train_config
+
+
+def test_every_model_flag_of_the_config_reaches_the_swept_model(tmp_path):
+  x = jnp.zeros((1, 8, 8, 3))
+  default, _ = sweep_model(tmp_path / 'default')
+  assert default == setup.build_model(sweep.run_config(tiny_sweep_config(), 'cifar_resnet8', 0))
+  assert (default.zero_init_last_bn, default.bn_axis_name, default.frozen_bn) == (
+      False, None, False)
+  assert default.dtype == jnp.float32
+  stats = default.init(jax.random.key(0), x, train=False)['params']['stage1_block1']
+  assert jnp.all(stats['bn2']['scale'] == 1)
+
+  zero_init, train_config = sweep_model(tmp_path / 'zero', zero_init_last_bn=True)
+  assert train_config.zero_init_last_bn and zero_init.zero_init_last_bn
+  params = zero_init.init(jax.random.key(0), x, train=False)['params']
+  for block in ('stage1_block1', 'stage2_block1', 'stage3_block1'):
+    assert not jnp.any(params[block]['bn2']['scale']) and jnp.all(params[block]['bn1']['scale'] == 1)
+
+  assert sweep_model(tmp_path / 'sync', sync_bn=True)[0].bn_axis_name == 'batch'
+  frozen, _ = sweep_model(tmp_path / 'frozen', freeze_backbone=True, init_from='/pretrained')
+  assert frozen.frozen_bn
+
+  bf16, _ = sweep_model(tmp_path / 'bf16', dtype='bfloat16')
+  assert bf16.dtype == jnp.bfloat16
+  logits, variables = jax.eval_shape(
+      lambda: bf16.init_with_output(jax.random.key(0), x, train=False))
+  assert logits.dtype == jnp.bfloat16
+  assert {v.dtype for v in jax.tree.leaves(variables)} == {jnp.dtype('float32')}
+
+
+def test_zero_init_of_the_plain_twins_stops_the_sweep_before_any_training(tmp_path):
+  config = tiny_sweep_config()
+  config.train.zero_init_last_bn = True
+  with pytest.raises(ConfigError, match=r"runs of 'cifar_plain8'.*zero_init_last_bn=True"):
+    sweep.run_sweep(config, str(tmp_path), train_fn=refuse_training)
+  assert not os.path.exists(os.path.join(tmp_path, 'cifar_resnet8'))
+
+
+def test_quick_config_cuts_any_sweep_to_tiny_nets():
+  quick = load_config('ablation_quick')
+  sweep.check_sweep_config(quick)
+  assert quick.models == ('cifar_plain8', 'cifar_plain14', 'cifar_resnet8', 'cifar_resnet14')
+  assert quick.seeds == (0,) and quick.train.num_steps == 12
+  assert quick.train.dataset == load_config('ablation_digits').train.dataset
+  spec = importlib.util.spec_from_file_location(
+      'ablation_quick', os.path.join(CONFIG_DIR, 'ablation_quick.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cifar = module.quick(load_config('ablation_cifar10'))
+  sweep.check_sweep_config(cifar)
+  assert cifar.models == quick.models and cifar.train.dataset == 'cifar10'
+  assert cifar.train.num_classes == 10

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from resnet_jax import storage
 from resnet_jax.analysis import plots, results, sweep
 from resnet_jax.errors import ConfigError, DatasetError
 
@@ -39,10 +40,10 @@ def write_fake_run(workdir, model, seed, final_error, time_s=10.0):
     scale = 0.1 ** (3 - stage) if kind == 'plain' else 1.0
     layers.update({f'stage{stage}_block1/conv1': scale, f'stage{stage}_block1/bn1': scale})
   layers.update({'stem_conv': 0.5, 'head': 2.0 + seed})
-  results.write_json_atomic(os.path.join(run, 'gradient_flow.json'), {
+  storage.write_json_atomic(os.path.join(run, 'gradient_flow.json'), {
       'probe_batch_size': 8,
       'snapshots': [{'step': 0, 'layers': layers}, {'step': 100, 'layers': layers}]})
-  results.write_json_atomic(os.path.join(run, 'result.json'), {
+  storage.write_json_atomic(os.path.join(run, 'result.json'), {
       'model': model, 'seed': seed, 'params': depth * 1000, 'time_s': time_s, 'final': {},
       'config': {}})
 
@@ -150,20 +151,62 @@ def test_describe_model_reads_kind_and_depth():
   assert results.describe_model('cifar_plain56') == ('plain', 56)
   assert results.describe_model('resnet50') == ('residual', 50)
   assert results.describe_model('cifar_resnet8') == ('residual', 8)
-  with pytest.raises(ConfigError, match='vgg16'):
-    results.describe_model('vgg16')
+  assert results.describe_model('plain152') == ('plain', 152)
+  for name in ('vgg16', 'cifar_resnet9', 'resnet51'):
+    with pytest.raises(ConfigError, match=name):
+      results.describe_model(name)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
   path = str(tmp_path / 'results.md')
-  results.write_text_atomic(path, 'old table\n')
+  storage.write_text_atomic(path, 'old table\n')
 
   class Unprintable:
     def __str__(self):
       raise RuntimeError('boom')
 
   with pytest.raises(TypeError):
-    results.write_text_atomic(path, Unprintable())
+    storage.write_text_atomic(path, Unprintable())
   with open(path) as f:
     assert f.read() == 'old table\n'
   assert os.listdir(tmp_path) == ['results.md']
+
+
+def test_atomic_figure_save_keeps_the_old_file_when_drawing_fails(tmp_path):
+  from matplotlib.figure import Figure
+  path = str(tmp_path / 'curve.png')
+  fig = Figure()
+  fig.subplots().plot([0, 1], [1, 0])
+  storage.save_figure_atomic(fig, path)
+  with open(path, 'rb') as f:
+    good = f.read()
+  assert good[:8] == PNG_MAGIC
+  with pytest.raises(ValueError):
+    storage.save_figure_atomic(fig, path, dpi=-1)  # Fails inside savefig.
+  with open(path, 'rb') as f:
+    assert f.read() == good
+  assert os.listdir(tmp_path) == ['curve.png']
+
+
+@pytest.mark.slow
+def test_plotting_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+  """The library draws on Figure objects: importing and plotting neither switches the
+  backend nor imports pyplot (checked in a fresh interpreter with a non-Agg backend)."""
+  import subprocess
+  import sys
+  script = (
+      'import sys, matplotlib\n'
+      'matplotlib.use("svg")\n'
+      'from resnet_jax.analysis import plots, sweep\n'
+      'from resnet_jax.train import plots as train_plots\n'
+      'from resnet_jax.train import loop\n'
+      f'sweep.write_report({str(tmp_path)!r})\n'
+      'assert matplotlib.get_backend() == "svg", matplotlib.get_backend()\n'
+      'assert "matplotlib.pyplot" not in sys.modules, "pyplot imported"\n')
+  for (model, seed), error in list(FINAL_ERRORS.items())[:2]:
+    write_fake_run(str(tmp_path), model, seed, error)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                        cwd=root, env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS='cpu'),
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]

@@ -111,6 +111,32 @@ def test_zero_init_of_a_plain_net_is_refused():
   config_lib.validate_config(config)
 
 
+def test_zero_init_of_a_plain_net_is_refused_when_the_caller_builds_the_model():
+  """A sweep (or a test) passes its own module: check_model=False skips the zoo names, not
+  the zero-init check of the model config.model names."""
+  config = _base()
+  config.model, config.zero_init_last_bn = 'cifar_plain8', True
+  with pytest.raises(ConfigError, match="zero_init_last_bn=True with config.model='cifar_plain8'"):
+    config_lib.validate_config(config, check_model=False)
+  config.model = 'cifar_resnet8'
+  config_lib.validate_config(config, check_model=False)
+  config.model = 'my_own_net'  # Not a zoo name: nothing to check it against.
+  config_lib.validate_config(config, check_model=False)
+  with pytest.raises(ConfigError, match="config.model='my_own_net'"):
+    config_lib.validate_config(config)
+
+
+def test_every_cifar_depth_is_a_valid_model_field():
+  config = _base()
+  config.model, config.num_classes, config.image_size = 'cifar_plain14', 10, 8
+  config_lib.validate_config(config)
+  model = setup.build_model(config)
+  assert tuple(model.stage_sizes) == (2, 2, 2) and not model.residual
+  config.model = 'cifar_plain15'
+  with pytest.raises(ConfigError, match=r"config.model='cifar_plain15': expected one of .*6n \+ 2"):
+    config_lib.validate_config(config)
+
+
 def test_zero_init_reaches_the_model():
   config = _base()
   config.model, config.num_classes, config.image_size = 'cifar_resnet20', 10, 8

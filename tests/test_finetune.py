@@ -25,6 +25,7 @@ from resnet_jax.models.resnet import ResNet
 from resnet_jax.train import base_config, optim, setup, train_and_evaluate
 from resnet_jax.train import config as config_lib
 from resnet_jax.train.checkpoint import Checkpointer, flatten
+from resnet_jax import weights
 from resnet_jax.weights import caffe_preprocess, save_variables
 from test_weights_import import keras_layers, write_h5
 
@@ -220,7 +221,7 @@ def test_h5_gives_the_file_backbone_and_a_head_for_the_config(tmp_path, kind,
   write_h5(path, layers, full_model=kind == 'full_model_same_classes')
 
   config = tiny_config(init_from=str(path))
-  loaded = setup.initial_variables(config, model, template)
+  loaded = weights.initial_variables(config, model, template)
 
   backbone, head = split_head(loaded['params'])
   file_backbone, file_head = split_head(source['params'])
@@ -244,7 +245,37 @@ def test_h5_of_another_network_is_a_config_error_naming_the_file(tmp_path, fresh
   path = tmp_path / 'narrow.h5'
   write_h5(path, keras_layers(random_variables(other, seed=1), 'applications'))
   with pytest.raises((ConfigError, WeightsError), match='narrow.h5'):
-    setup.initial_variables(tiny_config(init_from=str(path)), model, template)
+    weights.initial_variables(tiny_config(init_from=str(path)), model, template)
+
+
+def test_saved_variables_of_another_shape_are_a_config_error_naming_both_shapes(tmp_path):
+  model = tiny_model(tiny_config())
+  template = random_variables(model, seed=2)
+  wide = random_variables(ResNet(stage_sizes=(1,), block='basic', widths=(16,), stem='cifar',
+                                 stem_width=4, shortcut='projection', num_classes=NUM_CLASSES,
+                                 layout='keras'), seed=3)
+  directory = save_variables(tmp_path / 'wide', wide)
+  with pytest.raises(ConfigError) as info:
+    weights.initial_variables(tiny_config(init_from=directory), model, template)
+  # The head (16 -> 4 there) is replaced by the fresh one; the first backbone array differs.
+  assert str(info.value) == (
+      f'config.init_from={directory!r}: params/stage1_block1/bn1/bias has shape (16,) there but '
+      '(8,) in the model built from the config')
+  # A head of other classes alone is replaced, not an error; the backbone is the file's.
+  other_head = random_variables(tiny_model(tiny_config(num_classes=NUM_CLASSES + 1)), seed=4)
+  directory = save_variables(tmp_path / 'other_head', other_head)
+  loaded = weights.initial_variables(tiny_config(init_from=directory), model, template)
+  backbone, head = split_head(loaded['params'])
+  np.testing.assert_array_equal(head['head/kernel'], template['params']['head']['kernel'])
+  file_backbone, _ = split_head(other_head['params'])
+  for name, value in backbone.items():
+    np.testing.assert_array_equal(value, file_backbone[name], err_msg=name)
+  # An array the model lacks is named as absent on the model's side.
+  extra = {'params': dict(template['params'], extra={'kernel': np.ones((2,), np.float32)}),
+           'batch_stats': template['batch_stats']}
+  directory = save_variables(tmp_path / 'extra', extra)
+  with pytest.raises(ConfigError, match=r'params/extra/kernel has shape \(2,\) there but absent'):
+    weights.initial_variables(tiny_config(init_from=directory), model, template)
 
 
 # --- the fine-tuning config and its preprocessing ---------------------------------

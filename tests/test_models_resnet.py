@@ -13,9 +13,10 @@ import optax
 import pytest
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.models import (LAYOUT_NAMES, MODEL_NAMES, BasicBlock,
+from resnet_jax.models import (LAYOUT_NAMES, MODEL_NAMES, BasicBlock, ModelName,
                                ConvolutionalBlock, IdentityBlock, ResNet,
-                               check_input_size, create_model, summarize)
+                               check_input_size, create_model, is_model_name,
+                               parse_model_name, summarize)
 
 
 def _size(count_tree):
@@ -348,6 +349,31 @@ def test_create_model_rejects_unknown_names_layouts_and_fields():
     create_model('resnet50', shortcut='zero_pad')
   assert set(LAYOUT_NAMES) == {'coursera', 'keras', 'torchvision'}
   assert len(MODEL_NAMES) == 20
+
+
+def test_every_cifar_depth_6n_plus_2_is_a_name():
+  for n in (1, 2, 4, 18):
+    for kind, residual in (('resnet', True), ('plain', False)):
+      name = f'cifar_{kind}{6 * n + 2}'
+      assert is_model_name(name)
+      assert parse_model_name(name) == ModelName(name, 'cifar', residual, 6 * n + 2)
+      model = create_model(name, num_classes=3)
+      # The registry's aliased CIFAR net with n blocks per stage, nothing else changed.
+      alias = create_model(f'cifar_{kind}20', num_classes=3, stage_sizes=(n, n, n))
+      assert model == alias and tuple(model.stage_sizes) == (n, n, n)
+      assert model.residual == residual and parse_model_name(name).kind == (
+          'residual' if residual else 'plain')
+  assert create_model('cifar_resnet56') == create_model('cifar_resnet20', stage_sizes=(9, 9, 9))
+  assert parse_model_name('plain50') == ModelName('plain50', 'imagenet', False, 50)
+  assert all(is_model_name(name) for name in MODEL_NAMES)
+
+
+@pytest.mark.parametrize('name', ['cifar_resnet9', 'cifar_plain2', 'cifar_resnet0', 'resnet26',
+                                  'plain20', 'cifar_resnet020', 'vgg16', ''])
+def test_names_outside_the_grammar_are_config_errors(name):
+  assert not is_model_name(name)
+  with pytest.raises(ConfigError, match=repr(name)):
+    create_model(name)
 
 
 @pytest.mark.parametrize('name,smallest', [('resnet50', 32), ('resnet18', 32),

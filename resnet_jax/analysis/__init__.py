@@ -2,7 +2,8 @@
 
 - gradient_flow: per-layer gradient-norm probe (pure, jittable) and per-stage aggregation.
 - results: finished runs of a sweep -> rows -> results.csv / results.md.
-- plots: training_error.png (He et al. 2015, Fig. 6) and gradient_flow.png (matplotlib Agg).
+- plots: training_error.png (He et al. 2015, Figure 6) and gradient_flow.png (matplotlib
+  Figures, no pyplot: the caller's backend is left alone).
 - sweep: one ordinary training run per (model, seed), skipped when finished, resumed
   when interrupted; `run_sweep` is what experiments/ablation.py calls.
 - benchmarking: training throughput of train.py's feeds and programs (benchmark.py);

@@ -1,21 +1,19 @@
-"""Figures of a residual-against-plain sweep (matplotlib, headless: Agg, no pyplot).
+"""Figures of a residual-against-plain sweep (matplotlib Figures; no pyplot).
 
-`plot_training_error` draws He et al. (2015), Figure 6: training error against
+`plot_training_error` draws He et al. 2015, Figure 6: training error against
 iterations, plain networks on the left and residual networks on the right, one
 curve per depth (dashed: training error, bold: test error, both mean over seeds).
 `plot_gradient_flow` draws the per-stage gradient norm at initialisation and
 at later snapshots, plain against residual.
 
-Figures are built on `matplotlib.figure.Figure` and written by the Agg canvas, so
-nothing here touches pyplot's global state or the caller's backend (a notebook
-importing this keeps its own).
+Figures are built on `matplotlib.figure.Figure` and written with `fig.savefig` (which
+picks the writer from the file's extension), so nothing here touches pyplot's global
+state or the caller's backend (a notebook importing this keeps its own).
 """
-import os
-
 import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from resnet_jax import storage
 from resnet_jax.analysis.gradient_flow import stage_gradient_norms
 from resnet_jax.analysis.results import describe_model
 
@@ -50,7 +48,6 @@ def _depth_colors(depths):
 
 def _new_figure(columns, width, height, title):
   fig = Figure(figsize=(width, height))
-  FigureCanvasAgg(fig)
   axes = fig.subplots(1, columns, sharey=True, squeeze=False)[0]
   if title:
     fig.suptitle(title)
@@ -59,13 +56,7 @@ def _new_figure(columns, width, height, title):
 
 def _save(fig, path):
   """Saves through a temporary file, so a failed plot never replaces a good one."""
-  tmp = path + '.tmp.png'
-  try:
-    fig.savefig(tmp, dpi=120, bbox_inches='tight')
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  storage.save_figure_atomic(fig, path, dpi=120, bbox_inches='tight')
 
 
 def plot_training_error(runs, path, title=None):

@@ -14,44 +14,23 @@ import io
 import json
 import math
 import os
-import re
-import tempfile
 
-from resnet_jax.errors import ConfigError, DatasetError
+from resnet_jax import models
+from resnet_jax.errors import DatasetError
+from resnet_jax.storage import write_text_atomic
 
 RESULT_FILE = 'result.json'
 METRICS_FILE = 'metrics.jsonl'
 GRADIENT_FLOW_FILE = 'gradient_flow.json'
 
-_MODEL_NAME = re.compile(r'(plain|resnet)(\d+)$')
-
-
 def describe_model(name):
-  """('plain' | 'residual', depth) of a model name such as 'cifar_plain56' or 'resnet50'."""
-  match = _MODEL_NAME.search(name)
-  if not match:
-    raise ConfigError(f'model name {name!r}: expected a name ending in plain<depth> or '
-                      'resnet<depth>')
-  kind = 'plain' if match.group(1) == 'plain' else 'residual'
-  return kind, int(match.group(2))
+  """('plain' | 'residual', depth) of a model name such as 'cifar_plain56' or 'resnet50'.
 
-
-def write_text_atomic(path, text):
-  """Writes `text` to `path` through a temporary file, so a crash never leaves half a file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path), suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def write_json_atomic(path, obj):
-  write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + '\n')
+  Raises:
+    ConfigError: `name` is not a model name (resnet_jax.models.registry).
+  """
+  parsed = models.parse_model_name(name)
+  return parsed.kind, parsed.depth
 
 
 def read_metrics(path):
@@ -214,7 +193,7 @@ def to_markdown(rows):
 def depth_comparison(rows):
   """One sentence per kind: the deepest net's final training error against the shallowest's.
 
-  This is the comparison of He et al. (2015), section 4.2: degradation is a deeper
+  This is the comparison of He et al. 2015, section 4.2: degradation is a deeper
   plain net ending with the higher training error; residual nets should not.
   """
   lines = []

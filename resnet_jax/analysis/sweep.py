@@ -2,24 +2,26 @@
 
 A sweep config (see experiments/configs/ablation_digits.py) holds:
   train:  a training config (resnet_jax.train.config.base_config) shared by every run;
-  models: model names, e.g. ('cifar_plain20', 'cifar_plain56', 'cifar_resnet20', ...);
-          besides the registry's names, 'cifar_plain<6n+2>' / 'cifar_resnet<6n+2>'
-          give CIFAR nets of any depth (tiny ones for --quick);
+  models: model names (resnet_jax.models.registry), e.g. ('cifar_plain20', 'cifar_plain56',
+          'cifar_resnet20', ...); 'cifar_plain<6n+2>' / 'cifar_resnet<6n+2>' give CIFAR nets
+          of any depth (tiny ones in experiments/configs/ablation_quick.py);
   seeds:  the seeds each model is trained with;
   probe_batch_size: training images in the fixed batch of the gradient-flow probe;
   title:  a line for the figures.
 
 Every run trains in <workdir>/<model>/seed<k> with `train_and_evaluate`, so an
-interrupted run resumes from its checkpoint. When training is done the run's
-gradient flow is probed -- at initialisation (the variables the run started from,
-rebuilt from its seed) and at every checkpoint the run kept -- on one fixed batch,
-then result.json is written last, atomically: a run with a result.json is
-finished and is skipped on a rerun. Nothing in the training loop is changed for it.
+interrupted run resumes from its checkpoint. Its network is the one training builds from
+the run's config (setup.build_model): every model flag of config.train applies, and a flag
+that does not suit one of the models (zero_init_last_bn on a plain twin) stops the sweep
+before its first run. When training is done the run's gradient flow is probed -- at
+initialisation (the variables the run started from, rebuilt from its seed and init_from)
+and at every checkpoint the run kept -- on one fixed batch, then result.json is written
+last, atomically: a run with a result.json is finished and is skipped on a rerun. Nothing
+in the training loop is changed for it.
 """
 import json
 import logging
 import os
-import re
 import time
 
 import jax
@@ -27,13 +29,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from resnet_jax import models, storage, weights
 from resnet_jax.analysis import plots, results
 from resnet_jax.analysis.gradient_flow import layer_gradient_norms
+from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
+from resnet_jax.train import checkpoint
+from resnet_jax.train import config as config_lib
+from resnet_jax.train import loop, setup
+from resnet_jax.train import state as state_lib
 
 log = logging.getLogger(__name__)
-
-_CIFAR_NAME = re.compile(r'cifar_(plain|resnet)(\d+)$')
 
 
 def run_dir(workdir, model_name, seed):
@@ -48,38 +54,12 @@ def run_config(config, model_name, seed):
   return train
 
 
-def build_model(train_config):
-  """The run's network, built as the training loop would (setup.build_model).
-
-  CIFAR nets whose depth is not in the registry (e.g. 'cifar_resnet8') are the
-  registry's CIFAR net with n = (depth - 2) / 6 blocks per stage.
-  """
-  from resnet_jax import models
-  from resnet_jax.train import setup
-  name = train_config.model
-  if name in models.MODEL_NAMES:
-    return setup.build_model(train_config)
-  match = _CIFAR_NAME.fullmatch(name)
-  if not match or (int(match.group(2)) - 2) % 6 or int(match.group(2)) < 8:
-    raise ConfigError(f'sweep model {name!r}: expected one of {models.MODEL_NAMES} or '
-                      "'cifar_plain<depth>' / 'cifar_resnet<depth>' with depth = 6n + 2, n >= 1")
-  blocks = (int(match.group(2)) - 2) // 6
-  base = f'cifar_{match.group(1)}20'
-  model = models.create_model(
-      base, stage_sizes=(blocks,) * 3, num_classes=train_config.num_classes,
-      layout=train_config.layout,
-      dtype=jnp.bfloat16 if train_config.dtype == 'bfloat16' else jnp.float32)
-  models.check_input_size(model, train_config.image_size)
-  return model
-
-
 def probe_batch(train_config, dataset, size):
   """A fixed batch of training images, preprocessed as the training step does.
 
   The same images (chosen with a fixed generator, independent of the run's seed) for
   every model, so the probes of all runs compare like with like.
   """
-  from resnet_jax.data import augment
   count = min(int(size), len(dataset.train))
   index = np.sort(np.random.default_rng(0).choice(len(dataset.train), count, replace=False))
   mean, std = (augment.channel_stats(dataset.train.images)
@@ -89,37 +69,44 @@ def probe_batch(train_config, dataset, size):
   return {'image': images, 'label': jnp.asarray(dataset.train.labels[index])}
 
 
-def initial_variables(model, image_shape, seed):
-  """The variables a run of `seed` starts from, as resnet_jax.train.state.create_train_state
-  makes them (the same init key), without building an optimizer state.
+def starting_variables(train_config, model, image_shape):
+  """The variables a run starts from, as the training loop makes them: model.init with the
+  seed's init key (resnet_jax.train.state.create_train_state), then config.init_from's
+  pretrained weights if it names any; no optimizer state.
 
   Run op by op rather than jitted: compiling the initialiser of a deep net costs seconds
   of CPU, running it eagerly a fraction of one (after a one-off warm-up per process). The
   values agree with the jitted ones to float32 rounding.
   """
-  from resnet_jax.train import state as state_lib
-  init_key = state_lib.seed_keys(seed)[0]
-  return model.init(init_key, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
+  init_key = state_lib.seed_keys(train_config.seed)[0]
+  variables = model.init(init_key, jnp.zeros((1,) + tuple(image_shape), jnp.float32),
+                         train=False)
+  variables = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+  if train_config.init_from:
+    variables = weights.initial_variables(train_config, model, variables)
+  return variables
 
 
 def probe_gradient_flow(train_config, model, dataset, directory, batch):
   """Per-layer gradient norms at initialisation and at every checkpoint kept in `directory`.
 
   Returns:
-    [{'step': int, 'layers': {layer path: float}}], by step; step 0 is the
-    initialisation, rebuilt from the seed as the training loop builds it.
+    [{'step': int, 'layers': {layer path: float}}], by step; step 0 is where the run
+    started (starting_variables: rebuilt from the seed and init_from as the loop builds it).
   """
-  from resnet_jax.train import checkpoint
+  # The probe's batch is on this host: synchronised BN's statistics over all devices are
+  # then those of this batch, which the model computes without a device axis.
+  probe_model = model.clone(bn_axis_name=None)
 
   def snapshot(step, params, batch_stats):
     # Op by op, like the initialisation: a handful of probes per run cost less CPU than
     # compiling the gradient of every model (seconds each on a CPU).
-    norms = layer_gradient_norms(model, {'params': params, 'batch_stats': batch_stats}, batch,
-                                 True)
+    norms = layer_gradient_norms(probe_model, {'params': params, 'batch_stats': batch_stats},
+                                 batch, True)
     return {'step': int(step), 'layers': {k: float(v) for k, v in norms.items()}}
 
-  init = initial_variables(model, dataset.train.image_shape, train_config.seed)
-  snapshots = [snapshot(0, init['params'], init.get('batch_stats', {}))]
+  init = starting_variables(train_config, model, dataset.train.image_shape)
+  snapshots = [snapshot(0, init['params'], init['batch_stats'])]
   checkpointer = checkpoint.Checkpointer(directory, train_config.keep_checkpoints)
   try:
     for step in checkpointer.all_steps():
@@ -130,10 +117,6 @@ def probe_gradient_flow(train_config, model, dataset, directory, batch):
   finally:
     checkpointer.close()
   return snapshots
-
-
-def _normal(obj):
-  return json.loads(json.dumps(obj))
 
 
 # Fields that change how a run is shown or scheduled, not what it computes.
@@ -149,7 +132,7 @@ def _config_json(train_config):
 def _config_differences(recorded, now):
   """Fields whose values differ. A field only one side has is a field added to (or removed
   from) base_config since the run: the run used its default, so it is not a difference."""
-  recorded = _normal(recorded or {})
+  recorded = storage.as_json(recorded or {})
   return sorted(k for k in set(recorded) & set(now) if recorded[k] != now[k])
 
 
@@ -171,7 +154,7 @@ def run_one(config, workdir, model_name, seed, dataset, train_fn):
           f'expected the same config.train to skip it. Use a new workdir, or delete '
           f'{directory} to retrain it.')
     return 'skipped'
-  model = build_model(train_config)
+  model = setup.build_model(train_config)
   start = time.perf_counter()
   final = train_fn(train_config, directory, model=model, dataset=dataset)
   elapsed = time.perf_counter() - start
@@ -183,14 +166,14 @@ def run_one(config, workdir, model_name, seed, dataset, train_fn):
   log.info('sweep: %s seed %d trained in %.0f s, gradient flow probed at steps %s in %.0f s',
            model_name, seed, elapsed, [s['step'] for s in snapshots],
            time.perf_counter() - probe_start)
-  results.write_json_atomic(os.path.join(directory, results.GRADIENT_FLOW_FILE),
+  storage.write_json_atomic(os.path.join(directory, results.GRADIENT_FLOW_FILE),
                             {'probe_batch_size': int(batch['label'].shape[0]),
                              'snapshots': snapshots})
   params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(
       jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros(
           (1,) + dataset.train.image_shape, np.float32), train=False))['params'])))
   final_metrics = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
-  results.write_json_atomic(result_path, {
+  storage.write_json_atomic(result_path, {
       'model': model_name, 'seed': int(seed), 'params': params, 'time_s': elapsed,
       'resumed_from': final.get('resumed_from'), 'final': final_metrics,
       'config': _config_json(train_config)})
@@ -211,12 +194,10 @@ def run_sweep(config, workdir, *, train_fn=None):
     sweep (a signal stopped a run after it saved a checkpoint) stops there and writes
     no tables.
   """
-  if train_fn is None:
-    from resnet_jax.train import train_and_evaluate as train_fn
+  train_fn = train_fn or loop.train_and_evaluate
   check_sweep_config(config)
-  from resnet_jax.train import setup
   os.makedirs(workdir, exist_ok=True)
-  results.write_text_atomic(os.path.join(workdir, 'sweep_config.json'),
+  storage.write_text_atomic(os.path.join(workdir, 'sweep_config.json'),
                             config.to_json_best_effort(indent=2) + '\n')
   dataset = setup.load_data(config.train)
   status = {}
@@ -253,8 +234,6 @@ def check_sweep_config(config):
   if not config.models or len(set(config.models)) != len(config.models):
     raise ConfigError(f'sweep config.models={tuple(config.models)!r}: expected distinct model '
                       'names')
-  for name in config.models:
-    results.describe_model(name)  # Plain or residual, and the depth, must be readable.
   if not config.seeds or len(set(config.seeds)) != len(config.seeds) or not all(
       isinstance(s, int) and s >= 0 for s in config.seeds):
     raise ConfigError(f'sweep config.seeds={tuple(config.seeds)!r}: expected distinct integers '
@@ -262,33 +241,12 @@ def check_sweep_config(config):
   if not isinstance(config.probe_batch_size, int) or config.probe_batch_size < 1:
     raise ConfigError(f'sweep config.probe_batch_size={config.probe_batch_size!r}: expected a '
                       'positive integer')
-
-
-def quick_config(config):
-  """A copy of a sweep config for a smoke run in well under a minute on a CPU.
-
-  Tiny CIFAR nets (depth 8 and 14, plain and residual), one seed, a handful of steps,
-  and checkpoints every few steps so the gradient-flow figure still has snapshots.
-  """
-  quick = config.copy_and_resolve_references()
-  quick.models = ('cifar_plain8', 'cifar_plain14', 'cifar_resnet8', 'cifar_resnet14')
-  quick.seeds = (0,)
-  quick.probe_batch_size = 16
-  train = quick.train
-  train.model = 'cifar_resnet20'
-  train.num_classes = 10 if train.dataset in ('digits', 'cifar10') else train.num_classes
-  train.layout = 'torchvision'
-  train.batch_size = 32
-  train.eval_batch_size = 128
-  train.num_steps = 12
-  train.lr_boundaries = ()
-  train.schedule = 'constant'
-  train.warmup_epochs = 0.0
-  train.steps_per_dispatch = 4
-  train.log_every_steps = 4
-  train.checkpoint_every_steps = 6
-  train.keep_checkpoints = 2
-  train.eval_every_epochs = 1
-  train.progress_bar = False
-  train.tensorboard = False
-  return quick
+  # Every model name, then every run's training config, before the first run trains: a
+  # flag that does not suit one of the models (zero_init_last_bn on a plain twin) stops
+  # the sweep here.
+  for name in config.models:
+    try:
+      models.parse_model_name(name)
+      config_lib.validate_config(run_config(config, name, config.seeds[0]))
+    except ConfigError as error:
+      raise ConfigError(f'sweep config.models, the runs of {name!r}: {error}') from error

@@ -28,7 +28,7 @@ class ResNet(nn.Module):
       IdentityBlocks, filters (w, w, 4w)) or 'basic' (BasicBlocks of w filters).
     widths: base width w of each stage.
     stem: 'imagenet' (padded 7x7/2 conv -> BN -> ReLU -> 3x3/2 max-pool) or
-      'cifar' (3x3 conv -> BN -> ReLU, He et al. 2015 section 4.2).
+      'cifar' (3x3 conv -> BN -> ReLU, He et al. 2015, section 4.2).
     stem_width: filters of the stem conv.
     num_classes: size of the logits.
     layout: a layout name or Layout; see layouts.py.
@@ -129,14 +129,15 @@ def _check_choice(field: str, value, choices):
     raise ConfigError(f'ResNet.{field}={value!r}; expected one of {choices}')
 
 
-# ImageNet family (He et al. 2016, Table 1).
+# ImageNet family (He et al. 2015, Table 1).
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block='basic')
 ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block='basic')
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))
 ResNet101 = functools.partial(ResNet, stage_sizes=(3, 4, 23, 3))
 ResNet152 = functools.partial(ResNet, stage_sizes=(3, 8, 36, 3))
 
-# CIFAR family (He et al. 2016, section 4.2): depth 6n + 2, option-A shortcuts.
+# CIFAR family (He et al. 2015, section 4.2): depth 6n + 2, option-A shortcuts; any depth
+# by name through the registry (cifar_resnet<6n+2>).
 # No conv biases (every conv is followed by BN), hence the torchvision layout.
 _CifarResNet = functools.partial(
     ResNet, block='basic', widths=(16, 32, 64), stem='cifar', stem_width=16,

@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from resnet_jax.errors import CheckpointError
+from resnet_jax.trees import first_shape_mismatch, flatten
 
 log = logging.getLogger(__name__)
 
@@ -41,35 +42,18 @@ def tree_checksums(tree: dict) -> dict:
           for path, leaf in flatten(tree).items()}
 
 
-def flatten(tree, prefix: str = '') -> dict:
-  """A nested dict flattened to {'a/b/c': leaf}, in sorted key order."""
-  if isinstance(tree, dict):
-    out = {}
-    for key in sorted(tree, key=str):
-      out.update(flatten(tree[key], f'{prefix}{key}/'))
-    return out
-  return {prefix.rstrip('/'): tree}
-
-
-def _describe_shape(leaf) -> str:
-  return str(tuple(np.shape(leaf))) if leaf is not None else 'absent'
-
-
 def check_fits(restored: dict, template: dict, where: str) -> None:
   """CheckpointError unless `restored` has exactly the arrays (paths, shapes) of `template`.
 
   Parameters are compared first, so the message names the first parameter that differs.
   """
-  have, want = flatten(restored), flatten(template)
-  order = sorted(set(have) | set(want),
-                 key=lambda p: (not p.startswith('params/'), not p.startswith('batch_stats/'), p))
-  for path in order:
-    got, expected = have.get(path), want.get(path)
-    if got is None or expected is None or np.shape(got) != np.shape(expected):
-      raise CheckpointError(
-          f'checkpoint {where} does not fit this model: {path} has shape {_describe_shape(got)} '
-          f'in the checkpoint but {_describe_shape(expected)} in the model built from the config '
-          f'(was the checkpoint written by another model, layout, num_classes or optimizer?)')
+  mismatch = first_shape_mismatch(restored, template)
+  if mismatch is not None:
+    path, got, expected = mismatch
+    raise CheckpointError(
+        f'checkpoint {where} does not fit this model: {path} has shape {got} '
+        f'in the checkpoint but {expected} in the model built from the config '
+        f'(was the checkpoint written by another model, layout, num_classes or optimizer?)')
 
 
 class Checkpointer:

@@ -124,7 +124,8 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
   Args:
     config: the run's configuration.
     check_model: check `model` and `layout` against the model zoo (off when a caller
-      passes its own module).
+      passes its own module). zero_init_last_bn is checked against the model that
+      `model` names either way, when it names one.
     check_dataset: check `dataset` against the known loaders (off when a caller passes
       its own data).
   """
@@ -180,10 +181,11 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
        'None or a checkpoint/weights path'),
       ('freeze_backbone', lambda v: isinstance(v, bool), 'True or False'),
   ]
+  from resnet_jax import models  # Imported here: config files need not load the zoo.
   if check_model:
-    from resnet_jax import models  # Imported late: the zoo is heavy and optional here.
     checks[:0] = [
-        ('model', _one_of(models.MODEL_NAMES), f'one of {tuple(models.MODEL_NAMES)}'),
+        ('model', models.is_model_name,
+         f'one of {tuple(models.MODEL_NAMES)} or {models.NAME_GRAMMAR}'),
         ('layout', _one_of(models.LAYOUT_NAMES), f'one of {tuple(models.LAYOUT_NAMES)}'),
     ]
   if check_dataset:
@@ -195,9 +197,10 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
   if config.schedule == 'piecewise' and not config.lr_boundaries:
     raise ConfigError("config.lr_boundaries=(): schedule 'piecewise' expects at least one "
                       'boundary step')
-  if config.zero_init_last_bn and check_model:
-    from resnet_jax import models
-    if not models.create_model(config.model).residual:
+  # Also when the caller passes its own module (check_model=False): a sweep passes the
+  # module it built from config.model, and a plain one must not be zero-initialised either.
+  if config.zero_init_last_bn and models.is_model_name(config.model):
+    if not models.parse_model_name(config.model).residual:
       raise ConfigError(f'config.zero_init_last_bn=True with config.model={config.model!r}: a '
                         'plain net has no skip to carry the signal past a zeroed block; '
                         'expected a residual model or zero_init_last_bn=False')

@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 
 from resnet_jax.data import augment as augment_lib
 from resnet_jax.data import pipeline
+from resnet_jax import weights
 from resnet_jax.errors import NonFiniteLossError
 from resnet_jax.train import bn_recompute
 from resnet_jax.train import checkpoint as checkpoint_lib
@@ -160,7 +161,7 @@ def _restore_or_create(config, model, tx, image_shape: tuple, checkpointer):
     return start, state_from_host(abstract, state_dict), meta
   state = create_train_state(model, tx, image_shape, config.seed)
   if config.init_from:
-    variables = setup.initial_variables(config, model, {
+    variables = weights.initial_variables(config, model, {
         'params': state.params, 'batch_stats': state.batch_stats})
     state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
                           opt_state=tx.init(variables['params']))

@@ -8,8 +8,9 @@ import json
 import logging
 import math
 import os
-import tempfile
 from typing import Iterable, Optional
+
+from resnet_jax import storage
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +40,6 @@ def read_jsonl(path: str) -> list[dict]:
   return records
 
 
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and os.replace."""
-  directory = os.path.dirname(os.path.abspath(path))
-  handle, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
-  try:
-    with os.fdopen(handle, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def truncate_jsonl(path: str, last_step: int) -> int:
   """Keeps the records with step <= last_step (and drops torn lines); returns how many went."""
   if not os.path.exists(path):
@@ -73,7 +58,7 @@ def truncate_jsonl(path: str, last_step: int) -> int:
     else:
       dropped += 1
   if dropped:
-    atomic_write_text(path, ''.join(kept))
+    storage.write_text_atomic(path, ''.join(kept))
   return dropped
 
 

@@ -1,13 +1,12 @@
-"""The training-curve figure written to the workdir at the end of a run."""
-import os
-import tempfile
+"""The training-curve figure written to the workdir at the end of a run.
 
-import matplotlib
+Drawn on a `matplotlib.figure.Figure` and written with `fig.savefig`: no pyplot, so the
+caller's backend and pyplot's global state are left as they were.
+"""
+from matplotlib.figure import Figure
 
-matplotlib.use('Agg')  # No display on clusters; set before pyplot is imported.
-import matplotlib.pyplot as plt  # noqa: E402
-
-from resnet_jax.train.metrics import read_jsonl  # noqa: E402
+from resnet_jax import storage
+from resnet_jax.train.metrics import read_jsonl
 
 PLOT_NAME = 'training_curves.png'
 
@@ -21,7 +20,8 @@ def plot_training_curves(metrics_path: str, out_path: str, title: str = '') -> b
   records = read_jsonl(metrics_path)
   if not records:
     return False
-  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+  fig = Figure(figsize=(11, 4))
+  loss_ax, acc_ax = fig.subplots(1, 2)
   for split, style in (('train', '-'), ('eval', 'o-')):
     for ax, name in ((loss_ax, 'loss'), (acc_ax, 'accuracy')):
       key = f'{split}_{name}'
@@ -37,14 +37,5 @@ def plot_training_curves(metrics_path: str, out_path: str, title: str = '') -> b
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  directory = os.path.dirname(os.path.abspath(out_path))
-  handle, tmp = tempfile.mkstemp(dir=directory, prefix='.plot-', suffix='.png')
-  os.close(handle)
-  try:
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out_path)
-  finally:
-    plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  storage.save_figure_atomic(fig, out_path, dpi=100)
   return True

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
-from resnet_jax.errors import ConfigError, WeightsError, DatasetError
-from resnet_jax.train.checkpoint import flatten
+from resnet_jax.errors import ConfigError, DatasetError
 
 # Where SIGNS is looked for when config.data_dir is None (relative to the working directory).
 DEFAULT_SIGNS_DIR = os.path.join('data', 'signs')
@@ -49,7 +48,12 @@ def check_data_fits(config: ml_collections.ConfigDict, dataset) -> None:
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The config's network (compute dtype, sync BN, frozen BN for a frozen backbone)."""
+  """The config's network, as every run builds it (training, and each run of a sweep).
+
+  create_model(config.model) with the config's num_classes, layout, compute dtype, sync BN
+  (bn_axis_name 'batch'), frozen BN for a frozen backbone and zero-initialised last BNs;
+  ConfigError if config.image_size is too small for it.
+  """
   from resnet_jax import models
   overrides = dict(num_classes=config.num_classes, layout=config.layout,
                    dtype=jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32)
@@ -62,47 +66,3 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   model = models.create_model(config.model, **overrides)
   models.check_input_size(model, config.image_size)
   return model
-
-
-def initial_variables(config: ml_collections.ConfigDict, model: nn.Module, template: dict) -> dict:
-  """{'params', 'batch_stats'} to start from when config.init_from names pretrained weights.
-
-  init_from is either a Keras .h5 file (the course's pretrained ResNet50) or a directory
-  written by resnet_jax.weights.save_variables. The classifier `head` is re-initialised
-  when its shape differs (a new number of classes); every other array must match.
-  """
-  from resnet_jax import weights
-  path = config.init_from
-  if not os.path.exists(path):
-    raise ConfigError(f'config.init_from={path!r} does not exist; expected a Keras .h5 file '
-                      'or a directory of saved variables')
-  if os.path.isdir(path):
-    loaded = weights.restore_variables(path)
-  else:
-    # The file's head is kept when it fits; a notop file or a head for other classes gets the
-    # fresh head of `template`. Any other mismatch still raises, from the second attempt.
-    try:
-      loaded = weights.load_keras_h5(path, model, init_variables=template)
-    except WeightsError:
-      loaded = weights.load_keras_h5(path, model, init_variables=template, skip_head=True)
-  result = {}
-  for collection in ('params', 'batch_stats'):
-    mine, theirs = dict(template[collection]), dict(loaded.get(collection, {}))
-    if 'head' in mine and 'head' in theirs and _shapes(theirs['head']) != _shapes(mine['head']):
-      theirs['head'] = mine['head']  # New classes: keep the fresh head.
-    have, want = flatten(theirs), flatten(mine)
-    for name in sorted(set(have) | set(want)):
-      got, expected = _shape(have.get(name)), _shape(want.get(name))
-      if got != expected:
-        raise ConfigError(f'config.init_from={path!r}: {collection}/{name} has shape {got} '
-                          f'there but {expected} in the model built from the config')
-    result[collection] = theirs
-  return result
-
-
-def _shape(leaf):
-  return 'absent' if leaf is None else tuple(leaf.shape)
-
-
-def _shapes(tree):
-  return {k: _shapes(v) if isinstance(v, dict) else tuple(v.shape) for k, v in tree.items()}

@@ -6,9 +6,9 @@ import tempfile
 import jax
 import ml_collections
 
+from resnet_jax import storage
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import config as config_lib
-from resnet_jax.train.metrics import atomic_write_text
 
 CONFIG_NAME = 'config.json'
 
@@ -31,7 +31,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   if saved is not None:
     before = {k: saved.get(k) for k in config_lib.MODEL_FIELDS}
     now = config_lib.model_fields(config)
-    changed = [k for k in config_lib.MODEL_FIELDS if _normal(before[k]) != _normal(now[k])]
+    changed = [k for k in config_lib.MODEL_FIELDS
+               if storage.as_json(before[k]) != storage.as_json(now[k])]
     if changed:
       details = ', '.join(f'{k}: {before[k]!r} there, {now[k]!r} now' for k in changed)
       raise ConfigError(
@@ -43,11 +44,8 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Saves the config as config.json; called once every check has passed, so that a run
   that fails at the start leaves an earlier run's config.json as it was."""
   if jax.process_index() == 0:
-    atomic_write_text(os.path.join(workdir, CONFIG_NAME), config.to_json_best_effort(indent=2))
-
-
-def _normal(value):
-  return json.loads(json.dumps(value)) if value is not None else None
+    storage.write_text_atomic(os.path.join(workdir, CONFIG_NAME),
+                              config.to_json_best_effort(indent=2))
 
 
 def load_saved_config(workdir: str, required: bool = True):

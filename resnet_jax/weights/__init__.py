@@ -13,6 +13,10 @@
 Keras Applications files need layout='keras' and the course's files
 layout='coursera': a file does not record the BN epsilon or the stem's pooling, so
 the importer checks names and shapes only.
+
+A training run whose config names pretrained weights (`init_from`) starts from
+`initial_variables(config, model, fresh_variables)`: the file's or directory's arrays,
+with the fresh classifier head where the file's does not fit.
 """
 from resnet_jax.weights.checkpoint import restore_variables, save_variables
 from resnet_jax.weights.convert import Conversion, convert_keras_h5
@@ -20,9 +24,10 @@ from resnet_jax.weights.keras_h5 import KerasLayer, KerasWeights, read_keras_h5
 from resnet_jax.weights.keras_import import load_keras_h5
 from resnet_jax.weights.keras_mapping import NAMING_SCHEMES, model_layers
 from resnet_jax.weights.preprocess import IMAGENET_MEAN_BGR, caffe_preprocess
+from resnet_jax.weights.pretrained import initial_variables
 
 __all__ = [
     'Conversion', 'IMAGENET_MEAN_BGR', 'KerasLayer', 'KerasWeights', 'NAMING_SCHEMES',
-    'caffe_preprocess', 'convert_keras_h5', 'load_keras_h5', 'model_layers',
+    'caffe_preprocess', 'convert_keras_h5', 'initial_variables', 'load_keras_h5', 'model_layers',
     'read_keras_h5', 'restore_variables', 'save_variables',
 ]

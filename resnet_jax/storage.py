@@ -1,0 +1,51 @@
+"""Files a run leaves on disk: written whole or not at all, and values as JSON gives them back.
+
+Every writer goes through a temporary file in the target's directory and `os.replace`, so
+that a crash (or an exception while producing the contents) never leaves half a file and
+never replaces a good one.
+"""
+import json
+import os
+import tempfile
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file (flushed to disk) and os.replace."""
+  directory = os.path.dirname(os.path.abspath(path))
+  handle, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
+                                 suffix='.tmp')
+  try:
+    with os.fdopen(handle, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json_atomic(path: str, obj) -> None:
+  """`obj` as indented JSON with sorted keys, written atomically."""
+  write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + '\n')
+
+
+def save_figure_atomic(fig, path: str, **savefig_kwargs) -> None:
+  """`fig.savefig` through a temporary file; the format is taken from `path`'s extension."""
+  directory = os.path.dirname(os.path.abspath(path))
+  root, extension = os.path.splitext(os.path.basename(path))
+  handle, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{root}.', suffix=extension)
+  os.close(handle)
+  try:
+    fig.savefig(tmp, **savefig_kwargs)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def as_json(value):
+  """`value` as it reads back from JSON (tuples become lists, keys strings), so that a value
+  in memory compares equal to the same value saved earlier."""
+  return json.loads(json.dumps(value))
