@@ -5,8 +5,11 @@
 The course's "test with your own image": each image is read with Pillow, converted to RGB,
 resized to the run's image size and preprocessed as in training. Prints one line per image
 with the predicted class and every class's probability. --checkpoint=latest uses the
-newest checkpoint instead of the best by eval accuracy.
+newest checkpoint instead of the best by eval accuracy. Bad input (an unreadable image, a
+workdir without a run) prints one `error:` line and exits with code 2 (--debug shows the
+traceback).
 """
+import logging
 import sys
 
 import numpy as np
@@ -55,7 +58,8 @@ def _main(argv: list) -> int:
 
 def main(argv=None) -> int:
   """Runs the script with `argv` (the arguments after the program's name)."""
-  return SCRIPT.run(_main, argv)
+  # Orbax's notes on read-only restores are warnings: only errors from it.
+  return SCRIPT.run(_main, argv, library_level=logging.ERROR)
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 import _fault_helpers as fh
+import helpers
 from resnet_jax import data
 from resnet_jax.data import pipeline
 from resnet_jax.train import checkpoint as checkpoint_lib
@@ -101,7 +102,7 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
   # The collective checkpoint restores into a TrainState in this single 1-device process.
   config = load_saved_config(two)
   assert config.model == 'cifar_resnet20'
-  model = fh.SmallNet(num_classes=config.num_classes)  # As in _multiprocess_worker.py.
+  model = helpers.TinyNet(num_classes=config.num_classes)  # As in _multiprocess_worker.py.
   tx, _ = optim.create_optimizer(config, 512 // GLOBAL_BATCH)
   abstract = abstract_train_state(model, tx, (8, 8, 3), config.seed)
   checkpointer = checkpoint_lib.Checkpointer(two, keep=10)
