@@ -6,7 +6,8 @@
 Nothing is compiled: shapes come from `jax.eval_shape`, so ResNet-152 at 224 px takes
 a second or two. Counts follow Keras: BatchNorm moving statistics (`batch_stats`) are
 non-trainable parameters. A block's row counts everything inside it. Bad input (an
-unknown model or layout, an input too small) prints one `error:` line and exits with code 2.
+unknown model or layout, an input too small) prints one `error:` line and exits with code 2
+(--debug shows the traceback).
 """
 import sys
 
