@@ -33,8 +33,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import app, flags, logging as absl_logging
 from ml_collections import config_flags
 
 EXIT_OK = 0  # Done; also a run stopped by SIGTERM/SIGINT after saving a checkpoint.

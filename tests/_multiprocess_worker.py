@@ -16,8 +16,7 @@ import sys
 import helpers
 from experiments import train
 from resnet_jax.data import pipeline
-from resnet_jax.train import metrics as metrics_lib
-from resnet_jax.train import setup
+from resnet_jax.train import metrics as metrics_lib, setup
 
 RECORDED_BATCHES = 3
 

@@ -8,11 +8,11 @@ import pytest
 import helpers
 from experiments import evaluate
 from resnet_jax.data import load_signs, make_synthetic_signs
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import optim, setup
+from resnet_jax.train import checkpoint as checkpoint_lib, optim, setup
 from resnet_jax.train.inference import load_predictor
 from resnet_jax.train.state import create_train_state, state_to_host
 from resnet_jax.train.workdir import prepare_workdir, save_config
+
 
 @pytest.fixture(scope='module')
 def signs_run(tmp_path_factory):

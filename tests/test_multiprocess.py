@@ -18,8 +18,7 @@ import _fault_helpers as fh
 import helpers
 from resnet_jax import data
 from resnet_jax.data import pipeline
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import optim
+from resnet_jax.train import checkpoint as checkpoint_lib, optim
 from resnet_jax.train.loop import state_to_host_shapes
 from resnet_jax.train.state import TrainState, abstract_train_state, seed_keys, state_from_host
 from resnet_jax.train.workdir import load_saved_config

@@ -3,8 +3,15 @@ import numpy as np
 
 # Re-exported for the test modules that still `import test_train_fixtures as fx`; new code
 # imports helpers.
-from helpers import (IMAGE_SIZE, NUM_CLASSES, TinyNet, apply_overrides,  # noqa: F401
-                     make_dataset, make_split, tiny_config)
+from helpers import (  # noqa: F401
+  IMAGE_SIZE,
+  NUM_CLASSES,
+  TinyNet,
+  apply_overrides,
+  make_dataset,
+  make_split,
+  tiny_config,
+)
 
 
 def test_tiny_data_is_learnable_by_brightness():

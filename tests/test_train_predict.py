@@ -8,11 +8,11 @@ import helpers
 from experiments import predict
 from resnet_jax.data import augment
 from resnet_jax.errors import CheckpointError, ConfigError
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import optim, setup
+from resnet_jax.train import checkpoint as checkpoint_lib, optim, setup
 from resnet_jax.train.inference import load_predictor
 from resnet_jax.train.state import create_train_state, state_to_host
 from resnet_jax.train.workdir import prepare_workdir, save_config
+
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
@@ -20,7 +20,8 @@ def trained(tmp_path_factory):
   config.json, and checkpoints at step 2 (eval accuracy 0.9) and 4 (0.5). The states are
   initial ones with the head perturbed, to save compiling a training step."""
   workdir = tmp_path_factory.mktemp('predict')
-  config = helpers.tiny_config(model='cifar_resnet20', layout='torchvision', preprocess='standardize')
+  config = helpers.tiny_config(model='cifar_resnet20', layout='torchvision',
+                               preprocess='standardize')
   prepare_workdir(str(workdir), config)
   save_config(str(workdir), config)
   model = setup.build_model(config)
