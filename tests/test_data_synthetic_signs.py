@@ -7,8 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from resnet_jax.data import DatasetError, load_signs, make_synthetic_signs
-from resnet_jax.data import synthetic_signs
+from resnet_jax.data import DatasetError, load_signs, make_synthetic_signs, synthetic_signs
 from resnet_jax.errors import ConfigError
 
 

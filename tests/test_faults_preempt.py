@@ -10,6 +10,7 @@ import time
 
 import _fault_helpers as fh
 
+
 def _stop_with(number, workdir, tmp_path, after_step: int):
   process = fh.start_train(workdir, log_path=str(tmp_path / f'{number.name}.log'))
   old_max = max(fh.metric_steps(workdir), default=0)
