@@ -31,11 +31,6 @@ _QUICK = flags.DEFINE_bool('quick', False, 'Tiny depths, one seed, a few steps: 
                            'of the whole pipeline in under a minute.', flag_values=SCRIPT.flags)
 
 
-def default_workdir(config_path: str, quick: bool) -> str:
-  name = os.path.splitext(os.path.basename(config_path))[0]
-  return os.path.join('runs', name + ('_quick' if quick else ''))
-
-
 def _main(argv: list) -> int:
   if argv:
     raise app.UsageError(f'unexpected arguments: {argv}')
@@ -43,7 +38,8 @@ def _main(argv: list) -> int:
   config = _CONFIG.value
   if _QUICK.value:
     config = sweep.quick_config(config)
-  workdir = _WORKDIR.value or default_workdir(SCRIPT.config_path(), _QUICK.value)
+  workdir = _WORKDIR.value or cli.default_workdir(SCRIPT.config_path(),
+                                                 '_quick' if _QUICK.value else '')
   start = time.perf_counter()
   out = sweep.run_sweep(config, workdir)
   if out['preempted']:

@@ -29,6 +29,7 @@ A dash in a flag's name is read as an underscore (`--image-size 64` is `--image_
 so either spelling works.
 """
 import logging
+import os
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -126,6 +127,11 @@ class Script:
       from resnet_jax.errors import ConfigError
       raise ConfigError(f'--config={self.config_path()} cannot be loaded: '
                         f'{type(error).__name__}: {error}') from error
+
+
+def default_workdir(config_path: str, suffix: str = '') -> str:
+  """runs/<config file name><suffix>: where a run goes when --workdir is not given."""
+  return os.path.join('runs', os.path.splitext(os.path.basename(config_path))[0] + suffix)
 
 
 def error_line(error: BaseException, hint: str = '') -> str:

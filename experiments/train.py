@@ -4,7 +4,7 @@
   python experiments/train.py --config experiments/configs/digits_resnet.py \
       --workdir runs/digits --config.num_epochs=5
 
-Errors of the library (bad config, data, checkpoint) are printed as one message and exit
+Bad input (config, overrides, data, checkpoint, flags) prints one `error:` line and exits
 with code 2; --debug shows the traceback. SIGTERM/SIGINT save a checkpoint and exit 0.
 
 Several hosts: start the same command on every host, adding
@@ -50,10 +50,6 @@ def initialize_distributed() -> None:
                              num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
 
 
-def default_workdir(config_path: str) -> str:
-  return os.path.join('runs', os.path.splitext(os.path.basename(config_path))[0])
-
-
 def summary(result: dict) -> str:
   """The closing summary printed on stdout."""
   lines = ['', '== summary ==']
@@ -80,7 +76,7 @@ def _main(argv: list) -> int:
     raise app.UsageError(f'unexpected arguments: {argv}')
   initialize_distributed()
   from resnet_jax.train import train_and_evaluate
-  workdir = _WORKDIR.value or default_workdir(SCRIPT.config_path())
+  workdir = _WORKDIR.value or cli.default_workdir(SCRIPT.config_path())
   print(summary(train_and_evaluate(_CONFIG.value, workdir)))
   return cli.EXIT_OK
 

@@ -85,3 +85,8 @@ def test_config_overrides_apply_and_reset_between_calls():
 def test_error_line_is_one_line():
   assert cli.error_line(ValueError('a\nb')) == 'error: ValueError: a b'
   assert cli.error_line(KeyError('k'), hint='see --help') == "error: KeyError: 'k'; see --help"
+
+
+def test_default_workdir_is_named_after_the_config_file():
+  assert cli.default_workdir('experiments/configs/tiny_test.py') == 'runs/tiny_test'
+  assert cli.default_workdir('/x/ablation_digits.py', '_quick') == 'runs/ablation_digits_quick'
