@@ -349,6 +349,7 @@ def test_bad_input_gives_a_typed_error_and_changes_no_file(name, tmp_path):
 # ------------------------------------------------------------------ through the CLI
 
 
+@pytest.mark.slow  # Eight subprocess runs of experiments/train.py.
 def test_cli_reports_bad_input_in_one_line_and_exit_code(tmp_path):
   """Several train.py processes at once; each must fail cleanly without touching files."""
   earlier = earlier_run(str(tmp_path / 'earlier'), signs_config(tmp_path, model='resnet18'))

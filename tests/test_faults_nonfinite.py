@@ -90,6 +90,7 @@ def test_skip_policy_drops_non_finite_updates_and_counts_them(tmp_path):
     assert _all_finite(state)
 
 
+@pytest.mark.slow  # A subprocess run of experiments/train.py.
 def test_cli_huge_learning_rate_exits_2_naming_the_step(tmp_path):
   workdir = tmp_path / 'run'
   done = fh.run_train(workdir, '--config.learning_rate=1e30', '--config.checkpoint_every_steps=1')

@@ -8,7 +8,12 @@ import re
 import signal
 import time
 
+import pytest
+
 import _fault_helpers as fh
+
+# Subprocess runs of experiments/train.py: outside the fast loop (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
 
 
 def _stop_with(number, workdir, tmp_path, after_step: int):

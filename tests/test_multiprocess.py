@@ -13,9 +13,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import _fault_helpers as fh
 import helpers
+
+# Subprocess runs of experiments/train.py: outside the fast loop (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
 from resnet_jax import data
 from resnet_jax.data import pipeline
 from resnet_jax.train import checkpoint as checkpoint_lib, optim
