@@ -17,15 +17,15 @@ import pytest
 
 import _fault_helpers as fh
 import helpers
-
-# Subprocess runs of experiments/train.py: outside the fast loop (pytest -m 'not slow').
-pytestmark = pytest.mark.slow
 from resnet_jax import data
 from resnet_jax.data import pipeline
 from resnet_jax.train import checkpoint as checkpoint_lib, optim
 from resnet_jax.train.loop import state_to_host_shapes
 from resnet_jax.train.state import TrainState, abstract_train_state, seed_keys, state_from_host
 from resnet_jax.train.workdir import load_saved_config
+
+# Subprocess runs of experiments/train.py: outside the fast loop (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_multiprocess_worker.py')
 STEPS = 8
