@@ -1,10 +1,10 @@
 """Training throughput on whatever device is present, as JSON lines on stdout.
 
-  python experiments/benchmark.py --model resnet50 --layout coursera --image-size 64 \
-      --batch-size 32 --dtype float32 --steps 8 --steps-per-dispatch 8 --baseline
+  python experiments/benchmark.py --model resnet50 --layout coursera --image_size 64 \
+      --batch_size 32 --dtype float32 --steps 8 --steps_per_dispatch 8 --baseline
   python experiments/benchmark.py --program loop,step --baseline --steps 4 --windows 3
-  python experiments/benchmark.py --image-size 224 --layout torchvision --batch-size 256 \
-      --dtype bfloat16 --optimizer sgd --steps 50 --steps-per-dispatch 50
+  python experiments/benchmark.py --image_size 224 --layout torchvision --batch_size 256 \
+      --dtype bfloat16 --optimizer sgd --steps 50 --steps_per_dispatch 50
   python experiments/benchmark.py --sweep 8,16,32,64 --steps 8 --out runs/benchmark
 
 One line per path timed: 'train_loop' (--program loop: train.py's program off CPU, K
@@ -19,99 +19,98 @@ the backend does not report it), flops_per_step (XLA cost analysis), achieved_tf
 fraction_of_peak (against the datasheet peak named in peak_reference; null for unknown
 devices such as CPUs), jax_version, and with --baseline speedup_vs_baseline (the median of
 per-window ratios, the windows of all paths alternating). Progress goes to stderr.
-See BENCHMARKS.md for measured numbers.
+See BENCHMARKS.md for measured numbers (its commands write flags with dashes, --image-size;
+every script reads a dash in a flag's name as an underscore). Bad input prints one `error:`
+line and exits with code 2 (--debug shows the traceback).
 """
-import argparse
 import json
-import logging
 import os
 import sys
 
-# Runnable as `python experiments/benchmark.py` from a checkout without installing.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
+
+from experiments import cli
+
+SCRIPT = cli.Script(__doc__)
+_MODEL = flags.DEFINE_string('model', 'resnet50', 'A model name of create_model.',
+                             flag_values=SCRIPT.flags)
+_LAYOUT = flags.DEFINE_string('layout', 'coursera', 'Layout preset.', flag_values=SCRIPT.flags)
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 64, 'Image side in pixels.', lower_bound=1,
+                                   flag_values=SCRIPT.flags)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Global batch, over all devices.',
+                                   lower_bound=1, flag_values=SCRIPT.flags)
+_DTYPE = flags.DEFINE_string('dtype', 'float32', 'float32 or bfloat16.', flag_values=SCRIPT.flags)
+_NUM_CLASSES = flags.DEFINE_integer('num_classes', None, 'Default: 6 (SIGNS) for the coursera '
+                                    'layout, else 1000 (ImageNet).', lower_bound=1,
+                                    flag_values=SCRIPT.flags)
+_OPTIMIZER = flags.DEFINE_string('optimizer', 'adam', 'adam or sgd (momentum 0.9).',
+                                 flag_values=SCRIPT.flags)
+_STEPS = flags.DEFINE_integer('steps', 8, 'Timed steps per window (rounded up to whole '
+                              'dispatches).', lower_bound=1, flag_values=SCRIPT.flags)
+_WINDOWS = flags.DEFINE_integer('windows', 5, 'Timed windows; the median is reported.',
+                                lower_bound=1, flag_values=SCRIPT.flags)
+_WARMUP_STEPS = flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps after compiling (at '
+                                     'least one dispatch).', lower_bound=0,
+                                     flag_values=SCRIPT.flags)
+_STEPS_PER_DISPATCH = flags.DEFINE_integer('steps_per_dispatch', 1, "Steps per chunk, one "
+                                           "dispatch with the 'loop' program.", lower_bound=1,
+                                           flag_values=SCRIPT.flags)
+_EPOCH_STEPS = flags.DEFINE_integer('epoch_steps', 8, 'Batches in the device-resident split '
+                                    '(rounded up to whole dispatches; a chunk never crosses an '
+                                    'epoch).', lower_bound=1, flag_values=SCRIPT.flags)
+_PROGRAM = flags.DEFINE_string('program', 'auto', "Comma-separated: 'loop', 'step', or 'auto' "
+                               "(train.py's choice on this backend).", flag_values=SCRIPT.flags)
+_BASELINE = flags.DEFINE_bool('baseline', False, 'Also time the host-fed step (the baseline), '
+                              'windows alternating.', flag_values=SCRIPT.flags)
+_SWEEP = flags.DEFINE_list('sweep', None, 'Comma-separated batch sizes: one measurement each, '
+                           'and a table (sweep.md) and a plot (sweep.png) in --out.',
+                           flag_values=SCRIPT.flags)
+_OUT = flags.DEFINE_string('out', os.path.join('runs', 'benchmark'), 'Where --sweep writes its '
+                           'files.', flag_values=SCRIPT.flags)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--model', default='resnet50')
-  parser.add_argument('--layout', default='coursera')
-  parser.add_argument('--image-size', type=int, default=64)
-  parser.add_argument('--batch-size', type=int, default=32, help='global, over all devices')
-  parser.add_argument('--dtype', default='float32', help='float32 or bfloat16')
-  parser.add_argument('--num-classes', type=int, default=None,
-                      help='default: 6 (SIGNS) for the coursera layout, else 1000 (ImageNet)')
-  parser.add_argument('--optimizer', default='adam', help='adam or sgd (momentum 0.9)')
-  parser.add_argument('--steps', type=int, default=8,
-                      help='timed steps per window (rounded up to whole dispatches)')
-  parser.add_argument('--windows', type=int, default=5, help='timed windows; median reported')
-  parser.add_argument('--warmup-steps', type=int, default=2,
-                      help='untimed steps after compiling (at least one dispatch)')
-  parser.add_argument('--steps-per-dispatch', type=int, default=1,
-                      help="steps per chunk, one dispatch with the 'loop' program")
-  parser.add_argument('--epoch-steps', type=int, default=8,
-                      help='batches in the device-resident split (rounded up to whole '
-                      'dispatches; a chunk never crosses an epoch)')
-  parser.add_argument('--program', default='auto',
-                      help="comma-separated: 'loop', 'step', or 'auto' (train.py's choice "
-                      'on this backend)')
-  parser.add_argument('--baseline', action='store_true',
-                      help='also time the host-fed step (the baseline), windows alternating')
-  parser.add_argument('--sweep', default=None,
-                      help='comma-separated batch sizes: one measurement each, and a table '
-                      '(sweep.md) and a plot (sweep.png) in --out')
-  parser.add_argument('--out', default=os.path.join('runs', 'benchmark'),
-                      help='where --sweep writes its files')
-  args = parser.parse_args(argv)
-  if args.num_classes is None:
-    args.num_classes = 6 if args.layout == 'coursera' else 1000
-  for name in ('steps', 'windows', 'steps_per_dispatch', 'epoch_steps'):
-    if getattr(args, name) < 1:
-      parser.error(f'--{name.replace("_", "-")} must be >= 1')
-  if args.warmup_steps < 0:
-    parser.error('--warmup-steps must be >= 0')
-  return args
-
-
-def _int_list(text: str, flag: str) -> list[int]:
+def _batch_sizes() -> list[int]:
+  if not _SWEEP.value:
+    return [_BATCH_SIZE.value]
   try:
-    values = [int(v) for v in text.split(',') if v.strip()]
+    values = [int(v) for v in _SWEEP.value]
   except ValueError:
     values = []
   if not values or min(values) < 1:
-    raise SystemExit(f'error: {flag}={text!r}: expected comma-separated positive integers')
+    raise app.UsageError(f'--sweep={",".join(_SWEEP.value)}: expected comma-separated '
+                         'positive integers')
   return values
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
-  logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                      format='%(levelname)s %(name)s: %(message)s')
-  logging.getLogger('resnet_jax').setLevel(logging.INFO)
+def _main(argv: list) -> int:
+  if argv:
+    raise app.UsageError(f'unexpected arguments: {argv}')
   from resnet_jax.analysis import benchmarking, throughput
-  from resnet_jax.errors import ResNetJaxError
 
-  batch_sizes = _int_list(args.sweep, '--sweep') if args.sweep else [args.batch_size]
+  num_classes = _NUM_CLASSES.value or (6 if _LAYOUT.value == 'coursera' else 1000)
   programs = [benchmarking.default_program() if p.strip() == 'auto' else p.strip()
-              for p in args.program.split(',') if p.strip()]
+              for p in _PROGRAM.value.split(',') if p.strip()]
   records = []
-  try:
-    for batch_size in batch_sizes:
-      workload = benchmarking.Workload(
-          model=args.model, layout=args.layout, image_size=args.image_size,
-          batch_size=batch_size, dtype=args.dtype, num_classes=args.num_classes,
-          optimizer=args.optimizer, steps_per_dispatch=args.steps_per_dispatch)
-      for record in benchmarking.measure(
-          workload, steps=args.steps, windows=args.windows, warmup_steps=args.warmup_steps,
-          programs=programs, baseline=args.baseline, epoch_steps=args.epoch_steps):
-        print(json.dumps(record, allow_nan=False), flush=True)
-        records.append(record)
-  except ResNetJaxError as error:
-    print(f'error: {type(error).__name__}: {error}', file=sys.stderr)
-    return 2
-  if args.sweep:
-    written = throughput.write_sweep(records, args.out)
+  for batch_size in _batch_sizes():
+    workload = benchmarking.Workload(
+        model=_MODEL.value, layout=_LAYOUT.value, image_size=_IMAGE_SIZE.value,
+        batch_size=batch_size, dtype=_DTYPE.value, num_classes=num_classes,
+        optimizer=_OPTIMIZER.value, steps_per_dispatch=_STEPS_PER_DISPATCH.value)
+    for record in benchmarking.measure(
+        workload, steps=_STEPS.value, windows=_WINDOWS.value,
+        warmup_steps=_WARMUP_STEPS.value, programs=programs, baseline=_BASELINE.value,
+        epoch_steps=_EPOCH_STEPS.value):
+      print(json.dumps(record, allow_nan=False), flush=True)
+      records.append(record)
+  if _SWEEP.value:
+    written = throughput.write_sweep(records, _OUT.value)
     print(f"wrote {written['table']} and {written['plot']}", file=sys.stderr)
-  return 0
+  return cli.EXIT_OK
+
+
+def main(argv=None) -> int:
+  """Runs the script with `argv` (the arguments after the program's name)."""
+  return SCRIPT.run(_main, argv)
 
 
 if __name__ == '__main__':

@@ -18,53 +18,58 @@ The work is `resnet_jax.weights.convert.convert_keras_h5`; this file only parses
 flags. --num_classes defaults to the file's classifier size. When the file has no
 classifier (a `_notop` file) or a different one, the head is freshly initialised
 (from --seed) and this is said on the output. --out must not exist yet: nothing is
-overwritten. Library errors print one line and exit with code 2.
+overwritten. Bad input prints one `error:` line and exits with code 2 (--debug shows the
+traceback).
 """
-import os
 import sys
 
-# Runnable as `python experiments/convert_keras.py` from a checkout without installing.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
+from experiments import cli
 
-_OUT = flags.DEFINE_string('out', None, 'New checkpoint directory (must not exist).')
-_MODEL = flags.DEFINE_string('model', 'resnet50', 'Model name for create_model.')
+SCRIPT = cli.Script(__doc__)
+_OUT = flags.DEFINE_string('out', None, 'New checkpoint directory (must not exist).',
+                           flag_values=SCRIPT.flags)
+_MODEL = flags.DEFINE_string('model', 'resnet50', 'Model name for create_model.',
+                             flag_values=SCRIPT.flags)
 _LAYOUT = flags.DEFINE_string('layout', 'keras',
                               "Layout preset: 'keras' for Keras Applications files, "
-                              "'coursera' for the course's model.")
+                              "'coursera' for the course's model.", flag_values=SCRIPT.flags)
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', None,
-                                    "Classes of the head (default: the file's).")
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of a freshly initialised head.')
+                                    "Classes of the head (default: the file's).",
+                                    flag_values=SCRIPT.flags)
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of a freshly initialised head.',
+                             flag_values=SCRIPT.flags)
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 64,
-                                   'Input size used to initialise a fresh head.')
+                                   'Input size used to initialise a fresh head.',
+                                   flag_values=SCRIPT.flags)
 
 
-def main(argv):
-  if len(argv) != 2:
+def _main(argv: list) -> int:
+  if len(argv) != 1:
     raise app.UsageError('expected one input file: convert_keras.py IN.h5 --out DIR')
   if not _OUT.value:
     raise app.UsageError('--out DIR is required')
-  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax's INFO chatter.
-  from resnet_jax.errors import ResNetJaxError
   from resnet_jax.weights.convert import convert_keras_h5
-  try:
-    done = convert_keras_h5(argv[1], _OUT.value, model_name=_MODEL.value,
-                            layout=_LAYOUT.value, num_classes=_NUM_CLASSES.value,
-                            seed=_SEED.value, image_size=_IMAGE_SIZE.value)
-  except ResNetJaxError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  (path,) = argv
+  done = convert_keras_h5(path, _OUT.value, model_name=_MODEL.value, layout=_LAYOUT.value,
+                          num_classes=_NUM_CLASSES.value, seed=_SEED.value,
+                          image_size=_IMAGE_SIZE.value)
   if done.fresh_head:
     head = (f'new head of {done.num_classes} classes (seed {_SEED.value}); the file '
             f'had {done.file_classes or "no"} classes')
   else:
     head = f'head of {done.num_classes} classes from the file'
-  print(f'read {argv[1]} ({done.file_layout}, {done.file_layers} layers with weights)')
+  print(f'read {path} ({done.file_layout}, {done.file_layers} layers with weights)')
   print(f'model {_MODEL.value}, layout {_LAYOUT.value}: {done.num_values:,} values; {head}')
   print(f'wrote {done.checkpoint}')
+  return cli.EXIT_OK
+
+
+def main(argv=None) -> int:
+  """Runs the script with `argv` (the arguments after the program's name)."""
+  return SCRIPT.run(_main, argv)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  sys.exit(main())

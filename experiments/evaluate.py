@@ -7,28 +7,33 @@ The first reads test_signs.h5 from a directory (the course's real files, say); t
 generates a fresh synthetic SIGNS set with another seed than the training data's (0), into
 a temporary directory, and evaluates on its test split: pictures that no training run or
 tuning choice has seen. Uses the final checkpoint (--checkpoint=best for the best by eval
-accuracy). Prints one JSON line: accuracy, count, checkpoint, data.
+accuracy). Prints one JSON line: accuracy, count, checkpoint, step, data. Bad input prints
+one `error:` line and exits with code 2 (--debug shows the traceback).
 """
 import json
-import os
+import logging
 import sys
 import tempfile
-import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from absl import app, flags
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from experiments import cli
 
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/signs_resnet50', "A training run's workdir.")
+SCRIPT = cli.Script(__doc__)
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/signs_resnet50', "A training run's workdir.",
+                               flag_values=SCRIPT.flags)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'A directory holding train_signs.h5 and '
-                                'test_signs.h5.')
+                                'test_signs.h5.', flag_values=SCRIPT.flags)
 _SEED = flags.DEFINE_integer('synthetic_seed', None, 'Evaluate on a fresh synthetic set '
-                             'generated with this seed (not 0, the training set).')
-_NUM_TEST = flags.DEFINE_integer('num_test', 600, 'Test pictures of the fresh synthetic set.')
-_WHICH = flags.DEFINE_enum('checkpoint', 'latest', ['best', 'latest'], 'Which checkpoint.')
-_BATCH = flags.DEFINE_integer('batch_size', 100, 'Pictures per forward pass.')
-_DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks.')
+                             'generated with this seed (not 0, the training set).',
+                             flag_values=SCRIPT.flags)
+_NUM_TEST = flags.DEFINE_integer('num_test', 600, 'Test pictures of the fresh synthetic set.',
+                                 flag_values=SCRIPT.flags)
+_WHICH = flags.DEFINE_enum('checkpoint', 'latest', ['best', 'latest'], 'Which checkpoint.',
+                           flag_values=SCRIPT.flags)
+_BATCH = flags.DEFINE_integer('batch_size', 100, 'Pictures per forward pass.',
+                              flag_values=SCRIPT.flags)
 
 
 def accuracy(predictor, images: np.ndarray, labels: np.ndarray, batch_size: int) -> float:
@@ -38,39 +43,36 @@ def accuracy(predictor, images: np.ndarray, labels: np.ndarray, batch_size: int)
   return float(np.mean(predicted == labels))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def _main(argv: list) -> int:
+  if argv:
+    raise app.UsageError(f'unexpected arguments: {argv}')
   if (_DATA_DIR.value is None) == (_SEED.value is None):
     raise app.UsageError('give exactly one of --data_dir and --synthetic_seed')
   if _SEED.value == 0:
     raise app.UsageError('--synthetic_seed=0 is the training set; pick another seed')
-  from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's notes on read-only restores.
   from resnet_jax import data
-  from resnet_jax.errors import ResNetJaxError
   from resnet_jax.train.inference import load_predictor
-  try:
-    predictor = load_predictor(_WORKDIR.value, _WHICH.value)
-    with tempfile.TemporaryDirectory() as scratch:
-      data_dir = _DATA_DIR.value
-      if data_dir is None:
-        data_dir = scratch
-        data.make_synthetic_signs(scratch, num_train=6, num_test=_NUM_TEST.value,
-                                  seed=_SEED.value)
-      test = data.load_signs(data_dir).test
-  except ResNetJaxError as error:
-    if _DEBUG.value:
-      traceback.print_exc()
-    print(f'error: {error}', file=sys.stderr)
-    return 2
+  predictor = load_predictor(_WORKDIR.value, _WHICH.value)
+  with tempfile.TemporaryDirectory() as scratch:
+    data_dir = _DATA_DIR.value
+    if data_dir is None:
+      data_dir = scratch
+      data.make_synthetic_signs(scratch, num_train=6, num_test=_NUM_TEST.value,
+                                seed=_SEED.value)
+    test = data.load_signs(data_dir).test
   described = (_DATA_DIR.value if _SEED.value is None
                else f'fresh synthetic SIGNS, seed {_SEED.value}')
   print(json.dumps({'accuracy': accuracy(predictor, test.images, test.labels, _BATCH.value),
                     'count': len(test), 'checkpoint': predictor.checkpoint,
                     'step': predictor.step, 'data': described}))
-  return 0
+  return cli.EXIT_OK
+
+
+def main(argv=None) -> int:
+  """Runs the script with `argv` (the arguments after the program's name)."""
+  # Orbax's notes on read-only restores are warnings: only errors from it.
+  return SCRIPT.run(_main, argv, library_level=logging.ERROR)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  sys.exit(main())

@@ -5,49 +5,47 @@
 The course's "test with your own image": each image is read with Pillow, converted to RGB,
 resized to the run's image size and preprocessed as in training. Prints one line per image
 with the predicted class and every class's probability. --checkpoint=latest uses the
-newest checkpoint instead of the best by eval accuracy.
+newest checkpoint instead of the best by eval accuracy. Bad input (an unreadable image, a
+workdir without a run) prints one `error:` line and exits with code 2 (--debug shows the
+traceback).
 """
-import os
+import logging
 import sys
-import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from absl import app, flags
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from experiments import cli
 
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/signs_resnet50', 'A training run\'s workdir.')
-_WHICH = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint to use.')
-_DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks.')
+SCRIPT = cli.Script(__doc__)
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/signs_resnet50', "A training run's workdir.",
+                               flag_values=SCRIPT.flags)
+_WHICH = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint to use.',
+                           flag_values=SCRIPT.flags)
 
 
 def read_image(path: str, size: int) -> np.ndarray:
-  """uint8 [size, size, 3] from an image file; ValueError naming the file if unreadable."""
+  """uint8 [size, size, 3] from an image file; DatasetError naming the file if unreadable."""
   from PIL import Image, UnidentifiedImageError
+
+  from resnet_jax.errors import DatasetError
   try:
     with Image.open(path) as image:
       image = image.convert('RGB').resize((size, size), Image.Resampling.BILINEAR)
       return np.asarray(image, np.uint8)
   except (OSError, UnidentifiedImageError) as error:
-    raise ValueError(f'{path!r} cannot be read as an image ({error}); expected a JPEG, PNG or '
-                     'another format Pillow reads') from error
+    raise DatasetError(f'{path!r} cannot be read as an image ({error}); expected a JPEG, PNG '
+                       'or another format Pillow reads') from error
 
 
-def main(argv):
-  paths = argv[1:]
+def _main(argv: list) -> int:
+  paths = argv
   if not paths:
     raise app.UsageError('give one or more image files after the flags')
-  from resnet_jax.errors import ResNetJaxError
   from resnet_jax.train.inference import load_predictor
-  try:
-    predictor = load_predictor(_WORKDIR.value, _WHICH.value)
-    size = predictor.config.image_size
-    images = np.stack([read_image(p, size) for p in paths])
-  except (ResNetJaxError, ValueError) as error:
-    if _DEBUG.value:
-      traceback.print_exc()
-    print(f'error: {error}', file=sys.stderr)
-    return 2
+  predictor = load_predictor(_WORKDIR.value, _WHICH.value)
+  size = predictor.config.image_size
+  images = np.stack([read_image(p, size) for p in paths])
   probabilities = predictor.probabilities(images)
   print(f'# {predictor.config.model} from {predictor.checkpoint} (step {predictor.step})')
   names = predictor.class_names
@@ -55,8 +53,14 @@ def main(argv):
     best = int(np.argmax(probs))
     listing = ' '.join(f'{name}:{p:.3f}' for name, p in zip(names, probs))
     print(f'{path}: class {names[best]} (p={probs[best]:.3f})  [{listing}]')
-  return 0
+  return cli.EXIT_OK
+
+
+def main(argv=None) -> int:
+  """Runs the script with `argv` (the arguments after the program's name)."""
+  # Orbax's notes on read-only restores are warnings: only errors from it.
+  return SCRIPT.run(_main, argv, library_level=logging.ERROR)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  sys.exit(main())

@@ -1,5 +1,5 @@
-"""Shared by the fault-tolerance tests: subprocess runs of experiments/train.py, a tiny
-in-process model, and ways to look at a workdir without changing it.
+"""Shared by the fault-tolerance tests: subprocess runs of experiments/train.py and ways to
+look at a workdir without changing it (the in-process model and data are in helpers.py).
 
 Subprocess runs use experiments/configs/tiny_test.py (a CIFAR ResNet-20 on 8x8 fake
 images, 24 steps, a checkpoint every 4) with a persistent compilation cache shared by all
@@ -15,15 +15,10 @@ import sys
 import tempfile
 import time
 
-import flax.linen as nn
-import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax.data.types import Dataset, Split
-from resnet_jax.train import base_config
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train.metrics import read_jsonl
-from test_train_fixtures import apply_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO, 'experiments', 'train.py')
@@ -206,65 +201,3 @@ def file_hashes(*roots) -> dict:
       with open(path, 'rb') as f:
         hashes[path] = hashlib.sha256(f.read()).hexdigest()
   return hashes
-
-
-# ---------------------------------------------------------------- in-process runs
-
-NUM_CLASSES = 4
-IMAGE_SIZE = 6
-
-
-class SmallNet(nn.Module):
-  """conv -> BatchNorm -> relu -> mean -> Dense('head'), small enough to compile at once.
-
-  nan_marker: an input batch holding a pixel of exactly 255 gets NaN logits, so a test
-  can make the steps that draw a chosen example non-finite.
-  """
-  features: int = 6
-  num_classes: int = NUM_CLASSES
-  nan_marker: bool = False
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    marked = jnp.any(x >= 1.0)  # 'scale' preprocessing maps 255 to 1.0.
-    y = nn.Conv(self.features, (3, 3), use_bias=False, name='conv')(x)
-    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, name='bn')(y)
-    y = nn.relu(y).mean((1, 2))
-    logits = nn.Dense(self.num_classes, name='head')(y)
-    if self.nan_marker:
-      logits = jnp.where(marked, jnp.nan, logits)
-    return logits
-
-
-def small_split(n: int, seed: int, marked=()) -> Split:
-  """Images whose mean brightness tells the class; pixel values stay below 255 except
-  at the `marked` examples, which carry one 255 pixel (SmallNet's NaN trigger)."""
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
-  images = rng.integers(0, 60, (n, IMAGE_SIZE, IMAGE_SIZE, 3)) + 60 * labels[:, None, None, None]
-  images = images.astype(np.uint8)
-  for index in marked:
-    images[index, 0, 0, 0] = 255
-  return Split(images, labels)
-
-
-def small_dataset(num_train: int = 48, num_test: int = 12, marked=()) -> Dataset:
-  return Dataset(small_split(num_train, 0, marked), small_split(num_test, 1),
-                 tuple(f'c{i}' for i in range(NUM_CLASSES)), 'fault-test data in memory')
-
-
-def small_config(**overrides):
-  """A full config for SmallNet on small_dataset(): 6 steps per epoch."""
-  config = base_config()
-  config.num_classes = NUM_CLASSES
-  config.image_size = IMAGE_SIZE
-  config.batch_size = 8
-  config.num_epochs = 3
-  config.learning_rate = 0.01
-  config.steps_per_dispatch = 2
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 4
-  config.keep_checkpoints = 10
-  config.progress_bar = False
-  config.tensorboard = False
-  return apply_overrides(config, overrides)

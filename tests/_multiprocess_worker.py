@@ -5,20 +5,18 @@ The record holds this process's index and device layout, whether its metric writ
 enabled, and for the first training batches it drew from the host pipeline their example
 positions in the global batch and a hash of their images.
 
-The network is _fault_helpers.SmallNet instead of the config's ResNet-20: the test is
+The network is helpers.TinyNet instead of the config's ResNet-20: the test is
 about processes, devices and data, and compiling a ResNet three times would take most of
 its time.
 """
 import hashlib
 import json
-import os
-import runpy
 import sys
 
-import _fault_helpers as fh
+import helpers
+from experiments import train
 from resnet_jax.data import pipeline
-from resnet_jax.train import metrics as metrics_lib
-from resnet_jax.train import setup
+from resnet_jax.train import metrics as metrics_lib, setup
 
 RECORDED_BATCHES = 3
 
@@ -53,17 +51,16 @@ def main():
       super().__init__(*args, **kwargs)
       record['metric_writer_enabled'].append(self.enabled)
 
-  setup.build_model = lambda config: fh.SmallNet(num_classes=config.num_classes)
+  setup.build_model = lambda config: helpers.TinyNet(num_classes=config.num_classes)
   pipeline.device_layout = recording_layout
   pipeline.train_batches = recording_batches
   metrics_lib.MetricWriter = RecordingWriter
-  sys.argv = ['train.py', *train_flags]
   try:
-    runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'experiments', 'train.py'), run_name='__main__')
+    code = train.main(train_flags)
   finally:
     with open(record_path, 'w') as f:
       json.dump(record, f)
+  sys.exit(code)
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import _fault_helpers as fh
+import helpers
 from resnet_jax import data, models, weights
 from resnet_jax.data.types import Dataset, Split
 from resnet_jax.errors import ConfigError, DatasetError, WeightsError
@@ -126,10 +127,10 @@ def train(config, workdir):
 
 def small_train(workdir, **overrides):
   """Like `train`, for the small in-memory model and data."""
-  config = fh.small_config(**overrides)
+  config = helpers.fault_config(**overrides)
   earlier_run(workdir, config)
-  return lambda: loop.train_and_evaluate(config, workdir, model=fh.SmallNet(),
-                                         dataset=fh.small_dataset())
+  return lambda: loop.train_and_evaluate(config, workdir, model=helpers.TinyNet(),
+                                         dataset=helpers.fault_dataset())
 
 
 # ------------------------------------------------------------------ the catalogue
@@ -241,13 +242,13 @@ def _image_too_small_for_model(tmp):
 
 
 def _image_size_not_the_data(tmp):
-  return (small_train(str(tmp / 'run'), image_size=8), ConfigError,
-          ['config.image_size=8', '6x6'], [tmp / 'run'])
+  return (small_train(str(tmp / 'run'), image_size=6), ConfigError,
+          ['config.image_size=6', '8x8'], [tmp / 'run'])
 
 
 def _num_classes_not_the_data(tmp):
   return (small_train(str(tmp / 'run'), num_classes=7), ConfigError,
-          ['config.num_classes=7', 'has 4 classes'], [tmp / 'run'])
+          ['config.num_classes=7', 'has 3 classes'], [tmp / 'run'])
 
 
 def _batch_larger_than_data(tmp):
@@ -276,9 +277,9 @@ def _zero_checkpoint_period(tmp):
 def _workdir_not_writable(tmp):
   blocker = tmp / 'a_file'
   blocker.write_text('not a directory')
-  config = fh.small_config()
-  return (lambda: loop.train_and_evaluate(config, str(blocker / 'run'), model=fh.SmallNet(),
-                                          dataset=fh.small_dataset()),
+  config = helpers.fault_config()
+  return (lambda: loop.train_and_evaluate(config, str(blocker / 'run'), model=helpers.TinyNet(),
+                                          dataset=helpers.fault_dataset()),
           ConfigError, [f'workdir {str(blocker / "run")!r} cannot be written'], [blocker])
 
 
@@ -348,6 +349,7 @@ def test_bad_input_gives_a_typed_error_and_changes_no_file(name, tmp_path):
 # ------------------------------------------------------------------ through the CLI
 
 
+@pytest.mark.slow  # Eight subprocess runs of experiments/train.py.
 def test_cli_reports_bad_input_in_one_line_and_exit_code(tmp_path):
   """Several train.py processes at once; each must fail cleanly without touching files."""
   earlier = earlier_run(str(tmp_path / 'earlier'), signs_config(tmp_path, model='resnet18'))

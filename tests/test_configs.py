@@ -183,6 +183,7 @@ def _train_cli(*args, timeout=120):
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # Subprocess runs of experiments/train.py.
 def test_cli_library_error_exits_2_with_one_line_and_no_traceback(tmp_path):
   proc = _train_cli('--config.optimizer=adamw', f'--workdir={tmp_path}')
   assert proc.returncode == 2
@@ -192,6 +193,7 @@ def test_cli_library_error_exits_2_with_one_line_and_no_traceback(tmp_path):
   assert debug.returncode == 2 and 'Traceback' in debug.stderr
 
 
+@pytest.mark.slow  # A subprocess run of experiments/train.py.
 def test_cli_misspelled_override_is_rejected_by_name(tmp_path):
   proc = _train_cli('--config.num_epoch=3', f'--workdir={tmp_path}')
   assert proc.returncode != 0

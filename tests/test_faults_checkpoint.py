@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 import _fault_helpers as fh
+import helpers
 from resnet_jax.errors import CheckpointError
 from resnet_jax.train import loop
 
@@ -24,8 +25,9 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def _run(workdir, model=None, **overrides):
-  return loop.train_and_evaluate(fh.small_config(**overrides), str(workdir),
-                                 model=model or fh.SmallNet(), dataset=fh.small_dataset())
+  return loop.train_and_evaluate(helpers.fault_config(**overrides), str(workdir),
+                                 model=model or helpers.TinyNet(),
+                                 dataset=helpers.fault_dataset())
 
 
 @pytest.fixture(scope='module')
@@ -155,9 +157,9 @@ def test_checkpoint_of_another_model_names_the_first_mismatch(unbroken, tmp_path
   shutil.copytree(unbroken, workdir)
   before = fh.file_hashes(workdir)
   with pytest.raises(CheckpointError) as info:
-    _run(workdir, model=fh.SmallNet(features=5))
+    _run(workdir, model=helpers.TinyNet(features=7))
   message = str(info.value)
   assert 'params/bn/bias' in message  # Sorted order: the first parameter that differs.
-  assert '(6,)' in message and '(5,)' in message
+  assert '(8,)' in message and '(7,)' in message
   assert os.path.join(str(workdir), 'checkpoints', str(TOTAL)) in message
   assert fh.file_hashes(workdir) == before

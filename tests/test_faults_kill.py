@@ -11,8 +11,12 @@ import os
 import time
 
 import numpy as np
+import pytest
 
 import _fault_helpers as fh
+
+# Subprocess runs of experiments/train.py: outside the fast loop (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
 
 SEED = 6
 

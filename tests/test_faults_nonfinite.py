@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 
 import _fault_helpers as fh
+import helpers
 from resnet_jax.data import pipeline
 from resnet_jax.errors import NonFiniteLossError
 from resnet_jax.train import loop
 from resnet_jax.train.state import seed_keys
 
-BATCH, NUM_TRAIN, EPOCHS = 8, 48, 3
+BATCH, NUM_TRAIN, EPOCHS = 8, helpers.FAULT_NUM_TRAIN, 3
 PER_EPOCH = NUM_TRAIN // BATCH
 BAD_STEP_IN_EPOCH_0 = 5  # 0-based: the update that takes the run from step 5 to step 6.
 
 
 def _epoch_order(epoch: int) -> np.ndarray:
-  _, _, data_key = seed_keys(fh.small_config().seed)
+  _, _, data_key = seed_keys(helpers.fault_config().seed)
   return pipeline.host_epoch_permutation(data_key, epoch, NUM_TRAIN)
 
 
@@ -44,9 +45,9 @@ def _all_finite(tree) -> bool:
 
 
 def _run(workdir, marked=(), **overrides):
-  return loop.train_and_evaluate(fh.small_config(**overrides), str(workdir),
-                                 model=fh.SmallNet(nan_marker=True),
-                                 dataset=fh.small_dataset(marked=marked))
+  return loop.train_and_evaluate(helpers.fault_config(**overrides), str(workdir),
+                                 model=helpers.TinyNet(poison=True),
+                                 dataset=helpers.fault_dataset(poison_index=list(marked)))
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_only_finite_checkpoints(tmp_path):
@@ -89,6 +90,7 @@ def test_skip_policy_drops_non_finite_updates_and_counts_them(tmp_path):
     assert _all_finite(state)
 
 
+@pytest.mark.slow  # A subprocess run of experiments/train.py.
 def test_cli_huge_learning_rate_exits_2_naming_the_step(tmp_path):
   workdir = tmp_path / 'run'
   done = fh.run_train(workdir, '--config.learning_rate=1e30', '--config.checkpoint_every_steps=1')

@@ -15,6 +15,8 @@ import pytest
 
 from resnet_jax.models import BasicBlock, ConvolutionalBlock, IdentityBlock, get_layout
 
+pytestmark = pytest.mark.slow  # Keras reference models.
+
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 

@@ -1,13 +1,10 @@
 """The per-layer summary (library) and experiments/summary.py (script)."""
-import importlib.util
-import pathlib
 import re
 
 import pytest
 
+from experiments import summary as script
 from resnet_jax.models import ConvolutionalBlock, create_model, summarize
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / 'experiments' / 'summary.py'
 
 
 @pytest.fixture(scope='module')
@@ -49,17 +46,9 @@ def test_summarize_works_on_a_block():
   assert summary.batch_stats == 2 * (2 + 3 + 4 + 4)
 
 
-@pytest.fixture(scope='module')
-def script():
-  spec = importlib.util.spec_from_file_location('summary_script', SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def test_script_prints_the_course_table(script, capsys):
+def test_script_prints_the_course_table(capsys):
   code = script.main(['--model', 'resnet50', '--layout', 'coursera', '--input', '64',
-                      '--num-classes', '6'])
+                      '--num_classes', '6'])
   out = capsys.readouterr().out
   assert code == 0
   assert 'Total params: 23,600,006' in out
@@ -70,8 +59,25 @@ def test_script_prints_the_course_table(script, capsys):
   assert re.search(r'head \(Dense\)\s+\(None, 6\)\s+12,294', out)
 
 
-def test_script_reports_library_errors(script, capsys):
+def test_script_reports_library_errors(capsys):
   assert script.main(['--model', 'resnet50', '--input', '16']) == 2
   assert 'image_size=16' in capsys.readouterr().err
   assert script.main(['--model', 'resnet51']) == 2
-  assert "'resnet51'" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert err.startswith("error: ConfigError: model name 'resnet51'") and err.count('\n') == 1
+
+
+def test_script_reads_dashes_in_flag_names_and_starts_each_call_from_the_defaults(capsys):
+  assert script.main(['--model=cifar_plain20', '--num-classes=4', '--depth=1']) == 0
+  assert re.search(r'head \(Dense\)\s+\(None, 4\)', capsys.readouterr().out)
+  assert script.main(['--model=cifar_plain20', '--depth=1']) == 0  # 10 classes again.
+  assert re.search(r'head \(Dense\)\s+\(None, 10\)', capsys.readouterr().out)
+
+
+def test_script_rejects_bad_flags_in_one_line(capsys):
+  assert script.main(['--num_classes=0']) == 2
+  assert capsys.readouterr().err.startswith('error: IllegalFlagValueError: flag --num_classes=0')
+  assert script.main(['--no_such_flag=1']) == 2
+  assert 'error: UnrecognizedFlagError: ' in capsys.readouterr().err
+  assert script.main(['stray']) == 2
+  assert capsys.readouterr().err == "error: UsageError: unexpected arguments: ['stray']\n"

@@ -13,6 +13,8 @@ import test_train_fixtures as fx
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train import loop
 
+pytestmark = pytest.mark.slow  # Subprocess runs on 4 host devices.
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs in the 4-device subprocess; prints one JSON line of findings.

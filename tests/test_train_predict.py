@@ -1,23 +1,17 @@
 """predict: a workdir's config and best checkpoint give class probabilities for image files."""
-import os
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-import test_train_fixtures as fx
+import helpers
+from experiments import predict
 from resnet_jax.data import augment
 from resnet_jax.errors import CheckpointError, ConfigError
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import optim, setup
+from resnet_jax.train import checkpoint as checkpoint_lib, optim, setup
 from resnet_jax.train.inference import load_predictor
 from resnet_jax.train.state import create_train_state, state_to_host
 from resnet_jax.train.workdir import prepare_workdir, save_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -26,13 +20,14 @@ def trained(tmp_path_factory):
   config.json, and checkpoints at step 2 (eval accuracy 0.9) and 4 (0.5). The states are
   initial ones with the head perturbed, to save compiling a training step."""
   workdir = tmp_path_factory.mktemp('predict')
-  config = fx.tiny_config(model='cifar_resnet20', layout='torchvision', preprocess='standardize')
+  config = helpers.tiny_config(model='cifar_resnet20', layout='torchvision',
+                               preprocess='standardize')
   prepare_workdir(str(workdir), config)
   save_config(str(workdir), config)
   model = setup.build_model(config)
   tx, _ = optim.create_optimizer(config, steps_per_epoch=8)
   state = jax.tree.map(np.asarray, create_train_state(model, tx, (8, 8, 3), seed=0))
-  mean, std = augment.channel_stats(fx.make_split(64, 0).images)
+  mean, std = augment.channel_stats(helpers.make_split(64, 0).images)
   checkpointer = checkpoint_lib.Checkpointer(str(workdir), keep=1)
   for step, accuracy in ((2, 0.9), (4, 0.5)):
     head = jax.tree.map(lambda x, s=step: x + s * 0.1, state.params['head'])
@@ -49,7 +44,7 @@ def test_probabilities_come_from_the_best_checkpoint_with_training_preprocessing
   predictor = load_predictor(str(trained))
   assert predictor.step == 2 and predictor.class_names == ('a', 'b', 'c')
   assert predictor.mean is not None  # standardize: the train split's statistics came along.
-  images = fx.make_split(5, 3).images
+  images = helpers.make_split(5, 3).images
   probs = predictor.probabilities(images)
   assert probs.shape == (5, 3)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
@@ -78,21 +73,20 @@ def test_workdir_without_checkpoints_is_refused(trained, tmp_path):
     load_predictor(str(tmp_path))
 
 
-def test_cli_prints_one_line_per_image(trained, tmp_path):
+def test_cli_prints_one_line_per_image(trained, tmp_path, capsys):
   paths = []
-  for i, image in enumerate(fx.make_split(2, 4, size=20).images):  # Resized to 8x8.
+  for i, image in enumerate(helpers.make_split(2, 4, size=20).images):  # Resized to 8x8.
     path = tmp_path / f'hand{i}.png'
     Image.fromarray(image).save(path)
     paths.append(str(path))
   bad = tmp_path / 'notes.png'
   bad.write_text('not an image')
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  script = os.path.join(ROOT, 'experiments', 'predict.py')
-  proc = subprocess.run([sys.executable, script, f'--workdir={trained}', *paths], env=env,
-                        capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  lines = [l for l in proc.stdout.splitlines() if l.startswith(str(tmp_path))]
-  assert len(lines) == 2 and all(' class ' in l and 'a:' in l for l in lines)
-  proc = subprocess.run([sys.executable, script, f'--workdir={trained}', str(bad)], env=env,
-                        capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 2 and 'notes.png' in proc.stderr and 'Traceback' not in proc.stderr
+  code = predict.main([f'--workdir={trained}', *paths])
+  out, err = capsys.readouterr()
+  assert code == 0, err[-2000:]
+  lines = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
+  assert len(lines) == 2 and all(' class ' in line and 'a:' in line for line in lines)
+  code = predict.main([f'--workdir={trained}', str(bad)])
+  err = capsys.readouterr().err
+  assert code == 2 and 'notes.png' in err and 'Traceback' not in err
+  assert err.startswith('error: DatasetError: ') and err.count('\n') == 1, err

@@ -331,6 +331,7 @@ def plain_cifar_variables():
   return jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), shapes)
 
 
+@pytest.mark.slow  # Subprocess runs of experiments/convert_keras.py.
 def test_converter_writes_a_checkpoint_and_never_overwrites(tmp_path,
                                                              plain_cifar_variables):
   h5 = tmp_path / 'w.h5'

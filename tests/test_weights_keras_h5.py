@@ -17,6 +17,8 @@ from resnet_jax.errors import WeightsError
 from resnet_jax.models import create_model
 from resnet_jax.weights import load_keras_h5, read_keras_h5
 
+pytestmark = pytest.mark.slow  # Keras reference models.
+
 PROB_ATOL = 1e-5
 LOGIT_RTOL = 1e-4
 

@@ -1,0 +1,208 @@
+"""What every script in experiments/ shares: flags, the error line, exit codes, --debug, logging.
+
+A script holds one `Script`: its own absl `FlagValues` (with --debug), so that several
+scripts can be imported into one process (tests do) without absl's DuplicateFlagError,
+and the runner of its body:
+
+  SCRIPT = cli.Script(__doc__)
+  _WORKDIR = flags.DEFINE_string('workdir', None, '...', flag_values=SCRIPT.flags)
+
+  def main(argv=None) -> int:
+    return SCRIPT.run(_main, argv)
+
+  if __name__ == '__main__':
+    sys.exit(main())
+
+`Script.run` parses the flags, sets up logging and calls the body with the positional
+arguments. Bad input never shows a traceback unless --debug is given: it prints one line
+on stderr,
+
+  error: <ErrorType>: <message>
+
+and the script exits with EXIT_BAD_INPUT (2). Bad input is a library error
+(`resnet_jax.errors.ResNetJaxError`: config, data, weights, checkpoint), an unknown flag or
+an ill-typed flag value, a misspelled or ill-typed `--config.field=value` override, a config
+file that cannot be loaded, or a usage error (`absl.app.UsageError`: wrong positional
+arguments, conflicting flags). Anything else is a bug and keeps its traceback (exit code 1).
+
+A dash in a flag's name is read as an underscore (`--image-size 64` is `--image_size=64`),
+so either spelling works.
+"""
+import logging
+import os
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from absl import app, flags, logging as absl_logging
+from ml_collections import config_flags
+
+EXIT_OK = 0  # Done; also a run stopped by SIGTERM/SIGINT after saving a checkpoint.
+EXIT_BAD_INPUT = 2  # Bad input, reported as one `error:` line; nothing on disk was changed.
+
+# ml_collections reports a misspelled or ill-typed --config override (with a "did you mean")
+# as one of these from inside flag parsing.
+_OVERRIDE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
+# ...and defers a config file that cannot be loaded (missing, no get_config, a syntax
+# error) to the config's first use.
+_CONFIG_FILE_ERRORS = (OSError, ImportError, SyntaxError, AttributeError, NameError)
+
+
+class Script:
+  """One script's flags and the runner of its body."""
+
+  def __init__(self, doc: str):
+    self.doc = doc
+    self.flags = flags.FlagValues()
+    self._debug = flags.DEFINE_bool('debug', False, 'Show the traceback of an error, bad '
+                                    'input included.', flag_values=self.flags)
+    self._config_default = None
+    self._config_argv = []  # What --config reads its overrides from (see define_config).
+
+  def define_config(self, default_path: str, help_text: str, **kwargs) -> flags.FlagHolder:
+    """--config: an ml_collections config file with --config.field=value overrides.
+
+    Unlike a bare `config_flags.DEFINE_config_file`, nothing is read at import time: the
+    default file is loaded while `run` parses the command line, so that its errors (and
+    those of its overrides) are reported like any other bad input.
+    """
+    self._config_default = default_path
+    return config_flags.DEFINE_config_file(
+        'config', None, f'{help_text} (default: {default_path})', flag_values=self.flags,
+        sys_argv=self._config_argv, **kwargs)
+
+  def config_path(self) -> str:
+    """The config file the last `run` loaded (without its ':' argument, if any)."""
+    return self.flags['config'].config_filename.split(':')[0]
+
+  def run(self, body: Callable[[list], int | None], argv: Sequence[str] | None = None, *,
+          library_level: int = logging.WARNING) -> int:
+    """Parses `argv` (the arguments after the program's name; default: sys.argv[1:]), sets
+    up logging (see `setup_logging`) and returns `body(positional arguments)` (None is 0).
+
+    Bad input becomes one error line and EXIT_BAD_INPUT; --help prints the doc and flags.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = any(arg in ('--debug', '--debug=true', '--debug=True', '--debug=1')
+                for arg in argv)
+    if '--help' in argv or '-h' in argv:
+      print(f'{self.doc.strip()}\n\nflags:\n{self.flags.get_help(include_special_flags=False)}')
+      return EXIT_OK
+    from resnet_jax.errors import ConfigError, ResNetJaxError
+    try:
+      positional = self.parse(argv)
+    except app.UsageError as error:
+      return report(error, debug)
+    except flags.Error as error:
+      return report(error, debug, hint='pass --help for the flags')
+    except _OVERRIDE_ERRORS as error:
+      return report(ConfigError(f'bad --config override: {_override_message(error)}'), debug)
+    setup_logging(library_level)
+    try:
+      self._raise_config_file_error()
+      return body(positional) or EXIT_OK
+    except (ResNetJaxError, app.UsageError) as error:
+      return report(error, debug)
+
+  def parse(self, argv: Sequence[str]) -> list:
+    """absl's parsing of `argv` (without the program's name); returns the positionals.
+
+    Every flag starts from its default, whatever an earlier call parsed.
+    """
+    argv = [_underscored(arg) for arg in argv]
+    if self._config_default is not None and not any(
+        arg == '--config' or arg.startswith('--config=') for arg in argv):
+      argv.insert(0, f'--config={self._config_default}')
+    self._config_argv[:] = ['', *argv]
+    self.flags.unparse_flags()
+    return self.flags(['', *argv])[1:]
+
+  def _raise_config_file_error(self) -> None:
+    """Raises the error of a config file that failed to load (ml_collections defers it)."""
+    if self._config_default is None:
+      return
+    try:
+      self.flags['config'].value.lock  # noqa: B018 (the access raises the deferred error)
+    except _CONFIG_FILE_ERRORS as error:
+      from resnet_jax.errors import ConfigError
+      raise ConfigError(f'--config={self.config_path()} cannot be loaded: '
+                        f'{type(error).__name__}: {error}') from error
+
+
+def default_workdir(config_path: str, suffix: str = '') -> str:
+  """runs/<config file name><suffix>: where a run goes when --workdir is not given."""
+  return os.path.join('runs', os.path.splitext(os.path.basename(config_path))[0] + suffix)
+
+
+def error_line(error: BaseException, hint: str = '') -> str:
+  """The one line every script prints for bad input: 'error: <ErrorType>: <message>'."""
+  message = ' '.join(str(error).splitlines()).strip()
+  if hint:
+    message = f"{message.rstrip('.')}; {hint}"
+  return f'error: {type(error).__name__}: {message}'
+
+
+def report(error: BaseException, debug: bool = False, hint: str = '') -> int:
+  """Prints the error line on stderr (after the traceback with --debug); returns
+  EXIT_BAD_INPUT."""
+  if debug:
+    traceback.print_exception(error)
+  print(error_line(error, hint), file=sys.stderr)
+  return EXIT_BAD_INPUT
+
+
+def setup_logging(library_level: int = logging.WARNING) -> None:
+  """Our INFO lines on stderr; other libraries' (the checkpoint library's chatter) only
+  from `library_level` up.
+
+  Idempotent, so that a script's `main` can be called more than once in one process.
+  """
+  absl_logging.set_verbosity(logging.getLevelName(library_level).lower())  # absl's scale.
+  absl_logger = logging.getLogger('absl')
+  if not any(isinstance(f, _OrbaxMetricsNote) for f in absl_logger.filters):
+    absl_logger.addFilter(_OrbaxMetricsNote())
+  root = logging.getLogger()
+  root.setLevel(library_level)
+  ours = logging.getLogger('resnet_jax')
+  ours.setLevel(logging.INFO)
+  ours.propagate = False
+  for logger in (root, ours):
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+      logger.addHandler(_StderrHandler())
+
+
+class _OrbaxMetricsNote(logging.Filter):
+  """Orbax warns at every save without eval metrics; those checkpoints are kept by recency."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'did not provide metrics' not in record.getMessage()
+
+
+class _StderrHandler(logging.StreamHandler):
+  """'LEVEL logger: message' on whatever sys.stderr is at the time (pytest's capture too)."""
+
+  def __init__(self):
+    super().__init__()
+    self.setFormatter(logging.Formatter('%(levelname)s %(name)s: %(message)s'))
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    del value  # Always sys.stderr.
+
+
+def _underscored(arg: str) -> str:
+  """'--image-size=64' -> '--image_size=64'; values, positionals and overrides unchanged."""
+  if not arg.startswith('--') or arg == '--':
+    return arg
+  name, sep, value = arg[2:].partition('=')
+  head, dot, rest = name.partition('.')
+  return '--' + head.replace('-', '_') + dot + rest + sep + value
+
+
+def _override_message(error: Exception) -> str:
+  message = str(error.args[0] if len(error.args) == 1 else error).strip('\'"')
+  return message.replace('\\n', ' ').replace('\n', ' ').replace("\\'", "'")

@@ -1,0 +1,92 @@
+"""experiments/cli.py: every script parses absl flags, reports bad input as one line
+`error: <ErrorType>: <message>` with exit code 2 (a traceback only with --debug), and all
+seven import into one process."""
+import importlib
+import re
+
+import pytest
+
+from experiments import cli
+
+SCRIPTS = ('ablation', 'benchmark', 'convert_keras', 'evaluate', 'predict', 'summary', 'train')
+ONE_ERROR_LINE = re.compile(r'error: [A-Za-z]+: [^\n]+\n')
+
+
+def _script(name):
+  return importlib.import_module(f'experiments.{name}')
+
+
+def test_all_seven_scripts_import_into_one_process_and_print_their_help(capsys):
+  for name in SCRIPTS:
+    module = _script(name)
+    assert module.main(['--help']) == 0, name
+    out = capsys.readouterr().out
+    assert out.startswith(module.__doc__.strip()[:40]) and '--[no]debug:' in out, name
+
+
+# (script, arguments, error type, a fragment of the message): no model is built or trained.
+BAD_INPUT = [
+    ('train', ['--config.learnin_rate=0.1'], 'ConfigError', 'Did you mean "learning_rate"'),
+    ('train', ['--config=/no/such/config.py'], 'ConfigError', '/no/such/config.py'),
+    ('train', ['--no_such_flag'], 'UnrecognizedFlagError', 'no_such_flag'),
+    ('train', ['stray'], 'UsageError', "['stray']"),
+    ('ablation', ['--config.seeds=abc', '--workdir=/nonexistent/x'], 'ConfigError',
+     'config.seeds'),
+    ('benchmark', ['--steps=0'], 'IllegalFlagValueError', '--steps=0'),
+    ('benchmark', ['--sweep=4,x'], 'UsageError', '--sweep=4,x'),
+    ('convert_keras', ['/no/such/weights.h5', '--out=/nonexistent/out'], 'WeightsError',
+     '/no/such/weights.h5'),
+    ('convert_keras', [], 'UsageError', 'one input file'),
+    ('evaluate', ['--workdir=/no/such/run', '--synthetic_seed=1'], 'ConfigError',
+     '/no/such/run'),
+    ('evaluate', ['--synthetic_seed=0'], 'UsageError', 'training set'),
+    ('predict', ['--workdir=/no/such/run', 'x.png'], 'ConfigError', '/no/such/run'),
+    ('predict', [], 'UsageError', 'image files'),
+    ('summary', ['--model=resnet51'], 'ConfigError', "'resnet51'"),
+    ('summary', ['--input=abc'], 'IllegalFlagValueError', 'abc'),
+]
+
+
+@pytest.mark.parametrize('name,argv,error_type,fragment', BAD_INPUT,
+                         ids=[f'{b[0]} {" ".join(b[1])}' for b in BAD_INPUT])
+def test_bad_input_is_one_error_line_and_exit_code_2(name, argv, error_type, fragment, capsys):
+  assert _script(name).main(argv) == cli.EXIT_BAD_INPUT
+  out, err = capsys.readouterr()
+  assert ONE_ERROR_LINE.fullmatch(err), err
+  assert err.startswith(f'error: {error_type}: ') and fragment in err, err
+  assert out == ''
+
+
+def test_debug_shows_the_traceback_before_the_error_line(capsys):
+  summary = _script('summary')
+  assert summary.main(['--model=resnet51', '--debug']) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('Traceback (most recent call last)')
+  assert err.splitlines()[-1].startswith("error: ConfigError: model name 'resnet51'")
+  assert summary.main(['--model=resnet51']) == 2  # --debug does not stick to the next call.
+  assert 'Traceback' not in capsys.readouterr().err
+
+
+def test_flag_names_may_use_dashes():
+  benchmark = _script('benchmark')
+  assert benchmark.SCRIPT.parse(['--image-size', '16', '--steps-per-dispatch=4', 'x']) == ['x']
+  assert benchmark._IMAGE_SIZE.value == 16 and benchmark._STEPS_PER_DISPATCH.value == 4
+
+
+def test_config_overrides_apply_and_reset_between_calls():
+  train = _script('train')
+  train.SCRIPT.parse(['--config.num_steps=7', '--workdir=/tmp/w'])
+  assert train._CONFIG.value.num_steps == 7 and train._WORKDIR.value == '/tmp/w'
+  assert train.SCRIPT.config_path().endswith('signs_resnet50.py')
+  train.SCRIPT.parse([])
+  assert train._CONFIG.value.num_steps != 7 and train._WORKDIR.value is None
+
+
+def test_error_line_is_one_line():
+  assert cli.error_line(ValueError('a\nb')) == 'error: ValueError: a b'
+  assert cli.error_line(KeyError('k'), hint='see --help') == "error: KeyError: 'k'; see --help"
+
+
+def test_default_workdir_is_named_after_the_config_file():
+  assert cli.default_workdir('experiments/configs/tiny_test.py') == 'runs/tiny_test'
+  assert cli.default_workdir('/x/ablation_digits.py', '_quick') == 'runs/ablation_digits_quick'
