@@ -24,9 +24,14 @@ LOGIT_RTOL = 1e-4
 
 
 def randomize(model, seed):
-  """Random conv/dense biases and BN gamma, beta, moving mean and variance."""
+  """Random conv/dense biases and BN gamma, beta, moving mean and variance.
+
+  Args:
+    model: a Keras model, or a list of its layers.
+    seed: for numpy's default_rng.
+  """
   rng = np.random.default_rng(seed)
-  for layer in model.layers:
+  for layer in getattr(model, 'layers', model):
     if isinstance(layer, keras.layers.BatchNormalization):
       c = layer.gamma.shape
       values = [rng.uniform(0.5, 1.5, c), rng.normal(0.0, 0.2, c),
@@ -381,6 +386,27 @@ def test_stage2_shortcut_and_third_conv_are_not_swapped(applications_notop, six_
     for ours, (theirs, leaf) in pairs.items():
       expected = keras_model.get_layer(theirs).get_weights()[0]  # kernel or gamma
       np.testing.assert_array_equal(block[ours][leaf], expected, err_msg=f'{file}: {ours}')
+
+
+@pytest.mark.slow
+def test_keras3_file_of_a_fine_tuned_model_with_nested_base(tmp_path, applications_notop):
+  """A Sequential around the notop base, as one fine-tunes in Keras 3: the base is
+  stored nested, its layers under their own names (or keys, without names)."""
+  tuned = keras.Sequential([applications_notop['model'],
+                            keras.layers.GlobalAveragePooling2D(),
+                            keras.layers.Dense(6, activation='softmax')])
+  tuned.build((None, 64, 64, 3))
+  randomize(tuned.layers[-1:], seed=8)
+  path, unnamed = tmp_path / 'tuned.weights.h5', tmp_path / 'unnamed.weights.h5'
+  tuned.save_weights(str(path))
+  strip_layer_names(path, unnamed)
+  x = inputs(64, seed=9)
+  theirs = keras_outputs(tuned, x)
+  assert_informative(theirs)
+  model = create_model('resnet50', layout='keras', num_classes=6)
+  for file in (path, unnamed):
+    probs = softmax(flax_logits(model, load_keras_h5(file, model), x))
+    np.testing.assert_allclose(probs, theirs, rtol=0, atol=PROB_ATOL)
 
 
 # --- the course's model -----------------------------------------------------

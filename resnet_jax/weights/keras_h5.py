@@ -193,14 +193,11 @@ def _read_keras3_group(group, path, prefix='', layers=None) -> dict[str, KerasLa
     variables = layer_group.get('vars')
     if variables is None or not len(variables):
       continue
-    name = variables.attrs.get('name')
-    if name is None:
-      name = prefix + key
-    elif isinstance(name, bytes):
-      name = name.decode('utf8')
+    name = variables.attrs.get('name', prefix + key)
+    name = name.decode('utf8') if isinstance(name, bytes) else str(name)
     if name in layers:
       raise WeightsError(f"{path}: layer '{name}' occurs twice")
     order = sorted(variables.keys(), key=int)
-    layers[str(name)] = KerasLayer(str(name), tuple(order),
-                                   tuple(np.asarray(variables[k]) for k in order))
+    layers[name] = KerasLayer(name, tuple(order),
+                              tuple(np.asarray(variables[k]) for k in order))
   return layers

@@ -311,18 +311,14 @@ def _writer_order(layers, reading):
     parts = _block_parts(layer)
     if parts and parts[3]:
       last_main[parts[:3]] = max(last_main.get(parts[:3], 0), parts[3])
-  position = {}
-  for index, layer in enumerate(layers):
+  position = {layer.path: index for index, layer in enumerate(layers)}
+  for layer in layers:  # A shortcut layer goes just before its block's last main one.
     parts = _block_parts(layer)
-    position[layer.path] = index
-    if parts and parts[3] and parts[3] == last_main[parts[:3]]:
-      position[parts[:3]] = index - 0.5  # Where this block's shortcut of this kind goes.
-  def key(layer):
-    parts = _block_parts(layer)
-    if parts and parts[3] == 0 and parts[:3] in position:
-      return position[parts[:3]]
-    return position[layer.path]
-  return sorted(layers, key=key)
+    if parts and parts[3] == 0 and parts[:3] in last_main:
+      stage, block, kind, _ = parts
+      last = (f'stage{stage}_block{block}', f'{kind}{last_main[parts[:3]]}')
+      position[layer.path] = position[last] - 0.5
+  return sorted(layers, key=lambda layer: position[layer.path])
 
 
 def _pair_in_order(weights, layers, file_by_kind):
