@@ -24,14 +24,9 @@ LOGIT_RTOL = 1e-4
 
 
 def randomize(model, seed):
-  """Random conv/dense biases and BN gamma, beta, moving mean and variance.
-
-  Args:
-    model: a Keras model, or a list of its layers.
-    seed: for numpy's default_rng.
-  """
+  """Random conv/dense biases and BN gamma, beta, moving mean and variance."""
   rng = np.random.default_rng(seed)
-  for layer in getattr(model, 'layers', model):
+  for layer in model.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
       c = layer.gamma.shape
       values = [rng.uniform(0.5, 1.5, c), rng.normal(0.0, 0.2, c),
@@ -74,6 +69,15 @@ def strip_layer_names(source, target):
     f.visititems(lambda name, obj: groups.append(obj) if 'name' in obj.attrs else None)
     for group in groups:
       del group.attrs['name']
+
+
+def informative_head(features, classes, seed):
+  """A Dense kernel and bias giving these features logits of spread ~2: neither
+  uniform nor one-hot probabilities, whatever scale the random backbone gives them."""
+  rng = np.random.default_rng(seed)
+  kernel = rng.normal(0.0, 1.0, (features.shape[-1], classes))
+  kernel *= 2.0 / np.std(features @ kernel)
+  return kernel.astype(np.float32), rng.normal(0.0, 0.1, classes).astype(np.float32)
 
 
 def keras_outputs(model, x):
@@ -166,6 +170,7 @@ def course_resnet50(input_shape=(64, 64, 3), classes=6):
 def applications(tmp_path_factory):
   """Keras Applications ResNet50 at 224 and 64 (same weights), written four ways."""
   out = tmp_path_factory.mktemp('applications')
+  keras.utils.set_random_seed(0)  # Keras's own initialisers: the kernels.
   at_224 = keras.applications.ResNet50(weights=None, classifier_activation=None)
   randomize(at_224, seed=0)
   at_64 = keras.applications.ResNet50(weights=None, classifier_activation=None,
@@ -202,6 +207,7 @@ def applications_notop(tmp_path_factory, applications):
 def course(tmp_path_factory):
   """The course's ResNet50 (64x64, 6 classes), written three ways."""
   out = tmp_path_factory.mktemp('course')
+  keras.utils.set_random_seed(1)
   model = course_resnet50()
   randomize(model, seed=1)
   write_keras2_weights(out / 'weights.h5', model)
@@ -355,11 +361,12 @@ def test_applications_notop_files_match_keras_with_new_head(
   jax.tree.map(np.testing.assert_array_equal, backbone, expected)
   jax.tree.map(np.testing.assert_array_equal, variables['batch_stats'],
                applications_variables['batch_stats'])
-  # Keras's notop features, pooled, through the new head.
+  # Keras's notop features, pooled, through a new head.
   x = inputs(64, seed=7)
-  head = fresh['params']['head']
   features = keras_outputs(applications_notop['model'], x).mean(axis=(1, 2))
-  theirs = features @ np.asarray(head['kernel']) + np.asarray(head['bias'])
+  kernel, bias = informative_head(features, 6, seed=10)
+  variables['params']['head'] = {'kernel': kernel, 'bias': bias}
+  theirs = features @ kernel + bias
   ours = flax_logits(model, variables, x)
   assert_informative(softmax(theirs))
   np.testing.assert_allclose(softmax(ours), softmax(theirs), rtol=0, atol=PROB_ATOL)
@@ -396,11 +403,12 @@ def test_keras3_file_of_a_fine_tuned_model_with_nested_base(tmp_path, applicatio
                             keras.layers.GlobalAveragePooling2D(),
                             keras.layers.Dense(6, activation='softmax')])
   tuned.build((None, 64, 64, 3))
-  randomize(tuned.layers[-1:], seed=8)
+  x = inputs(64, seed=9)
+  features = keras_outputs(applications_notop['model'], x).mean(axis=(1, 2))
+  tuned.layers[-1].set_weights(informative_head(features, 6, seed=8))
   path, unnamed = tmp_path / 'tuned.weights.h5', tmp_path / 'unnamed.weights.h5'
   tuned.save_weights(str(path))
   strip_layer_names(path, unnamed)
-  x = inputs(64, seed=9)
   theirs = keras_outputs(tuned, x)
   assert_informative(theirs)
   model = create_model('resnet50', layout='keras', num_classes=6)
