@@ -18,6 +18,7 @@ import pytest
 
 from resnet_jax.errors import CheckpointError, WeightsError
 from resnet_jax.models import create_model
+from resnet_jax.models.resnet import ResNet
 from resnet_jax.weights import (load_keras_h5, read_keras_h5, restore_variables,
                                 save_variables)
 from resnet_jax.weights.convert import convert_keras_h5
@@ -39,15 +40,17 @@ def variables(model):
   return jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), shapes)
 
 
-def keras_layers(variables, naming):
+def keras_layers(variables, naming, shortcut_first=False):
   """[(layer name, [(weight name, array)])] in the order Keras lists the layers.
 
   Graph order of a Keras ResNet: per block conv1, bn1, relu, conv2, bn2, relu, the
   last main conv, then the shortcut conv, the last main BN, the shortcut BN, add,
-  relu. Names: Keras Applications' ('applications'), the Caffe-derived ones of the
-  first Keras ResNet50 ('caffe': res2a_branch2a, bn2a_branch1, ...) or generated
-  ('generated': conv2d, conv2d_1, ...), numbered in creation order (main path
-  before shortcut).
+  relu (the course's `Add()([x, shortcut])`); with `shortcut_first` (Keras
+  Applications' `Add()([shortcut, x])`) each shortcut layer comes before the last
+  main one instead. Names: Keras Applications' ('applications'), the Caffe-derived
+  ones of the first Keras ResNet50 ('caffe': res2a_branch2a, bn2a_branch1, ...) or
+  generated ('generated': conv2d, conv2d_1, ...), numbered in creation order (the
+  main path before the shortcut, or after it with `shortcut_first`).
   """
   params, stats = variables['params'], variables['batch_stats']
   counters = {}
@@ -88,19 +91,19 @@ def keras_layers(variables, naming):
     n = sum(k.startswith('conv') for k in params[block])
     for i in range(1, n):
       ordered += [conv(block, f'conv{i}'), bn(block, f'bn{i}'), (f'{block}_relu{i}', None)]
-    ordered.append(conv(block, f'conv{n}'))
-    if 'proj_conv' in params[block]:
-      ordered.append(conv(block, 'proj_conv'))
-    ordered.append(bn(block, f'bn{n}'))
-    if 'proj_bn' in params[block]:
-      ordered.append(bn(block, 'proj_bn'))
+    for layer in (conv, bn):
+      last = [layer(block, f'{layer.__name__}{n}')]
+      if f'proj_{layer.__name__}' in params[block]:
+        last.append(layer(block, f'proj_{layer.__name__}'))
+      ordered += last[::-1] if shortcut_first else last
     ordered += [(f'{block}_add', None), (f'{block}_out', None)]
   head = params['head']
   ordered += [('avg_pool', None),
               (('head',), 'dense', [('kernel', head['kernel']), ('bias', head['bias'])])]
-  # Creation order numbers the generated names: main path before the shortcut.
+  # Creation order numbers the generated names.
   creation = sorted((e for e in ordered if len(e) == 3),
-                    key=lambda e: (_block_key(e[0]), e[0][-1].startswith('proj')))
+                    key=lambda e: (_block_key(e[0]),
+                                   e[0][-1].startswith('proj') != shortcut_first))
   names = {e[0]: name(e[0], e[1]) for e in creation}
   return [(e[0], []) if len(e) == 2 else (names[e[0]], e[2]) for e in ordered]
 
@@ -140,11 +143,23 @@ def write_h5(path, layers, *, full_model=False, chunks=1, keras2_names=True):
         layer_group.create_dataset(weight_name, data=array)
 
 
-def write_keras3(path, layers):
-  """Keras 3's native .weights.h5: layers/<name>/vars/<i>, no order, no names."""
+def write_keras3(path, layers, *, names=False):
+  """Keras 3's native .weights.h5: layers/<class>[_<n>]/vars/<i>, no weight names.
+
+  Keys number each class in the order of `layers` (graph order), as Keras 3 does;
+  with `names` each `vars` group holds the layer's name as attribute 'name', as
+  Keras 3.15 writes it.
+  """
+  counters = {}
   with h5py.File(path, 'w') as f:
-    for layer_name, weights in sorted(layers, key=lambda layer: layer[0]):
-      group = f.create_group(f'layers/{layer_name}/vars')
+    for layer_name, weights in layers:
+      if not weights:
+        continue
+      kind = {4: 'conv2d', 2: 'dense', 1: 'batch_normalization'}[weights[0][1].ndim]
+      n = counters[kind] = counters.get(kind, -1) + 1
+      group = f.create_group(f'layers/{kind if n == 0 else f"{kind}_{n}"}/vars')
+      if names:
+        group.attrs['name'] = layer_name
       for i, (_, array) in enumerate(weights):
         group.create_dataset(str(i), data=array)
 
@@ -185,6 +200,74 @@ def test_keras3_native_layout_orders_generated_names_numerically(tmp_path, model
   assert weights.layout == 'keras3_weights'
   convs = [n for n in weights.layers if n.startswith('conv2d')]
   assert convs[:3] == ['conv2d', 'conv2d_1', 'conv2d_2'] and convs[10] == 'conv2d_10'
+  assert_same(load_keras_h5(path, model), variables)
+
+
+@pytest.mark.parametrize('naming', ['applications', 'generated'])
+@pytest.mark.parametrize('names', [True, False])
+def test_keras3_native_layout_in_either_shortcut_order(tmp_path, model, variables, naming,
+                                                       names):
+  """Issue 15: Keras 3 numbers each class in graph order, which lists a block's
+  shortcut before its last main layer for Keras Applications, after it for the
+  course. Names stored in the file are used; without them the shapes pick the
+  reading of the order."""
+  for shortcut_first in (False, True):
+    path = tmp_path / f'{shortcut_first}.weights.h5'
+    write_keras3(path, keras_layers(variables, naming, shortcut_first), names=names)
+    weights = read_keras_h5(path)
+    if names and naming == 'applications':
+      assert 'conv3_block1_0_conv' in weights.layers
+    else:
+      assert list(weights.layers)[:2] == ['batch_normalization', 'batch_normalization_1']
+    assert_same(load_keras_h5(path, model), variables)
+
+
+@pytest.mark.parametrize('full_model', [False, True])
+def test_generated_names_with_shortcut_first_order(tmp_path, model, variables, full_model):
+  path = tmp_path / 'w.h5'
+  write_h5(path, keras_layers(variables, 'generated', shortcut_first=True),
+           full_model=full_model)
+  assert_same(load_keras_h5(path, model), variables)
+
+
+def bottleneck_model_and_variables(stages):
+  """A small keras-layout bottleneck ResNet, `stages` stages of one block, random
+  variables; stage 1's conv3 and shortcut conv have one shape, as in ResNet-50."""
+  model = ResNet(stage_sizes=(1,) * stages, widths=(8, 16)[:stages], stem_width=8,
+                 layout='keras', num_classes=3)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 32, 32, 3)),
+                                             train=False))
+  rng = np.random.default_rng(1)
+  return model, jax.tree.map(lambda s: rng.normal(0, 1, s.shape).astype(np.float32),
+                             shapes)
+
+
+@pytest.mark.parametrize('shortcut_first', [False, True])
+def test_later_stage_decides_the_reading_of_the_first(tmp_path, shortcut_first):
+  """Stage 2's shapes tell the two orders apart; the reading they fix holds for
+  stage 1, where conv3 and the shortcut conv (and always the two BNs) agree in
+  shape, so that those cannot be swapped."""
+  model, variables = bottleneck_model_and_variables(2)
+  block = variables['params']['stage1_block1']
+  assert block['conv3']['kernel'].shape == block['proj_conv']['kernel'].shape
+  path = tmp_path / 'w.weights.h5'
+  write_keras3(path, keras_layers(variables, 'generated', shortcut_first))
+  assert_same(load_keras_h5(path, model), variables)
+
+
+@pytest.mark.parametrize('layout', ['keras3', 'legacy'])
+def test_order_that_cannot_tell_shortcut_from_third_conv_is_refused(tmp_path, layout):
+  model, variables = bottleneck_model_and_variables(1)
+  path = tmp_path / ('w.weights.h5' if layout == 'keras3' else 'w.h5')
+  (write_keras3 if layout == 'keras3' else write_h5)(
+      path, keras_layers(variables, 'generated', shortcut_first=True))
+  with pytest.raises(WeightsError) as error:
+    load_keras_h5(path, model)
+  for part in (str(path), 'stage1_block1/', 'could swap layers silently',
+               'Keras Applications'):
+    assert part in str(error.value)
+  # The same weights under Keras Applications names load exactly.
+  write_keras3(path, keras_layers(variables, 'applications', True), names=True)
   assert_same(load_keras_h5(path, model), variables)
 
 

@@ -7,6 +7,8 @@ Each is written in the h5 layouts Keras uses, read back with `load_keras_h5`, an
 the Flax model must give Keras's class probabilities to 1e-5 (and, for Keras
 Applications, its logits to 1e-4 relative). Forward passes run eagerly, batch 2.
 """
+import shutil
+
 import h5py
 import jax
 import keras
@@ -58,6 +60,26 @@ def write_keras2_weights(path, model, exclude=()):
       group.attrs['weight_names'] = np.array(names, dtype='S')
       for name, weight in zip(names, weights):
         group.create_dataset(name.decode(), data=np.asarray(weight))
+
+
+def strip_layer_names(source, target):
+  """A copy of a Keras 3 .weights.h5 file without the layers' 'name' attributes, as
+  Keras 3 releases before the one here (3.15) may write it."""
+  shutil.copyfile(source, target)
+  with h5py.File(target, 'r+') as f:
+    groups = []
+    f.visititems(lambda name, obj: groups.append(obj) if 'name' in obj.attrs else None)
+    for group in groups:
+      del group.attrs['name']
+
+
+def informative_head(features, classes, seed):
+  """A Dense kernel and bias giving these features logits of spread ~2: neither
+  uniform nor one-hot probabilities, whatever scale the random backbone gives them."""
+  rng = np.random.default_rng(seed)
+  kernel = rng.normal(0.0, 1.0, (features.shape[-1], classes))
+  kernel *= 2.0 / np.std(features @ kernel)
+  return kernel.astype(np.float32), rng.normal(0.0, 0.1, classes).astype(np.float32)
 
 
 def keras_outputs(model, x):
@@ -148,8 +170,9 @@ def course_resnet50(input_shape=(64, 64, 3), classes=6):
 
 @pytest.fixture(scope='module')
 def applications(tmp_path_factory):
-  """Keras Applications ResNet50 at 224 and 64 (same weights), written three ways."""
+  """Keras Applications ResNet50 at 224 and 64 (same weights), written four ways."""
   out = tmp_path_factory.mktemp('applications')
+  keras.utils.set_random_seed(0)  # Keras's own initialisers: the kernels.
   at_224 = keras.applications.ResNet50(weights=None, classifier_activation=None)
   randomize(at_224, seed=0)
   at_64 = keras.applications.ResNet50(weights=None, classifier_activation=None,
@@ -158,14 +181,35 @@ def applications(tmp_path_factory):
   write_keras2_weights(out / 'weights.h5', at_224)
   write_keras2_weights(out / 'notop.h5', at_224, exclude=('avg_pool', 'predictions'))
   at_224.save(str(out / 'full.h5'))
+  at_224.save_weights(str(out / 'keras3.weights.h5'))
   return dict(at_224=at_224, at_64=at_64, weights=out / 'weights.h5',
-              notop=out / 'notop.h5', full=out / 'full.h5')
+              notop=out / 'notop.h5', full=out / 'full.h5',
+              keras3=out / 'keras3.weights.h5')
+
+
+@pytest.fixture(scope='module')
+def applications_notop(tmp_path_factory, applications):
+  """ResNet50(include_top=False) with the same weights, written by Keras 3 as
+  .weights.h5 (with layer names, and a copy without) and as a legacy full-model h5."""
+  out = tmp_path_factory.mktemp('applications_notop')
+  model = keras.applications.ResNet50(weights=None, include_top=False,
+                                      input_shape=(64, 64, 3))
+  for layer in model.layers:
+    if layer.weights:
+      layer.set_weights(applications['at_64'].get_layer(layer.name).get_weights())
+  model.save_weights(str(out / 'notop.weights.h5'))
+  strip_layer_names(out / 'notop.weights.h5', out / 'unnamed.weights.h5')
+  model.save(str(out / 'notop.h5'))
+  return dict(model=model, files={'keras3': out / 'notop.weights.h5',
+                                  'keras3_unnamed': out / 'unnamed.weights.h5',
+                                  'legacy_full_model': out / 'notop.h5'})
 
 
 @pytest.fixture(scope='module')
 def course(tmp_path_factory):
   """The course's ResNet50 (64x64, 6 classes), written three ways."""
   out = tmp_path_factory.mktemp('course')
+  keras.utils.set_random_seed(1)
   model = course_resnet50()
   randomize(model, seed=1)
   write_keras2_weights(out / 'weights.h5', model)
@@ -283,6 +327,98 @@ def test_applications_file_in_another_layout_is_named(applications):
     load_keras_h5(applications['weights'], model)
 
 
+# Issue 15: Keras 3's own save_weights('x.weights.h5') of Keras Applications' ResNet50.
+
+
+@pytest.mark.slow
+def test_applications_keras3_file_matches_keras_at_64(
+    tmp_path, applications, keras_layout, applications_variables):
+  """With the layer names Keras 3.15 stores, and without them (older Keras 3), the
+  file gives the legacy files' variables and Keras's probabilities."""
+  unnamed = tmp_path / 'unnamed.weights.h5'
+  strip_layer_names(applications['keras3'], unnamed)
+  x = inputs(64, seed=6)
+  theirs = keras_outputs(applications['at_64'], x)
+  assert_informative(softmax(theirs))
+  for path in (applications['keras3'], unnamed):
+    weights = read_keras_h5(path)
+    assert weights.layout == 'keras3_weights'
+    assert ('conv2_block1_0_conv' in weights.layers) == (path != unnamed)
+    variables = load_keras_h5(path, keras_layout)
+    jax.tree.map(np.testing.assert_array_equal, variables, applications_variables)
+    ours = flax_logits(keras_layout, variables, x)
+    np.testing.assert_allclose(softmax(ours), softmax(theirs), rtol=0, atol=PROB_ATOL)
+    assert_logits_close(ours, theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('file', ['keras3', 'keras3_unnamed', 'legacy_full_model'])
+def test_applications_notop_files_match_keras_with_new_head(
+    applications_notop, applications_variables, six_classes, file):
+  model, fresh = six_classes
+  variables = load_keras_h5(applications_notop['files'][file], model,
+                            init_variables=fresh)
+  backbone = {k: v for k, v in variables['params'].items() if k != 'head'}
+  expected = {k: v for k, v in applications_variables['params'].items() if k != 'head'}
+  jax.tree.map(np.testing.assert_array_equal, backbone, expected)
+  jax.tree.map(np.testing.assert_array_equal, variables['batch_stats'],
+               applications_variables['batch_stats'])
+  # Keras's notop features, pooled, through a new head.
+  x = inputs(64, seed=7)
+  features = keras_outputs(applications_notop['model'], x).mean(axis=(1, 2))
+  kernel, bias = informative_head(features, 6, seed=10)
+  variables['params']['head'] = {'kernel': kernel, 'bias': bias}
+  theirs = features @ kernel + bias
+  ours = flax_logits(model, variables, x)
+  assert_informative(softmax(theirs))
+  np.testing.assert_allclose(softmax(ours), softmax(theirs), rtol=0, atol=PROB_ATOL)
+  assert_logits_close(ours, theirs)
+
+
+@pytest.mark.slow
+def test_stage2_shortcut_and_third_conv_are_not_swapped(applications_notop, six_classes):
+  """In stage 2 (our stage1) Keras numbers the shortcut conv before the third conv
+  and both have shape (1, 1, 64, 256): only names or the whole file's order can tell
+  them apart. Each must land where Keras has it, from every Keras 3 file."""
+  model, fresh = six_classes
+  keras_model = applications_notop['model']
+  pairs = {'proj_conv': ('conv2_block1_0_conv', 'kernel'),
+           'conv3': ('conv2_block1_3_conv', 'kernel'),
+           'proj_bn': ('conv2_block1_0_bn', 'scale'),
+           'bn3': ('conv2_block1_3_bn', 'scale')}
+  shortcut = keras_model.get_layer('conv2_block1_0_conv').get_weights()[0]
+  third = keras_model.get_layer('conv2_block1_3_conv').get_weights()[0]
+  assert shortcut.shape == third.shape and not np.allclose(shortcut, third)
+  for file in ('keras3', 'keras3_unnamed'):
+    block = load_keras_h5(applications_notop['files'][file], model,
+                          init_variables=fresh)['params']['stage1_block1']
+    for ours, (theirs, leaf) in pairs.items():
+      expected = keras_model.get_layer(theirs).get_weights()[0]  # kernel or gamma
+      np.testing.assert_array_equal(block[ours][leaf], expected, err_msg=f'{file}: {ours}')
+
+
+@pytest.mark.slow
+def test_keras3_file_of_a_fine_tuned_model_with_nested_base(tmp_path, applications_notop):
+  """A Sequential around the notop base, as one fine-tunes in Keras 3: the base is
+  stored nested, its layers under their own names (or keys, without names)."""
+  tuned = keras.Sequential([applications_notop['model'],
+                            keras.layers.GlobalAveragePooling2D(),
+                            keras.layers.Dense(6, activation='softmax')])
+  tuned.build((None, 64, 64, 3))
+  x = inputs(64, seed=9)
+  features = keras_outputs(applications_notop['model'], x).mean(axis=(1, 2))
+  tuned.layers[-1].set_weights(informative_head(features, 6, seed=8))
+  path, unnamed = tmp_path / 'tuned.weights.h5', tmp_path / 'unnamed.weights.h5'
+  tuned.save_weights(str(path))
+  strip_layer_names(path, unnamed)
+  theirs = keras_outputs(tuned, x)
+  assert_informative(theirs)
+  model = create_model('resnet50', layout='keras', num_classes=6)
+  for file in (path, unnamed):
+    probs = softmax(flax_logits(model, load_keras_h5(file, model), x))
+    np.testing.assert_allclose(probs, theirs, rtol=0, atol=PROB_ATOL)
+
+
 # --- the course's model -----------------------------------------------------
 
 
@@ -295,6 +431,9 @@ def test_course_files_match_keras_at_64(course, layout):
   probs = softmax(flax_logits(model, variables, course['x']))
   assert_informative(course['probs'])
   np.testing.assert_allclose(probs, course['probs'], rtol=0, atol=PROB_ATOL)
+  # Every layout holds the same numbers, so they give identical variables.
+  jax.tree.map(np.testing.assert_array_equal, variables,
+               load_keras_h5(course['files']['full_model'], model))
 
 
 def test_course_file_order_puts_shortcut_after_third_conv(course):

@@ -11,10 +11,14 @@ Keras writes three h5 layouts, all read here:
   Long attributes are split into chunks `layer_names0`, `layer_names1`, ...
 * full model (`model.save('x.h5')`, how the course's `resnet50.h5` was written):
   the same structure inside the group `model_weights`, next to the model config.
-* Keras 3 native (`model.save_weights('x.weights.h5')`): `layers/<name>/vars/<i>`.
-  This layout keeps neither the layer order nor weight names; layers come back
-  sorted by name with numeric suffixes compared as numbers (`conv2d_2` before
-  `conv2d_10`), which for generated names is the order the layers were created.
+* Keras 3 native (`model.save_weights('x.weights.h5')`): `layers/<key>/vars/<i>`,
+  no layer order and no weight names. The key is the layer's class in snake case,
+  numbered per class in the writer's `model.layers` order (graph order): `conv2d`,
+  `conv2d_1`, ..., `batch_normalization_3`, whatever the layers are called. Recent
+  Keras 3 (3.15 does) also stores the layer's own name as the attribute `name` of
+  its `vars` group; layers are named by it where present, else by their key.
+  Layers come back ordered by key, numbers compared as numbers (`conv2d_2` before
+  `conv2d_10`), so within each kind of layer in graph order.
 
 Weights keep the order Keras stores them in: Conv2D [kernel (H, W, in, out), bias],
 BatchNormalization [gamma, beta, moving_mean, moving_variance], Dense [kernel, bias].
@@ -63,7 +67,8 @@ class KerasWeights:
     path: the file.
     layout: LAYOUT_WEIGHTS_ONLY, LAYOUT_FULL_MODEL or LAYOUT_KERAS3.
     layers: layer name -> KerasLayer, for layers that have weights only, in graph
-      order (or name order for the Keras 3 native layout, see the module docstring).
+      order (for the Keras 3 native layout, graph order within each kind of layer;
+      see the module docstring).
   """
   path: str
   layout: str
@@ -174,16 +179,24 @@ def _natural_key(name: str):
   return name, 0
 
 
-def _read_keras3_group(group, path) -> dict[str, KerasLayer]:
-  """Layers of the Keras 3 native layout: layers/<name>/vars/<i>, nested models recursed."""
-  layers = {}
-  for name in sorted(group.keys(), key=_natural_key):
-    layer_group = group[name]
+def _read_keras3_group(group, path, prefix='', layers=None) -> dict[str, KerasLayer]:
+  """Layers of the Keras 3 native layout: layers/<key>/vars/<i>, nested models recursed.
+
+  A layer is named by its `vars` group's attribute `name` where the writer stored
+  one; else by its key, prefixed with the keys of the models it is nested in.
+  """
+  layers = {} if layers is None else layers
+  for key in sorted(group.keys(), key=_natural_key):
+    layer_group = group[key]
     if 'layers' in layer_group:  # A nested model.
-      layers.update(_read_keras3_group(layer_group['layers'], path))
+      _read_keras3_group(layer_group['layers'], path, f'{prefix}{key}/', layers)
     variables = layer_group.get('vars')
     if variables is None or not len(variables):
       continue
+    name = variables.attrs.get('name', prefix + key)
+    name = name.decode('utf8') if isinstance(name, bytes) else str(name)
+    if name in layers:
+      raise WeightsError(f"{path}: layer '{name}' occurs twice")
     order = sorted(variables.keys(), key=int)
     layers[name] = KerasLayer(name, tuple(order),
                               tuple(np.asarray(variables[k]) for k in order))

@@ -18,17 +18,27 @@ Keras side, three naming schemes, told apart by the file's layer names:
 * Any other names, such as the generated `conv2d`, `conv2d_1`, ...,
   `batch_normalization_N`, `dense` of the course's notebook, are matched by order:
   the file's Conv2D layers, taken in the file's layer order, fill our convs in the
-  order stem, then block after block conv1, conv2, conv3, proj_conv; its
-  BatchNormalization layers fill our BNs in the same order; its Dense layer fills
-  the head. Kinds are told apart by the weights' shapes (4-D kernel: conv; 2-D
-  kernel: dense; only vectors: BN), so how Keras interleaves convs and BNs does
-  not matter, only the order within each kind. That order is the model's graph
-  order (`layer_names`): Keras lists the layers by depth from the output, and in a
-  convolutional block the shortcut conv sits at the depth of the third main conv
-  and after it (the main path is traversed first), its BN likewise after the
-  third main BN. Generated names number layers in creation order, which the
-  course's code makes the same; so the Keras 3 native layout, which keeps no layer
-  order, is read in name order (see keras_h5.py).
+  writer's graph order; its BatchNormalization layers fill our BNs likewise; its
+  Dense layer fills the head. Kinds are told apart by the weights' shapes (4-D
+  kernel: conv; 2-D kernel: dense; only vectors: BN), so how Keras interleaves
+  convs and BNs does not matter, only the order within each kind, which the legacy
+  layouts (`layer_names`) and the Keras 3 native layout (keys numbered per class)
+  both keep.
+
+  Graph order is `model.layers`: by depth from the output, ties in the order a
+  depth-first walk from the output meets them. So a block's convs come in the order
+  conv1, conv2, then conv3 and the projection shortcut's conv, which sit at the
+  same depth, in the order of the `Add`'s inputs: `Add()([x, shortcut])` (the
+  course) lists the shortcut after conv3, `Add()([shortcut, x])` (Keras
+  Applications) before it; the shortcut's BN likewise after or before bn3. The
+  file does not say which, so both readings are tried. The shapes decide where
+  they differ (in a bottleneck ResNet-50 every stage after the first: the shortcut
+  conv takes the block's input, 2x conv3's input channels; a basic block's conv2
+  is 3x3), and one reading holds for the whole file, BNs included. Where both
+  readings fit and they pair different layers (e.g. a network whose only
+  projection blocks have conv3 and shortcut of one shape), the file is refused:
+  guessing could swap a conv3 with its shortcut, or a bn3 with the shortcut's BN,
+  silently.
 
 Any difference in a layer's number of weights or shapes, a layer of the model with
 no counterpart in the file, or a weighted layer of the file that fits nothing is a
@@ -249,6 +259,7 @@ def _match_by_name(weights, layers, skip_head, scheme):
 
 
 def _match_by_order(weights, layers, skip_head):
+  """Pairs by order within each kind, under whichever reading of the order fits."""
   file_by_kind = {'conv': [], 'bn': [], 'dense': []}
   for layer in weights.layers.values():
     kind = file_layer_kind(layer)
@@ -260,6 +271,58 @@ def _match_by_order(weights, layers, skip_head):
     file_by_kind[kind].append(layer)
   if skip_head:
     file_by_kind['dense'] = []
+  readings = {reading: _pair_in_order(weights, _writer_order(layers, reading),
+                                      file_by_kind)
+              for reading in ('shortcut last', 'shortcut first')}
+  fits = {reading: matched for reading, (matched, error) in readings.items()
+          if error is None}
+  pairings = {reading: {path: their.name for path, their in matched.items()}
+              for reading, matched in fits.items()}
+  if len(fits) == 2 and pairings['shortcut last'] != pairings['shortcut first']:
+    path = next(p for p, name in pairings['shortcut last'].items()
+                if pairings['shortcut first'][p] != name)
+    raise WeightsError(
+        f"{weights.path}: its layer names ({', '.join(list(weights.layers)[:3])}, ...) "
+        'do not say which layer is which, and its order fits the model both with '
+        "each block's shortcut conv and BN listed after the block's last main conv "
+        "and BN (as Keras writes the course's model) and before them (as it writes "
+        "Keras Applications'); the two readings differ, e.g. at the model's "
+        f"{'/'.join(path)}, so loading either could swap layers silently. Give the "
+        "layers Keras Applications' names (conv2_block1_0_conv, ...), which are "
+        'matched by name in every layout (a .weights.h5 file keeps them from Keras '
+        '3.15 on, perhaps earlier)')
+  if fits:
+    return next(iter(fits.values()))
+  # Neither fits: report the reading that paired more layers before its error.
+  _, error = max(readings.values(), key=lambda attempt: len(attempt[0]))
+  raise error
+
+
+def _writer_order(layers, reading):
+  """Our layers in the order a Keras writer lists them, under `reading`.
+
+  'shortcut last' is our canonical order; 'shortcut first' moves each block's
+  proj_conv (proj_bn) right before the block's last main conv (BN).
+  """
+  if reading == 'shortcut last':
+    return list(layers)
+  last_main = {}
+  for layer in layers:
+    parts = _block_parts(layer)
+    if parts and parts[3]:
+      last_main[parts[:3]] = max(last_main.get(parts[:3], 0), parts[3])
+  position = {layer.path: index for index, layer in enumerate(layers)}
+  for layer in layers:  # A shortcut layer goes just before its block's last main one.
+    parts = _block_parts(layer)
+    if parts and parts[3] == 0 and parts[:3] in last_main:
+      stage, block, kind, _ = parts
+      last = (f'stage{stage}_block{block}', f'{kind}{last_main[parts[:3]]}')
+      position[layer.path] = position[last] - 0.5
+  return sorted(layers, key=lambda layer: position[layer.path])
+
+
+def _pair_in_order(weights, layers, file_by_kind):
+  """(our path -> their layer, None) if every kind pairs up; else (pairs so far, error)."""
   matched = {}
   for kind, theirs in file_by_kind.items():
     ours = [layer for layer in layers if layer.kind == kind]
@@ -268,22 +331,26 @@ def _match_by_order(weights, layers, skip_head):
     counts = (f'(the file has {len(theirs)} {KIND_NAMES[kind]} layers, the model '
               f'{len(ours)})')
     for position, (mine, their) in enumerate(zip(ours, theirs), start=1):
-      _check_fits(weights, mine, their,
-                  f' ({KIND_NAMES[kind]} number {position} in graph order; {counts[1:]}')
+      try:
+        _check_fits(weights, mine, their,
+                    f' ({KIND_NAMES[kind]} number {position} in graph order; '
+                    f'{counts[1:]}')
+      except WeightsError as error:
+        return matched, error
       matched[mine.path] = their
     if len(ours) > len(theirs):
       mine = ours[len(theirs)]
-      raise WeightsError(
+      return matched, WeightsError(
           f"{weights.path} has no layer for the model's {mine.label}: expected a "
           f'{KIND_NAMES[kind]} with weights {describe(mine.weights)}, found none '
           f'{counts}')
     if len(theirs) > len(ours):
       their = theirs[len(ours)]
-      raise WeightsError(
+      return matched, WeightsError(
           f"{weights.path} has layer '{their.name}' with weights "
           f'{describe(dict(zip(their.weight_names, their.shapes)))} that fits no '
           f'variable of the model {counts}')
-  return matched
+  return matched, None
 
 
 def _check_fits(weights, mine: ModelLayer, their: KerasLayer, context: str):
