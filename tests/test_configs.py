@@ -111,6 +111,7 @@ def test_zero_init_of_a_plain_net_is_refused():
   config_lib.validate_config(config)
 
 
+@pytest.mark.slow  # Builds and trains a ResNet.
 def test_zero_init_reaches_the_model():
   config = _base()
   config.model, config.num_classes, config.image_size = 'cifar_resnet20', 10, 8
