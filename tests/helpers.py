@@ -57,7 +57,7 @@ def make_split(n: int, seed: int, size: int = IMAGE_SIZE,
   images = rng.integers(0, 70, (n, size, size, 3)) + labels[:, None, None, None] * 80
   images = images.astype(np.uint8)
   if poison_index is not None:
-    images[np.atleast_1d(poison_index), 0, 0, 0] = 255
+    images[np.asarray(poison_index, dtype=int).reshape(-1), 0, 0, 0] = 255
   return Split(images, labels)
 
 

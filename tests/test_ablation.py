@@ -63,6 +63,7 @@ def finished_sweep(tmp_path_factory):
   return workdir, out, calls
 
 
+@pytest.mark.slow  # A sweep of training runs.
 def test_sweep_trains_every_run_in_its_own_workdir(finished_sweep):
   workdir, out, calls = finished_sweep
   assert calls == [('cifar_plain8', 0), ('cifar_resnet8', 0)]
@@ -97,6 +98,7 @@ def test_sweep_trains_every_run_in_its_own_workdir(finished_sweep):
       assert f.read(8) == PNG_MAGIC
 
 
+@pytest.mark.slow  # A sweep of training runs.
 def test_rerun_skips_finished_runs_without_touching_them(finished_sweep):
   workdir, first, _ = finished_sweep
   runs = [os.path.join(workdir, m) for m in ('cifar_plain8', 'cifar_resnet8')]
@@ -107,6 +109,7 @@ def test_rerun_skips_finished_runs_without_touching_them(finished_sweep):
   assert out['markdown'] == first['markdown']
 
 
+@pytest.mark.slow  # A sweep of training runs.
 def test_interrupted_run_resumes_from_its_checkpoint(finished_sweep, tmp_path):
   workdir, _, _ = finished_sweep
   # A copy of the plain run as a crash at step 7 would have left it: the checkpoint of
@@ -146,6 +149,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(finished_sweep, tmp_path):
                              [r['train_loss'] for r in original], rtol=1e-5)
 
 
+@pytest.mark.slow  # A sweep of training runs.
 def test_rerun_with_another_training_config_is_refused(finished_sweep):
   workdir, _, _ = finished_sweep
   config = tiny_sweep_config()
@@ -187,6 +191,7 @@ def test_digits_config_is_the_four_depths_of_figure_6():
   assert len(config.seeds) >= 2
 
 
+@pytest.mark.slow  # A sweep of training runs.
 def test_tiny_cifar_depths_and_starting_variables_match_the_training_loop():
   train_config = sweep.run_config(tiny_sweep_config(), 'cifar_resnet14', 3)
   model = setup.build_model(train_config)

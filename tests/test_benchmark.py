@@ -18,6 +18,9 @@ from resnet_jax.analysis import throughput
 from resnet_jax.errors import ConfigError
 from resnet_jax.analysis import benchmarking, hardware
 
+# Compiles and times several train steps: outside the fast loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 
 
 def _load_script():

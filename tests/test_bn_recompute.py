@@ -37,6 +37,7 @@ def _device_batches(images_list):
           for images in images_list]
 
 
+@pytest.mark.slow  # Whole training runs.
 def test_statistics_are_the_mean_of_each_batch_s_own():
   model = _small_resnet()
   state = _replicated_state(model)
@@ -64,6 +65,7 @@ def test_statistics_are_the_mean_of_each_batch_s_own():
     assert not np.allclose(leaf, 0.0) and not np.allclose(leaf, 1.0)
 
 
+@pytest.mark.slow  # Whole training runs.
 def test_frozen_statistics_stay_bit_identical():
   model = _small_resnet(frozen_bn=True)
   rng = np.random.default_rng(0)
@@ -105,6 +107,7 @@ def recomputed_run(tmp_path_factory):
   return workdir, _run(workdir, bn_recompute_batches=2)
 
 
+@pytest.mark.slow  # Whole training runs.
 def test_training_is_unchanged_and_only_the_statistics_differ(recomputed_run, tmp_path):
   workdir, _ = recomputed_run
   _run(tmp_path, bn_recompute_batches=0)
@@ -116,6 +119,7 @@ def test_training_is_unchanged_and_only_the_statistics_differ(recomputed_run, tm
   assert all(differ)
 
 
+@pytest.mark.slow  # Whole training runs.
 def test_a_resumed_run_re_estimates_what_an_unbroken_one_does(recomputed_run, tmp_path):
   reference, first = recomputed_run
   workdir = tmp_path / 'resumed'

@@ -137,6 +137,7 @@ def test_every_cifar_depth_is_a_valid_model_field():
     config_lib.validate_config(config)
 
 
+@pytest.mark.slow  # Builds and trains a ResNet.
 def test_zero_init_reaches_the_model():
   config = _base()
   config.model, config.num_classes, config.image_size = 'cifar_resnet20', 10, 8

@@ -136,6 +136,7 @@ def test_load_signs_reads_the_generated_files(default_set):
   assert data.class_names == tuple('012345')
 
 
+@pytest.mark.slow  # Fits a logistic regression.
 def test_a_linear_probe_on_raw_pixels_stays_below_sixty_percent(default_set):
   # Logistic regression on standardised raw pixels, fit on train, scored on test, run to
   # convergence: the pictures must not be separable by a template.

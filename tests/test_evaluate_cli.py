@@ -13,6 +13,9 @@ from resnet_jax.train.inference import load_predictor
 from resnet_jax.train.state import create_train_state, state_to_host
 from resnet_jax.train.workdir import prepare_workdir, save_config
 
+# A ResNet checkpoint evaluated on generated pictures: outside the fast loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def signs_run(tmp_path_factory):

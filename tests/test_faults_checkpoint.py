@@ -20,8 +20,9 @@ TOTAL = 18
 
 # A restore that fails part-way leaves tensorstore reads that finish after Orbax closed its
 # event loop; they can only report that as an 'exception ignored' at garbage collection.
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning')
+# Whole training runs: outside the fast loop (pytest -m "not slow").
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings(
+    'ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning')]
 
 
 def _run(workdir, model=None, **overrides):

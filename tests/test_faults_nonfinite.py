@@ -15,6 +15,9 @@ from resnet_jax.errors import NonFiniteLossError
 from resnet_jax.train import loop
 from resnet_jax.train.state import seed_keys
 
+# Whole training runs, one through a subprocess: outside the fast loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 BATCH, NUM_TRAIN, EPOCHS = 8, helpers.FAULT_NUM_TRAIN, 3
 PER_EPOCH = NUM_TRAIN // BATCH
 BAD_STEP_IN_EPOCH_0 = 5  # 0-based: the update that takes the run from step 5 to step 6.
@@ -90,7 +93,6 @@ def test_skip_policy_drops_non_finite_updates_and_counts_them(tmp_path):
     assert _all_finite(state)
 
 
-@pytest.mark.slow  # A subprocess run of experiments/train.py.
 def test_cli_huge_learning_rate_exits_2_naming_the_step(tmp_path):
   workdir = tmp_path / 'run'
   done = fh.run_train(workdir, '--config.learning_rate=1e30', '--config.checkpoint_every_steps=1')

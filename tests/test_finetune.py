@@ -129,6 +129,7 @@ def run(tmp_path, directory, freeze: bool) -> dict:
   return final_state(workdir)
 
 
+@pytest.mark.slow  # Whole training runs.
 def test_frozen_backbone_stays_bit_identical_and_head_learns(tmp_path, pretrained):
   directory, start = pretrained
   state = run(tmp_path, directory, freeze=True)
@@ -150,6 +151,7 @@ def test_frozen_backbone_stays_bit_identical_and_head_learns(tmp_path, pretraine
     assert np.all(np.isfinite(value))
 
 
+@pytest.mark.slow  # Whole training runs.
 def test_without_freezing_the_backbone_and_statistics_change(tmp_path, pretrained):
   directory, start = pretrained
   state = run(tmp_path, directory, freeze=False)

@@ -29,6 +29,7 @@ def tiny_resnet(residual=True):
   return create_model('cifar_resnet20' if residual else 'cifar_plain20', stage_sizes=(1, 1, 1))
 
 
+@pytest.mark.slow  # Compiles a probe of every layer.
 def test_one_finite_norm_per_layer_equal_to_a_direct_computation(digits_batch):
   model = tiny_resnet()
   variables = model.init(jax.random.key(0), digits_batch['image'], train=False)

@@ -79,6 +79,7 @@ def test_run_writes_metrics_checkpoints_and_plot(unbroken):
   assert step == 24
 
 
+@pytest.mark.slow  # More whole training runs.
 def test_resume_from_a_mid_run_checkpoint_ends_bitwise_equal(unbroken, tmp_path):
   reference, _ = unbroken
   workdir = tmp_path / 'resumed'
@@ -105,6 +106,7 @@ def test_rerunning_a_finished_run_ends_at_once(unbroken, tmp_path):
   assert _records(workdir) == _records(reference)
 
 
+@pytest.mark.slow  # More whole training runs.
 def test_one_step_per_dispatch_gives_the_same_run(unbroken, tmp_path):
   reference, first = unbroken
   result = _run(tmp_path, steps_per_dispatch=1)
@@ -116,6 +118,7 @@ def test_one_step_per_dispatch_gives_the_same_run(unbroken, tmp_path):
   assert result['eval_accuracy'] == first['eval_accuracy']
 
 
+@pytest.mark.slow  # More whole training runs.
 def test_one_dispatch_per_step_without_a_device_loop_gives_the_same_run(unbroken, tmp_path):
   reference, _ = unbroken
   _run(tmp_path, loop_on_device=False)
@@ -124,12 +127,14 @@ def test_one_dispatch_per_step_without_a_device_loop_gives_the_same_run(unbroken
     assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow  # More whole training runs.
 def test_host_fed_batches_give_the_same_run(unbroken, tmp_path):
   reference, _ = unbroken
   _run(tmp_path, data_on_device=False)
   _assert_trees_equal(_final_params(tmp_path)[1], _final_params(reference)[1], exact=False)
 
 
+@pytest.mark.slow  # More whole training runs.
 def test_preemption_saves_returns_and_resumes_exactly(unbroken, tmp_path, monkeypatch):
   reference, _ = unbroken
   calls = {'n': 0}
@@ -150,6 +155,7 @@ def test_preemption_saves_returns_and_resumes_exactly(unbroken, tmp_path, monkey
   assert _records(tmp_path) == _records(reference)
 
 
+@pytest.mark.slow  # More whole training runs.
 def test_non_finite_loss_stops_naming_the_step_without_a_checkpoint(tmp_path):
   # Example 5 carries the NaN trigger; with the seed's order it appears in some step of
   # epoch 1; checkpoints are only due at step 8.
@@ -162,6 +168,7 @@ def test_non_finite_loss_stops_naming_the_step_without_a_checkpoint(tmp_path):
   assert all(int(s) < bad_step for s in saved if s.isdigit())
 
 
+@pytest.mark.slow  # More whole training runs.
 def test_skip_policy_counts_skipped_steps_and_finishes(tmp_path):
   dataset = fx.make_dataset(poison_index=5)
   result = _run(tmp_path, model=fx.TinyNet(poison=True), dataset=dataset, nan_policy='skip')
@@ -203,6 +210,7 @@ def test_next_boundary_aligns_chunks_to_every_period():
   assert state_to_host is not None
 
 
+@pytest.mark.slow  # More whole training runs.
 def test_stop_request_is_honoured_between_steps_inside_a_chunk(tmp_path, monkeypatch):
   # Without a device loop each step is a dispatch: a stop lands after the current step,
   # not at the end of a long chunk (here a whole 25-step epoch).

@@ -431,6 +431,7 @@ def test_converter_writes_a_checkpoint_and_never_overwrites(tmp_path,
   assert sorted(os.listdir(out)) == before
 
 
+@pytest.mark.slow  # Converts and initialises two ResNets.
 def test_convert_with_new_head_and_mismatch(tmp_path, variables, plain_cifar_variables):
   h5 = tmp_path / 'w.h5'
   write_h5(h5, keras_layers(plain_cifar_variables, 'applications'))
