@@ -67,6 +67,7 @@ def test_flip_mirrors_left_right_about_half_the_time():
   assert 10 <= flips <= 30
 
 
+@pytest.mark.slow  # Compiles augmentation on several devices.
 def test_augmentation_does_not_depend_on_how_the_batch_is_split():
   # Each example's key comes from its global position, so devices can split the batch.
   x = augment.preprocess(_images(), 'scale')

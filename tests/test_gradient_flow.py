@@ -56,6 +56,7 @@ def test_one_finite_norm_per_layer_equal_to_a_direct_computation(digits_batch):
     np.testing.assert_allclose(float(norms[layer]), expected, rtol=1e-4, err_msg=layer)
 
 
+@pytest.mark.slow  # Compiles a probe of every layer.
 def test_inference_mode_uses_running_statistics(digits_batch):
   model = tiny_resnet()
   variables = model.init(jax.random.key(1), digits_batch['image'], train=False)

@@ -199,6 +199,7 @@ def _loss(model, variables, x, labels, train):
       logits.astype(jnp.float32), labels).mean()
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 @pytest.mark.parametrize('name', ['cifar_plain20', 'cifar_resnet20'])
 def test_gradient_reaches_the_first_layer(name):
   """The stem's gradient is nonzero and predicts the loss change along a direction.
@@ -229,6 +230,7 @@ def test_gradient_reaches_the_first_layer(name):
   np.testing.assert_allclose(numeric, jnp.vdot(grad, direction), rtol=0.1)
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_batch_norm_train_uses_batch_statistics_and_updates_them():
   model, x = ResNet(**_TINY), _images()
   variables = _init(model, x)
@@ -256,6 +258,7 @@ def test_batch_norm_train_uses_batch_statistics_and_updates_them():
   assert not np.allclose(evaluate(updated), evaluate(perturbed), atol=1e-3)
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_frozen_bn_uses_and_keeps_running_statistics_in_train_mode():
   x = _images()
   frozen = ResNet(**_TINY, frozen_bn=True)
@@ -269,6 +272,7 @@ def test_frozen_bn_uses_and_keeps_running_statistics_in_train_mode():
   assert not np.allclose(y_unfrozen, y_eval, atol=1e-3)
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_bn_axis_name_synchronises_batch_statistics():
   """Two shards of 4 with sync BN give what one batch of 8 gives."""
   x = _images(n=8)
@@ -284,6 +288,7 @@ def test_bn_axis_name_synchronises_batch_statistics():
                shard_stats, whole_stats)
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_bfloat16_compute_keeps_float32_params_and_is_close_to_float32():
   x = _images(n=4, size=16)
   f32 = create_model('cifar_resnet20', stage_sizes=(2, 2, 2))
@@ -312,6 +317,7 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close_to_float32():
                              rtol=0.02, atol=1e-3)
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_zero_init_last_bn_makes_blocks_start_as_the_identity():
   x = _images(n=2, size=6)
   x4 = jnp.concatenate([x, -x[..., :1]], axis=-1)

@@ -36,6 +36,7 @@ def _save_steps(checkpointer, steps, accuracies=None):
   return host
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_round_trip_is_exact(tmp_path):
   state = _host_state()
   host = state_to_host(state)
@@ -133,6 +134,7 @@ def test_no_intact_checkpoint_gives_none(tmp_path):
   checkpointer.close()
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_checkpoint_of_another_model_names_the_parameter_and_both_shapes(tmp_path):
   checkpointer = checkpoint_lib.Checkpointer(str(tmp_path), keep=3)
   _save_steps(checkpointer, [1])

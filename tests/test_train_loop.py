@@ -58,6 +58,7 @@ def unbroken(tmp_path_factory):
   return workdir, result
 
 
+@pytest.mark.slow  # A whole training run.
 def test_run_writes_metrics_checkpoints_and_plot(unbroken):
   workdir, result = unbroken
   assert result['step'] == 24 and not result['preempted']
@@ -96,6 +97,7 @@ def test_resume_from_a_mid_run_checkpoint_ends_bitwise_equal(unbroken, tmp_path)
   assert _records(workdir) == _records(reference)
 
 
+@pytest.mark.slow  # A whole training run.
 def test_rerunning_a_finished_run_ends_at_once(unbroken, tmp_path):
   reference, first = unbroken
   workdir = tmp_path / 'again'

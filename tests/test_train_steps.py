@@ -36,6 +36,7 @@ def _host_batch(split, n=16, poison=False):
   return batch
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_loss_falls_over_a_few_steps():
   model, tx, state, settings = _setup()
   step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, settings=settings),
@@ -49,6 +50,7 @@ def test_loss_falls_over_a_few_steps():
   assert int(state.step[0]) == 25
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_eval_step_counts_every_example_once():
   model, _, state, settings = _setup()
   split = fx.make_split(21, 1)  # 21 examples in batches of 8: the last batch is padded.
@@ -69,6 +71,7 @@ def test_eval_step_counts_every_example_once():
   assert totals['correct_sum'] == float((logits.argmax(-1) == split.labels).sum())
 
 
+@pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_skip_policy_leaves_the_state_unchanged_on_a_non_finite_step():
   model, tx, state, settings = _setup(
       model=fx.TinyNet(poison=True), settings=steps.StepSettings(num_classes=3,
