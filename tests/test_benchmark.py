@@ -4,15 +4,16 @@ No timing assertions: the machine is shared, so only sanity (positive, finite) i
 That the loop and the loop-free programs (and any steps per dispatch) train identically is
 covered by tests/test_train_loop.py and not repeated here.
 """
-import importlib.util
 import json
 import math
 import os
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+
+import helpers
+from experiments import benchmark as benchmark_script
 
 from resnet_jax.analysis import throughput
 from resnet_jax.errors import ConfigError
@@ -21,31 +22,7 @@ from resnet_jax.analysis import benchmarking, hardware
 # Compiles and times several train steps: outside the fast loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow
 
-
-
-def _load_script():
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      'experiments', 'benchmark.py')
-  spec = importlib.util.spec_from_file_location('experiments_benchmark', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-benchmark_script = _load_script()
-
 SIZE, CLASSES = 8, 3
-
-
-class TinyNet(nn.Module):
-  """conv -> BN -> relu -> mean -> Dense: compiles in a second."""
-  num_classes: int = CLASSES
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    y = nn.Conv(8, (3, 3), use_bias=False, name='conv')(x)
-    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, name='bn')(y)
-    return nn.Dense(self.num_classes, name='head')(nn.relu(y).mean((1, 2)))
 
 
 def _workload(**overrides):
@@ -59,7 +36,7 @@ def _workload(**overrides):
 def paths():
   """train_loop (3 steps per dispatch), train_resident_step and the baseline, built once."""
   return benchmarking.build_paths(_workload(), programs=('loop', 'step'), baseline=True,
-                                  model=TinyNet(), epoch_steps=4)
+                                  model=helpers.TinyNet(num_classes=CLASSES), epoch_steps=4)
 
 
 @pytest.fixture(scope='module')
@@ -153,7 +130,7 @@ def test_unknown_names_are_config_errors():
   with pytest.raises(ConfigError, match=r'config\.model=.resnet51'):
     benchmarking.workload_config(_workload(model='resnet51'))
   with pytest.raises(ConfigError, match=r"program='scan'"):
-    benchmarking.TrainingPath(_workload(), 'scan', model=TinyNet())
+    benchmarking.TrainingPath(_workload(), 'scan', model=helpers.TinyNet(num_classes=CLASSES))
 
 
 def test_cli_measures_each_batch_size_prints_json_and_writes_the_sweep(

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-import test_train_fixtures as fx
+import helpers as fx
 from resnet_jax.data import pipeline
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-import test_train_fixtures as fx
+import helpers as fx
 from resnet_jax.data import pipeline
 from resnet_jax.train import feeds, optim, steps
 from resnet_jax.train.run_shape import RunShape

@@ -1,17 +1,7 @@
 """The shared test data (tests/helpers.py) is learnable: brightness alone tells the class."""
 import numpy as np
 
-# Re-exported for the test modules that still `import test_train_fixtures as fx`; new code
-# imports helpers.
-from helpers import (  # noqa: F401
-  IMAGE_SIZE,
-  NUM_CLASSES,
-  TinyNet,
-  apply_overrides,
-  make_dataset,
-  make_split,
-  tiny_config,
-)
+from helpers import make_split
 
 
 def test_tiny_data_is_learnable_by_brightness():

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-import test_train_fixtures as fx
+import helpers as fx
 from resnet_jax.errors import ConfigError, NonFiniteLossError
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train import loop

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-import test_train_fixtures as fx
+import helpers as fx
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train import loop
 
@@ -22,7 +22,7 @@ _FOUR_DEVICE_SCRIPT = textwrap.dedent('''
     import functools, json, sys
     import jax, numpy as np
     sys.path.insert(0, 'tests')
-    import test_train_fixtures as fx
+    import helpers as fx
     from resnet_jax.data import pipeline
     from resnet_jax.errors import ConfigError
     from resnet_jax.train import loop, optim, steps
