@@ -10,7 +10,8 @@
 One line per path timed: 'train_loop' (--program loop: train.py's program off CPU, K
 steps per dispatch in an on-device loop), 'train_resident_step' (--program step:
 train.py's program on CPU, one dispatch per step, data on the device) and 'baseline'
-(--baseline: the same step fed batch by batch from the host, train.py's host feed). The default
+(--baseline: a plain jitted Flax step fed float32 images from the host, analysis/flax_baseline.py);
+'train_fed_step' (--program fed: train.py's step fed batch by batch from the host). The default
 --program auto is the one train.py runs on this backend (train_py_default: true).
 
 Fields: img_per_sec, ms_per_step (median of --windows windows of --steps steps, after
@@ -58,9 +59,9 @@ _STEPS_PER_DISPATCH = flags.DEFINE_integer('steps_per_dispatch', 1, "Steps per c
 _EPOCH_STEPS = flags.DEFINE_integer('epoch_steps', 8, 'Batches in the device-resident split '
                                     '(rounded up to whole dispatches; a chunk never crosses an '
                                     'epoch).', lower_bound=1, flag_values=SCRIPT.flags)
-_PROGRAM = flags.DEFINE_string('program', 'auto', "Comma-separated: 'loop', 'step', or 'auto' "
+_PROGRAM = flags.DEFINE_string('program', 'auto', "Comma-separated: 'loop', 'step', 'fed' or 'auto' "
                                "(train.py's choice on this backend).", flag_values=SCRIPT.flags)
-_BASELINE = flags.DEFINE_bool('baseline', False, 'Also time the host-fed step (the baseline), '
+_BASELINE = flags.DEFINE_bool('baseline', False, 'Also time a plain Flax train step (the baseline), '
                               'windows alternating.', flag_values=SCRIPT.flags)
 _SWEEP = flags.DEFINE_list('sweep', None, 'Comma-separated batch sizes: one measurement each, '
                            'and a table (sweep.md) and a plot (sweep.png) in --out.',

@@ -34,8 +34,9 @@ def _workload(**overrides):
 
 @pytest.fixture(scope='module')
 def paths():
-  """train_loop (3 steps per dispatch), train_resident_step and the baseline, built once."""
-  return benchmarking.build_paths(_workload(), programs=('loop', 'step'), baseline=True,
+  """train_loop (3 steps per dispatch), train_resident_step, train_fed_step and the plain
+  Flax baseline, built once."""
+  return benchmarking.build_paths(_workload(), programs=('loop', 'step', 'fed'), baseline=True,
                                   model=helpers.TinyNet(num_classes=CLASSES), epoch_steps=4)
 
 
@@ -49,8 +50,9 @@ def _positive(value):
 
 
 def test_records_hold_every_field_with_sane_values(records):
-  assert [r['path'] for r in records] == ['train_loop', 'train_resident_step', 'baseline']
-  assert [r['steps_per_dispatch'] for r in records] == [3, 1, 1]
+  assert [r['path'] for r in records] == ['train_loop', 'train_resident_step', 'train_fed_step',
+                                          'baseline']
+  assert [r['steps_per_dispatch'] for r in records] == [3, 1, 1, 1]
   device = jax.local_devices()[0]
   for record in records:
     json.loads(json.dumps(record, allow_nan=False))  # Valid JSON, no NaN.
@@ -72,36 +74,39 @@ def test_records_hold_every_field_with_sane_values(records):
   assert records[0]['device']['count'] == jax.local_device_count()
   for record in records[:2]:
     assert _positive(record['speedup_vs_baseline'])
-    assert record['baseline_ms_per_step'] == records[2]['ms_per_step']
+    assert record['baseline_ms_per_step'] == records[3]['ms_per_step']
 
 
 def test_flops_per_step_is_one_step_in_every_program(records):
-  # XLA counts the loop's body once; all three programs run train.py's step.
-  loop, step, baseline = (r['flops_per_step'] for r in records)
+  # XLA counts the loop's body once; three programs run train.py's step, the baseline the
+  # same network's plain step.
+  loop, step, fed, baseline = (r['flops_per_step'] for r in records)
   assert loop == pytest.approx(step, rel=0.05)
+  assert fed == pytest.approx(step, rel=0.05)
   assert loop == pytest.approx(baseline, rel=0.15)
-  assert step == pytest.approx(baseline, rel=0.05)
+  assert step == pytest.approx(baseline, rel=0.15)
 
 
 def test_every_path_ran_the_warmup_and_every_window(records, paths):
   # 1 warm-up step rounded up to a chunk of 3, then 2 windows of 3 steps.
-  loop, step, baseline = paths
-  assert loop.steps_taken() == step.steps_taken() == 3 + 2 * 3
+  loop, step, fed, baseline = paths
+  assert loop.steps_taken() == step.steps_taken() == fed.steps_taken() == 3 + 2 * 3
   assert baseline.steps_taken() == 3 + 2 * 3
-  for path in (loop, step, baseline):
+  assert all(np.isfinite(np.asarray(m)) for m in baseline.last_metrics)
+  for path in (loop, step, fed):
     sums = jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], path.last_sums)
     assert int(sums['steps']) == path.steps_per_dispatch and int(sums['finite_steps']) >= 1
     assert math.isfinite(float(sums['loss_sum'])) and float(sums['loss_sum']) > 0
   assert [r['train_py_default'] for r in records] == [
-      jax.default_backend() != 'cpu', jax.default_backend() == 'cpu', False]
+      jax.default_backend() != 'cpu', jax.default_backend() == 'cpu', False, False]
 
 
 def test_every_path_trains_the_same_run(records, paths):
   # Same seed, same data, same steps: the three feeds of train.py's step reach one state.
   first = lambda path: jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0],
                                     path.state.params)
-  loop, step, baseline = (first(path) for path in paths)
-  for other in (step, baseline):
+  loop, step, fed = (first(path) for path in paths[:3])
+  for other in (step, fed):
     for x, y in zip(jax.tree.leaves(loop), jax.tree.leaves(other)):
       np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6)
 
@@ -155,7 +160,7 @@ def test_cli_measures_each_batch_size_prints_json_and_writes_the_sweep(
   assert calls[0][1] == dict(steps=5, windows=3, warmup_steps=2, programs=[auto, 'loop'],
                              baseline=True, epoch_steps=8)
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-  assert [r['batch_size'] for r in lines] == [4] * 3 + [16] * 3
+  assert [r['batch_size'] for r in lines] == [4] * len(records) + [16] * len(records)
   table = (out / 'sweep.md').read_text()
   assert len([line for line in table.splitlines() if line.startswith('| train_loop')]) == 2
   assert (out / 'sweep.png').stat().st_size > 0

@@ -9,9 +9,11 @@ steps_per_dispatch steps at a time. Three paths, each reported under its own nam
 - 'train_resident_step' (program 'step'): the splits resident on the devices, one dispatch
   per step (train.py's choice on CPU, where XLA leaves convolutions inside loops on its
   slow path);
-- 'baseline' (program 'fed'): the host iterator, one dispatch per step of the same
+- 'train_fed_step' (program 'fed'): the host iterator, one dispatch per step of the same
   per-step program, each uint8 batch assembled on the host and sent to the devices (what
   train.py does with a split that does not fit on the devices).
+With `baseline`, an outside reference is timed beside them: 'baseline', the plain Flax
+step of analysis/flax_baseline.py (not train.py's code, on purpose).
 
 How the numbers are taken:
 - the data are random uint8 images of the requested size;
@@ -38,7 +40,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from resnet_jax.analysis import hardware
+from resnet_jax.analysis import flax_baseline, hardware
 from resnet_jax.data import pipeline
 from resnet_jax.data.fake_images import load_fake_imagenet
 from resnet_jax.errors import ConfigError
@@ -49,10 +51,10 @@ from resnet_jax.train.state import create_train_state, seed_keys
 
 log = logging.getLogger(__name__)
 
-# Program -> the name its records carry. 'fed' is timed when a baseline is asked for.
-PATH_NAMES = {'loop': 'train_loop', 'step': 'train_resident_step', 'fed': 'baseline'}
-PROGRAMS = ('loop', 'step')
-BASELINE = PATH_NAMES['fed']
+# Program -> the name its records carry.
+PATH_NAMES = {'loop': 'train_loop', 'step': 'train_resident_step', 'fed': 'train_fed_step'}
+PROGRAMS = tuple(PATH_NAMES)
+BASELINE = flax_baseline.FlaxBaselinePath.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,16 +212,19 @@ def _record(path: TrainingPath, window_seconds: list, num_steps: int, compile_se
 
 def build_paths(workload: Workload, *, programs: Optional[Sequence[str]] = None,
                 baseline: bool = False, model=None, epoch_steps: int = 8) -> list:
-  """TrainingPaths for `programs` ('loop', 'step'; default: train.py's on this backend),
-  then the baseline ('fed') if asked."""
+  """TrainingPaths for `programs` ('loop', 'step', 'fed'; default: train.py's on this
+  backend), then the plain Flax baseline if asked."""
   programs = list(dict.fromkeys(programs or (default_program(),)))
   for program in programs:
     if program not in PROGRAMS:
       raise ConfigError(f'program={program!r}: expected one of {PROGRAMS}')
+  paths = [TrainingPath(workload, program, model=model, epoch_steps=epoch_steps)
+           for program in programs]
   if baseline:
-    programs.append('fed')
-  return [TrainingPath(workload, program, model=model, epoch_steps=epoch_steps)
-          for program in programs]
+    config = workload_config(workload)
+    model = model if model is not None else setup.build_model(config)
+    paths.append(flax_baseline.FlaxBaselinePath(workload, model, config.learning_rate))
+  return paths
 
 
 def measure_paths(paths: Sequence[TrainingPath], *, steps: int, windows: int = 5,
@@ -266,9 +271,9 @@ def measure(workload: Workload, *, steps: int, windows: int = 5, warmup_steps: i
   """`build_paths` then `measure_paths`: one record per path, timed in one process.
 
   Args:
-    programs: resident programs to time, 'loop' and/or 'step' (default: the one train.py
-      runs on this backend).
-    baseline: also time the host-fed path (see measure_paths).
+    programs: train.py's programs to time, 'loop', 'step' and/or 'fed' (default: the one
+      train.py runs on this backend).
+    baseline: also time the plain Flax step (see measure_paths).
     model: a flax module to use instead of the one the workload names (tests).
     epoch_steps: batches in the random split (see TrainingPath).
   """
