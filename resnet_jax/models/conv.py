@@ -107,7 +107,7 @@ def auto_choice(pointwise: bool, kernel_hw: Sequence[int], in_hw: Sequence[int],
   """Whether 'auto' takes a matmul formulation: on CPU, for the shapes where it measured
   faster forward+backward (BENCHMARKS.md), XLA's convolution everywhere else.
 
-  On CPU: every 1x1 convolution (1.5-3x faster as a matmul); kxk kernels not smaller
+  On CPU: every 1x1 convolution (1.4-3.3x faster as a matmul); kxk kernels not smaller
   than the input map (50x faster at 3x3 on 2x2); kxk kernels over few input channels,
   i.e. the stems (1.4-1.8x). kxk convolutions on larger maps with more channels
   measured as fast or faster with XLA's convolution (the CIFAR nets' 3x3s: 1-3x).
