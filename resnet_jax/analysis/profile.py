@@ -84,7 +84,7 @@ def describe(call: _Call) -> tuple[str, str]:
     strides = module.strides if isinstance(module.strides, int) else (module.strides or (1,))[0]
     fn = module.conv_general_dilated
     impl = 'xla' if fn is None else fn.keywords.get('conv_impl', 'custom')
-    pads = conv_lib._explicit_padding(shape[1:3], kernel, (strides, strides), (1, 1),
+    pads = conv_lib.explicit_padding(shape[1:3], kernel, (strides, strides), (1, 1),
                                       nn.linear.canonicalize_padding(module.padding, 2))
     formulation = conv_lib.formulation_for(impl, kernel, shape[1:3], shape[3], pads)
     kind = f'conv {kernel[0]}x{kernel[1]} s{strides} [{formulation}]'

@@ -72,7 +72,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   kh, kw = rhs.shape[:2]
   dilation = tuple(rhs_dilation or (1, 1))
   strides = tuple(window_strides)
-  pads = _explicit_padding(lhs.shape[1:3], (kh, kw), strides, dilation, padding)
+  pads = explicit_padding(lhs.shape[1:3], (kh, kw), strides, dilation, padding)
   out_hw = tuple(
       (size + lo + hi - (k - 1) * d - 1) // s + 1
       for size, (lo, hi), k, d, s in zip(lhs.shape[1:3], pads, (kh, kw), dilation, strides))
@@ -173,7 +173,7 @@ def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:
           and tuple(numbers.out_spec) == (0, 3, 1, 2))
 
 
-def _explicit_padding(in_hw, kernel_hw, strides, dilation, padding):
+def explicit_padding(in_hw, kernel_hw, strides, dilation, padding):
   """[(lo, hi), (lo, hi)] for H and W, from 'SAME'/'VALID'/explicit pairs as lax takes."""
   if isinstance(padding, str):
     dilated = [(k - 1) * d + 1 for k, d in zip(kernel_hw, dilation)]
