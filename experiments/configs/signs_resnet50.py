@@ -26,9 +26,10 @@ The course's model, optimizer and batch are kept; what was tuned to fit 10 minut
 
 Speed on CPU (config.conv_impl='auto', the default; BENCHMARKS.md, "CPU speed"): the
 1x1 convolutions, the 7x7 stem and stage 5's 3x3 convolutions on its 2x2 map run as
-matrix products, which made this model's train step 3.7x faster than with XLA's
-convolutions alone (median of alternating windows, 2026-12-01, on the shared machine:
-4.4 s against 14.7 s per step at load average 3-9). The step counts and numbers above
+matrix products, which made this model's train step 4.1x faster than with XLA's
+convolutions alone (median of alternating windows, 2026-12-01, on the shared machine at
+load average 3.5: 1.63 s against 6.61 s per step), and 1.21x the time of the course's
+Keras/TensorFlow step (experiments/peer_benchmark.py). The step counts and numbers above
 were measured before that change; the whole command's new wall time and accuracy are
 still to be measured on an idle machine.
 """
