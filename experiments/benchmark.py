@@ -6,6 +6,7 @@
   python experiments/benchmark.py --image_size 224 --layout torchvision --batch_size 256 \
       --dtype bfloat16 --optimizer sgd --steps 50 --steps_per_dispatch 50
   python experiments/benchmark.py --sweep 8,16,32,64 --steps 8 --out runs/benchmark
+  python experiments/benchmark.py --profile --conv_impl xla
 
 One line per path timed: 'train_loop' (--program loop: train.py's program off CPU, K
 steps per dispatch in an on-device loop), 'train_resident_step' (--program step:
@@ -21,7 +22,15 @@ fraction_of_peak (against the datasheet peak named in peak_reference; null for u
 devices such as CPUs), jax_version, and with --baseline speedup_vs_baseline (the median of
 per-window ratios, the windows of all paths alternating). Progress goes to stderr.
 See BENCHMARKS.md for measured numbers (its commands write flags with dashes, --image-size;
-every script reads a dash in a flag's name as an underscore). Bad input prints one `error:`
+every script reads a dash in a flag's name as an underscore). 
+--conv_impl picks config.conv_impl ('auto', 'xla', 'matmul'; see resnet_jax/models/conv.py).
+--profile then also times each distinct conv / batch norm / dense layer of the model alone,
+forward + backward on its real shapes (resnet_jax/analysis/profile.py), and prints the top
+costs by layer type and by shape (JSON lines with 'profile' set, a table on stderr); the
+step's measured time minus the layers' sum is what the layers alone do not show
+(activations, additions, pooling, loss, optimizer, input).
+
+Bad input prints one `error:`
 line and exits with code 2 (--debug shows the traceback).
 """
 import json
@@ -66,6 +75,14 @@ _BASELINE = flags.DEFINE_bool('baseline', False, 'Also time a plain Flax train s
 _SWEEP = flags.DEFINE_list('sweep', None, 'Comma-separated batch sizes: one measurement each, '
                            'and a table (sweep.md) and a plot (sweep.png) in --out.',
                            flag_values=SCRIPT.flags)
+_CONV_IMPL = flags.DEFINE_enum('conv_impl', 'auto', ['auto', 'xla', 'matmul'],
+                               'config.conv_impl: how the convolutions compute.',
+                               flag_values=SCRIPT.flags)
+_PROFILE = flags.DEFINE_bool('profile', False, 'Also print the top costs of a step by layer '
+                             'type.', flag_values=SCRIPT.flags)
+_PROFILE_TOP = flags.DEFINE_integer('profile_top', 12, '--profile: how many of the costliest '
+                                    'layer shapes to print.', lower_bound=1,
+                                    flag_values=SCRIPT.flags)
 _OUT = flags.DEFINE_string('out', os.path.join('runs', 'benchmark'), 'Where --sweep writes its '
                            'files.', flag_values=SCRIPT.flags)
 
@@ -96,17 +113,49 @@ def _main(argv: list) -> int:
     workload = benchmarking.Workload(
         model=_MODEL.value, layout=_LAYOUT.value, image_size=_IMAGE_SIZE.value,
         batch_size=batch_size, dtype=_DTYPE.value, num_classes=num_classes,
-        optimizer=_OPTIMIZER.value, steps_per_dispatch=_STEPS_PER_DISPATCH.value)
+        optimizer=_OPTIMIZER.value, steps_per_dispatch=_STEPS_PER_DISPATCH.value,
+        conv_impl=_CONV_IMPL.value)
     for record in benchmarking.measure(
         workload, steps=_STEPS.value, windows=_WINDOWS.value,
         warmup_steps=_WARMUP_STEPS.value, programs=programs, baseline=_BASELINE.value,
         epoch_steps=_EPOCH_STEPS.value):
       print(json.dumps(record, allow_nan=False), flush=True)
       records.append(record)
+    if _PROFILE.value:
+      _print_profile(workload, records[-1]['ms_per_step'] if records else None)
   if _SWEEP.value:
     written = throughput.write_sweep(records, _OUT.value)
     print(f"wrote {written['table']} and {written['plot']}", file=sys.stderr)
   return cli.EXIT_OK
+
+
+def _print_profile(workload, step_ms) -> None:
+  """The model's layers timed alone (analysis/profile.py): JSON lines, and a table on stderr."""
+  from resnet_jax.analysis import benchmarking, profile
+  from resnet_jax.train import setup
+  model = setup.build_model(benchmarking.workload_config(workload))
+  shape = (workload.batch_size, workload.image_size, workload.image_size, 3)
+  costs = profile.profile_layers(model, shape)
+  kinds = profile.by_kind(costs)
+  top = _PROFILE_TOP.value
+  layers_ms = sum(c.ms_per_step for c in costs)
+  for row in kinds:
+    print(json.dumps({'profile': 'kind', **row}), flush=True)
+  for cost in costs[:top]:
+    print(json.dumps({'profile': 'shape', 'kind': cost.kind, 'detail': cost.detail,
+                      'calls': cost.calls, 'ms_each': cost.ms_each,
+                      'ms_per_step': cost.ms_per_step}), flush=True)
+  print(json.dumps({'profile': 'total', 'layers_ms': layers_ms, 'step_ms': step_ms}),
+        flush=True)
+  lines = [f'{"layer type":34} {"calls":>5} {"ms/step":>9} {"share":>6}']
+  lines += [f'{r["kind"]:34} {r["calls"]:5d} {r["ms_per_step"]:9.1f} {r["share"]:6.1%}'
+            for r in kinds]
+  lines.append(f'layers alone (forward+backward): {layers_ms:.0f} ms; measured step: '
+               + (f'{step_ms:.0f} ms' if step_ms else 'not measured'))
+  lines.append(f'top {top} shapes:')
+  lines += [f'  {c.kind:32} {c.detail:28} x{c.calls:<3d} {c.ms_per_step:8.1f} ms'
+            for c in costs[:top]]
+  print('\n'.join(lines), file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:

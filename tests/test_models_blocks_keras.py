@@ -20,6 +20,12 @@ pytestmark = pytest.mark.slow  # Keras reference models.
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture(params=['xla', 'matmul'])
+def conv_impl(request):
+  """Every equality below holds with XLA's convolution and with the matmul formulations."""
+  return request.param
+
+
 def _keras_conv_bn(x, name, filters, kernel, strides, padding, training, epsilon):
   # Zero initializers keep building cheap; every value is replaced by random ones.
   x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding,
@@ -151,10 +157,11 @@ IDENTITY_CASES = [  # filters, kernel_size, input size
 
 
 @pytest.mark.parametrize('filters,kernel_size,size', IDENTITY_CASES)
-def test_identity_block_equals_course_keras(filters, kernel_size, size):
+def test_identity_block_equals_course_keras(filters, kernel_size, size, conv_impl):
   x = _input(3, size, filters[-1], seed=size)
   build = lambda inp, training: keras_identity_block(inp, kernel_size, filters, training)
-  _compare(build, IdentityBlock(filters, kernel_size), x, seed=kernel_size)
+  _compare(build, IdentityBlock(filters, kernel_size, conv_impl=conv_impl), x,
+           seed=kernel_size)
 
 
 CONV_CASES = [  # filters, kernel_size, strides, input size
@@ -167,22 +174,24 @@ CONV_CASES = [  # filters, kernel_size, strides, input size
 
 
 @pytest.mark.parametrize('filters,kernel_size,strides,size', CONV_CASES)
-def test_convolutional_block_equals_course_keras(filters, kernel_size, strides, size):
+def test_convolutional_block_equals_course_keras(filters, kernel_size, strides, size,
+                                                 conv_impl):
   x = _input(3, size, 3, seed=size)
   build = lambda inp, training: keras_convolutional_block(inp, kernel_size, filters,
                                                           strides, training)
-  block = ConvolutionalBlock(filters, kernel_size, strides=strides)
+  block = ConvolutionalBlock(filters, kernel_size, strides=strides, conv_impl=conv_impl)
   _compare(build, block, x, seed=strides)
 
 
 @pytest.mark.parametrize('filters,strides,size,in_channels', [
     (4, 2, 8, 3), (5, 2, 7, 5), (4, 1, 6, 4)])
-def test_basic_block_keras_layout_equals_keras(filters, strides, size, in_channels):
+def test_basic_block_keras_layout_equals_keras(filters, strides, size, in_channels,
+                                               conv_impl):
   x = _input(2, size, in_channels, seed=size)
   eps = get_layout('keras').bn_epsilon
   build = lambda inp, training: keras_basic_block(inp, 3, filters, strides, training,
                                                   eps)
-  block = BasicBlock(filters, strides=strides, layout='keras')
+  block = BasicBlock(filters, strides=strides, layout='keras', conv_impl=conv_impl)
   _compare(build, block, x, seed=filters)
 
 
@@ -195,9 +204,9 @@ def _course_reduction(y):
   return np.asarray(y)[:, (0, -1), :, :].mean(axis=3)
 
 
-def test_identity_block_course_public_test_eval():
+def test_identity_block_course_public_test_eval(conv_impl):
   block = IdentityBlock(filters=(4, 4, 3), kernel_size=2,
-                        kernel_init=nn.initializers.ones)
+                        kernel_init=nn.initializers.ones, conv_impl=conv_impl)
   variables = block.init(jax.random.key(0), _COURSE_X, train=False)
   got = _course_reduction(block.apply(variables, _COURSE_X, train=False))
   want = np.array([
@@ -209,9 +218,9 @@ def test_identity_block_course_public_test_eval():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_identity_block_course_public_test_train():
+def test_identity_block_course_public_test_train(conv_impl):
   block = IdentityBlock(filters=(3, 3, 3), kernel_size=3,
-                        kernel_init=nn.initializers.ones)
+                        kernel_init=nn.initializers.ones, conv_impl=conv_impl)
   variables = block.init(jax.random.key(0), _COURSE_X, train=False)
   y, _ = block.apply(variables, _COURSE_X, train=True, mutable=['batch_stats'])
   got = _course_reduction(y)

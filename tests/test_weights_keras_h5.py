@@ -422,11 +422,13 @@ def test_keras3_file_of_a_fine_tuned_model_with_nested_base(tmp_path, applicatio
 # --- the course's model -----------------------------------------------------
 
 
-@pytest.mark.parametrize('layout', ['weights_only', 'full_model', 'keras3_weights'])
-def test_course_files_match_keras_at_64(course, layout):
+@pytest.mark.parametrize('layout,conv_impl', [
+    ('weights_only', 'xla'), ('weights_only', 'matmul'), ('full_model', 'auto'),
+    ('keras3_weights', 'auto')])
+def test_course_files_match_keras_at_64(course, layout, conv_impl):
   path = course['files'][layout]
   assert read_keras_h5(path).layout == layout
-  model = create_model('resnet50', layout='coursera', num_classes=6)
+  model = create_model('resnet50', layout='coursera', num_classes=6, conv_impl=conv_impl)
   variables = load_keras_h5(path, model)
   probs = softmax(flax_logits(model, variables, course['x']))
   assert_informative(course['probs'])

@@ -68,13 +68,14 @@ class Workload:
   num_classes: int = 6
   optimizer: str = 'adam'
   steps_per_dispatch: int = 1
+  conv_impl: str = 'auto'  # config.conv_impl: how the convolutions compute.
 
 
 def workload_config(workload: Workload) -> ml_collections.ConfigDict:
   """The training config of `workload` (base_config defaults elsewhere), validated."""
   config = config_lib.base_config()
   for field in ('model', 'layout', 'image_size', 'batch_size', 'dtype', 'num_classes',
-                'optimizer', 'steps_per_dispatch'):
+                'optimizer', 'steps_per_dispatch', 'conv_impl'):
     config[field] = getattr(workload, field)
   config.dataset = 'fake_imagenet'
   config_lib.validate_config(config)
@@ -190,7 +191,7 @@ def _record(path: TrainingPath, window_seconds: list, num_steps: int, compile_se
       'model': workload.model, 'layout': workload.layout, 'image_size': workload.image_size,
       'batch_size': workload.batch_size, 'dtype': workload.dtype,
       'num_classes': workload.num_classes, 'optimizer': workload.optimizer,
-      'steps_per_dispatch': path.steps_per_dispatch,
+      'steps_per_dispatch': path.steps_per_dispatch, 'conv_impl': workload.conv_impl,
       'img_per_sec': workload.batch_size / seconds_per_step,
       'ms_per_step': 1e3 * seconds_per_step,
       'window_ms_per_step': [1e3 * s / num_steps for s in window_seconds],

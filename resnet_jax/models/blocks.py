@@ -24,7 +24,8 @@ SHORTCUTS = ('projection', 'zero_pad')
 def _factories(block):
   """The block's conv/norm partials: the model's if given, else the layout's."""
   layout = get_layout(block.layout)
-  conv, norm = conv_and_norm(layout, block.dtype, block.kernel_init)
+  conv, norm = conv_and_norm(layout, block.dtype, block.kernel_init,
+                             conv_impl=block.conv_impl)
   return layout, block.conv or conv, block.norm or norm
 
 
@@ -73,6 +74,8 @@ class IdentityBlock(nn.Module):
     residual: False drops the skip addition (the plain twin).
     dtype: compute dtype; parameters stay float32.
     zero_init_last_bn: initialise bn3's scale to zero.
+    conv_impl: how the convs compute when built from the layout: 'auto', 'xla' or
+      'matmul' (models/conv.py); the parameters are nn.Conv's either way.
     conv, norm: partials of nn.Conv / nn.BatchNorm; None builds them from the layout.
   """
   filters: Sequence[int]
@@ -82,6 +85,7 @@ class IdentityBlock(nn.Module):
   residual: bool = True
   dtype: Any = jnp.float32
   zero_init_last_bn: bool = False
+  conv_impl: str = 'auto'
   conv: ModuleDef | None = None
   norm: ModuleDef | None = None
 
@@ -113,6 +117,7 @@ class ConvolutionalBlock(nn.Module):
   residual: bool = True
   dtype: Any = jnp.float32
   zero_init_last_bn: bool = False
+  conv_impl: str = 'auto'
   conv: ModuleDef | None = None
   norm: ModuleDef | None = None
 
@@ -142,6 +147,7 @@ class BasicBlock(nn.Module):
   residual: bool = True
   dtype: Any = jnp.float32
   zero_init_last_bn: bool = False
+  conv_impl: str = 'auto'
   conv: ModuleDef | None = None
   norm: ModuleDef | None = None
 

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resnet_jax.errors import ConfigError
+from resnet_jax.models import conv as conv_lib
 
 Initializer = Callable[..., Any]
 
@@ -99,8 +100,11 @@ def get_layout(layout) -> Layout:
 
 
 def conv_and_norm(layout: Layout, dtype=jnp.float32, kernel_init=None,
-                  bn_axis_name=None):
+                  bn_axis_name=None, conv_impl: str = 'auto'):
   """The `conv` and `norm` partials a model configures once for all its blocks.
+
+  `conv` is always `nn.Conv` (its parameters are nn.Conv's whatever `conv_impl`);
+  `conv_impl` only picks how it computes, see models/conv.py.
 
   `norm` still takes `use_running_average` (and optionally `scale_init`) per call.
   Variance is computed in two passes, as Keras and PyTorch do; the one-pass
@@ -108,7 +112,8 @@ def conv_and_norm(layout: Layout, dtype=jnp.float32, kernel_init=None,
   """
   conv = functools.partial(
       nn.Conv, use_bias=layout.conv_bias, dtype=dtype, param_dtype=jnp.float32,
-      kernel_init=kernel_init or layout.conv_init)
+      kernel_init=kernel_init or layout.conv_init,
+      conv_general_dilated=conv_lib.conv_general_dilated_fn(conv_impl))
   norm = functools.partial(
       nn.BatchNorm, momentum=layout.bn_momentum, epsilon=layout.bn_epsilon,
       dtype=dtype, param_dtype=jnp.float32, axis_name=bn_axis_name,

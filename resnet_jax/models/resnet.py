@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from resnet_jax.errors import ConfigError
 from resnet_jax.models.blocks import (SHORTCUTS, BasicBlock, ConvolutionalBlock,
                                       IdentityBlock)
+from resnet_jax.models.conv import CONV_IMPLS
 from resnet_jax.models.layouts import conv_and_norm, get_layout
 
 BLOCKS = ('bottleneck', 'basic')
@@ -42,6 +43,9 @@ class ResNet(nn.Module):
     bn_axis_name: pmap/shard_map axis over which batch statistics are averaged
       (synchronised BN); None keeps them per device.
     zero_init_last_bn: initialise each block's last BN scale to zero.
+    conv_impl: how every conv computes: 'auto' (matmul formulations on CPU for the
+      shapes where they are faster, XLA's convolution elsewhere), 'xla' or 'matmul';
+      see models/conv.py. Parameters are nn.Conv's whatever the choice.
   """
   stage_sizes: Sequence[int]
   block: str = 'bottleneck'
@@ -58,11 +62,13 @@ class ResNet(nn.Module):
   frozen_bn: bool = False
   bn_axis_name: str | None = None
   zero_init_last_bn: bool = False
+  conv_impl: str = 'auto'
 
   def __post_init__(self):
     _check_choice('block', self.block, BLOCKS)
     _check_choice('stem', self.stem, STEMS)
     _check_choice('shortcut', self.shortcut, SHORTCUTS)
+    _check_choice('conv_impl', self.conv_impl, CONV_IMPLS)
     get_layout(self.layout)
     if self.block == 'bottleneck' and self.shortcut != 'projection':
       raise ConfigError(
@@ -84,7 +90,7 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool):
     layout = get_layout(self.layout)
     conv, norm = conv_and_norm(layout, self.dtype, self.kernel_init,
-                               self.bn_axis_name)
+                               self.bn_axis_name, self.conv_impl)
     bn_train = train and not self.frozen_bn
     x = jnp.asarray(x, self.dtype)
 

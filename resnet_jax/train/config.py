@@ -16,6 +16,7 @@ OPTIMIZERS = ('adam', 'sgd')
 SCHEDULES = ('constant', 'warmup_cosine', 'piecewise')
 DTYPES = ('float32', 'bfloat16')
 NAN_POLICIES = ('raise', 'skip')
+CONV_IMPLS = ('auto', 'xla', 'matmul')  # resnet_jax.models.conv.CONV_IMPLS
 PREPROCESS_MODES = ('scale', 'standardize', 'caffe')
 # Fields that define the network and its input: a workdir trained with one value cannot be
 # continued with another, and predict.py rebuilds the model from them.
@@ -34,6 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Start each residual block's last BatchNorm scale at zero, so that every block begins as
   # the identity (Goyal et al. 2017): an initialisation, not a change to the architecture.
   config.zero_init_last_bn = False
+  # How convolutions compute (never what they compute, nor their parameters): 'auto' takes
+  # matmul formulations on CPU for the shapes where XLA:CPU's convolution is slow and XLA's
+  # convolution elsewhere; 'xla' or 'matmul' force one (see resnet_jax/models/conv.py).
+  config.conv_impl = 'auto'
   # Data.
   config.dataset = 'signs'
   # None: SIGNS looks in data/signs and falls back to the synthetic set; a path given here
@@ -135,6 +140,7 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       ('dtype', _one_of(DTYPES), f'one of {DTYPES}'),
       ('sync_bn', lambda v: isinstance(v, bool), 'True or False'),
       ('zero_init_last_bn', lambda v: isinstance(v, bool), 'True or False'),
+      ('conv_impl', _one_of(CONV_IMPLS), f'one of {CONV_IMPLS}'),
       ('data_dir', lambda v: v is None or (isinstance(v, str) and v), 'None or a directory path'),
       ('cache_dir', lambda v: v is None or (isinstance(v, str) and v), 'None or a directory path'),
       ('image_size', lambda v: _is_int(v) and v >= 1, 'a positive integer (pixels)'),

@@ -56,7 +56,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   """
   from resnet_jax import models
   overrides = dict(num_classes=config.num_classes, layout=config.layout,
-                   dtype=jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32)
+                   dtype=jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32,
+                   conv_impl=config.conv_impl)
   if config.sync_bn:
     overrides['bn_axis_name'] = 'batch'
   if config.freeze_backbone:

@@ -1,0 +1,181 @@
+"""Convolution implementations, chosen by backend and shape, behind `nn.Conv`.
+
+XLA:CPU runs some convolution shapes far below the machine's matmul speed: a 3x3 'SAME'
+convolution on a 2x2 map (stage 5 of ResNet-50 at 64x64) at ~3 GFLOP/s, 1x1
+convolutions at about half the speed of the same product written as a matmul. On CPU
+those shapes are better written as matrix products, which XLA:CPU runs with its tuned
+GEMM:
+
+- 'matmul' for 1x1 kernels: subsample by the stride, then one product over channels;
+- 'im2col' for kxk kernels: pad, slice the input at each kernel offset (with the
+  stride), stack the slices along channels, then one product with the kernel reshaped
+  to [kh * kw * C, F]. (Nine separate shifted 1x1 products, summed, measured as fast
+  at 3x3 on 2x2 and up to 10x slower elsewhere; BENCHMARKS.md.)
+
+The choice plugs into `nn.Conv` through its `conv_general_dilated` field, so the module,
+its parameter names ('kernel', 'bias'), shapes, dtypes and initialisation (including the
+RNG it consumes) are exactly nn.Conv's: checkpoints and imported Keras weights do not
+care which implementation computed the output. Every formulation computes the same sums
+as `lax.conv_general_dilated`, in another order (float rounding differs in the last
+bits).
+
+`conv_impl` names: 'xla' (always lax's convolution), 'matmul' (the matmul formulations
+wherever they apply, whatever the backend), 'auto' (the measured choice: matmul
+formulations on CPU for the shapes where they were faster, XLA elsewhere; see
+`auto_choice` and BENCHMARKS.md).
+"""
+import functools
+from typing import Sequence
+
+import jax
+from jax import lax
+
+from resnet_jax.errors import ConfigError
+
+CONV_IMPLS = ('auto', 'xla', 'matmul')
+# Below this many input channels XLA:CPU's kxk convolution is slow and 'im2col' (one
+# product with k*k*C rows) wins: the stems on RGB input.
+_IM2COL_MAX_CHANNELS = 16
+
+
+def check_conv_impl(conv_impl: str) -> None:
+  if conv_impl not in CONV_IMPLS:
+    raise ConfigError(f'conv_impl={conv_impl!r}; expected one of {CONV_IMPLS}')
+
+
+def conv_general_dilated_fn(conv_impl: str = 'auto'):
+  """The `conv_general_dilated` that `nn.Conv` should use for `conv_impl`.
+
+  Returns None for 'xla' (nn.Conv's default, `lax.conv_general_dilated`), so that a
+  model built with 'xla' is the very module it was before this choice existed.
+  """
+  check_conv_impl(conv_impl)
+  return _CONV_FNS[conv_impl]
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         precision=None, preferred_element_type=None, *, conv_impl='auto'):
+  """`lax.conv_general_dilated` with the formulation picked by `formulation_for`.
+
+  Arguments as lax's; only NHWC/HWIO (nn.Conv's layout) and 2-D kernels take the matmul
+  formulations, anything else goes to lax unchanged.
+  """
+  lax_conv = functools.partial(
+      lax.conv_general_dilated, lhs, rhs, window_strides, padding,
+      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+      precision=precision, preferred_element_type=preferred_element_type)
+  if (lhs.ndim != 4 or feature_group_count != 1 or _dilated(lhs_dilation)
+      or not _is_nhwc_hwio(dimension_numbers, lhs.ndim)):
+    return lax_conv()
+  kh, kw = rhs.shape[:2]
+  dilation = tuple(rhs_dilation or (1, 1))
+  strides = tuple(window_strides)
+  pads = explicit_padding(lhs.shape[1:3], (kh, kw), strides, dilation, padding)
+  out_hw = tuple(
+      (size + lo + hi - (k - 1) * d - 1) // s + 1
+      for size, (lo, hi), k, d, s in zip(lhs.shape[1:3], pads, (kh, kw), dilation, strides))
+  name = formulation_for(conv_impl, (kh, kw), lhs.shape[1:3], lhs.shape[3], pads)
+  if name == 'xla' or min(out_hw) < 1:
+    return lax_conv()
+  kwargs = dict(precision=precision, preferred_element_type=preferred_element_type)
+  if name == 'matmul':
+    return matmul_1x1(lhs, rhs, strides, pads, **kwargs)
+  return im2col(lhs, rhs, strides, pads, dilation, out_hw, **kwargs)
+
+
+# One function object per choice, so that modules built with the same choice compare equal.
+_CONV_FNS = {'xla': None,
+             'auto': functools.partial(conv_general_dilated, conv_impl='auto'),
+             'matmul': functools.partial(conv_general_dilated, conv_impl='matmul')}
+
+
+def formulation_for(conv_impl: str, kernel_hw: Sequence[int], in_hw: Sequence[int],
+                    in_channels: int, pads) -> str:
+  """'xla', 'matmul' (1x1 kernels) or 'im2col' (kxk kernels) for one convolution."""
+  if conv_impl == 'xla':
+    return 'xla'
+  pointwise = tuple(kernel_hw) == (1, 1) and all(lo <= 0 and hi <= 0 for lo, hi in pads)
+  if conv_impl == 'auto' and not auto_choice(pointwise, kernel_hw, in_hw, in_channels):
+    return 'xla'
+  return 'matmul' if pointwise else 'im2col'
+
+
+def auto_choice(pointwise: bool, kernel_hw: Sequence[int], in_hw: Sequence[int],
+                in_channels: int) -> bool:
+  """Whether 'auto' takes a matmul formulation: on CPU, for the shapes where it measured
+  faster forward+backward (BENCHMARKS.md), XLA's convolution everywhere else.
+
+  On CPU: every 1x1 convolution (1.4-3.3x faster as a matmul); kxk kernels not smaller
+  than the input map (50x faster at 3x3 on 2x2); kxk kernels over few input channels,
+  i.e. the stems (1.4-1.8x). kxk convolutions on larger maps with more channels
+  measured as fast or faster with XLA's convolution (the CIFAR nets' 3x3s: 1-3x).
+  """
+  if jax.default_backend() != 'cpu':
+    return False
+  if pointwise:
+    return True
+  covers_map = any(k >= size for k, size in zip(kernel_hw, in_hw))
+  return covers_map or in_channels < _IM2COL_MAX_CHANNELS
+
+
+def matmul_1x1(lhs, rhs, strides, pads, *, precision=None, preferred_element_type=None):
+  """A 1x1 convolution (padding <= 0, i.e. only cropping) as one product over channels."""
+  x = _crop(lhs, pads)
+  x = x[:, ::strides[0], ::strides[1], :]
+  return lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision,
+                         preferred_element_type=preferred_element_type)
+
+
+def im2col(lhs, rhs, strides, pads, dilation, out_hw, *, precision=None,
+           preferred_element_type=None):
+  """A kxk convolution as one product: the input padded, sliced at each kernel offset
+  (with the stride), the slices stacked along channels, times the kernel reshaped to
+  [kh * kw * C, F]."""
+  kh, kw, c, f = rhs.shape
+  (top, bottom), (left, right) = pads
+  x = lax.pad(lhs, _zero(lhs), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+  (sh, sw), (dh, dw), (oh, ow) = strides, dilation, out_hw
+  columns = lax.concatenate([
+      lax.slice(x, (0, i * dh, j * dw, 0),
+                (x.shape[0], i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c),
+                (1, sh, sw, 1))
+      for i in range(kh) for j in range(kw)], 3)
+  return lax.dot_general(columns, rhs.reshape(kh * kw * c, f), (((3,), (0,)), ((), ())),
+                         precision=precision, preferred_element_type=preferred_element_type)
+
+
+def _zero(x):
+  return lax.convert_element_type(0, x.dtype)
+
+
+def _crop(x, pads):
+  """Applies non-positive padding (a crop) to H and W."""
+  (top, bottom), (left, right) = pads
+  if top == bottom == left == right == 0:
+    return x
+  return lax.pad(x, _zero(x), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+
+
+def _dilated(dilation) -> bool:
+  return dilation is not None and any(d != 1 for d in dilation)
+
+
+def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:
+  if dimension_numbers is None:
+    return False  # lax's default is NCHW/OIHW.
+  if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+    numbers = dimension_numbers
+  else:
+    numbers = lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, dimension_numbers)
+  return (tuple(numbers.lhs_spec) == (0, 3, 1, 2) and tuple(numbers.rhs_spec) == (3, 2, 0, 1)
+          and tuple(numbers.out_spec) == (0, 3, 1, 2))
+
+
+def explicit_padding(in_hw, kernel_hw, strides, dilation, padding):
+  """[(lo, hi), (lo, hi)] for H and W, from 'SAME'/'VALID'/explicit pairs as lax takes."""
+  if isinstance(padding, str):
+    dilated = [(k - 1) * d + 1 for k, d in zip(kernel_hw, dilation)]
+    return [tuple(p) for p in lax.padtype_to_pads(in_hw, dilated, strides, padding)]
+  return [tuple(p) for p in padding]

@@ -1,0 +1,154 @@
+"""The convolution implementations compute lax's convolution, with nn.Conv's parameters."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from resnet_jax.errors import ConfigError
+from resnet_jax.models import conv as conv_lib
+from resnet_jax.models import create_model
+from resnet_jax.train import config as config_lib
+
+# Exact float32 products on both sides, so that only the summation order differs.
+HIGHEST = lax.Precision.HIGHEST
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+CASES = [  # input [N, H, W, C], kernel size, stride, padding
+    ((2, 5, 7, 3), 3, 1, 'SAME'),
+    ((2, 5, 7, 3), 3, 2, 'SAME'),
+    ((2, 8, 8, 4), 3, 2, 'SAME'),
+    ((2, 2, 2, 8), 3, 1, 'SAME'),  # The kernel covers the whole map (ResNet-50 stage 5).
+    ((2, 7, 6, 4), 3, 1, 'VALID'),
+    ((2, 9, 9, 3), 7, 2, ((3, 3), (3, 3))),  # The ImageNet stem, scaled down.
+    ((2, 9, 9, 4), 5, 2, ((3, 2), (1, 3))),  # Asymmetric explicit padding.
+    ((2, 5, 5, 4), 2, 1, 'VALID'),
+    ((2, 5, 5, 4), 4, 3, 'SAME'),
+    ((2, 6, 6, 4), 1, 1, 'VALID'),
+    ((2, 7, 7, 4), 1, 2, 'VALID'),
+    ((2, 6, 6, 4), 1, 1, 'SAME'),
+    ((2, 6, 6, 4), 1, 1, ((-1, 0), (0, -1))),  # Negative padding crops.
+    ((2, 6, 6, 4), 1, 2, ((1, 1), (1, 1))),  # A padded 1x1 is not pointwise: im2col.
+]
+
+
+def _inputs(shape, k, seed=0):
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((k, k, shape[3], 5)), jnp.float32)
+  return x, w
+
+
+def _conv(impl, x, w, stride, padding):
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+  kwargs = dict(dimension_numbers=dn, precision=HIGHEST)
+  if impl == 'xla':
+    return lax.conv_general_dilated(x, w, (stride, stride), padding, **kwargs)
+  return conv_lib.conv_general_dilated(x, w, (stride, stride), padding, conv_impl=impl,
+                                       **kwargs)
+
+
+@pytest.mark.parametrize('shape,k,stride,padding', CASES)
+def test_matmul_formulations_equal_lax_conv_forward_and_gradients(shape, k, stride, padding):
+  x, w = _inputs(shape, k, seed=k * 10 + stride)
+  want = _conv('xla', x, w, stride, padding)
+  got = _conv('matmul', x, w, stride, padding)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, **TOL)
+  cotangent = jnp.asarray(np.random.default_rng(1).standard_normal(want.shape), jnp.float32)
+  grads = lambda impl: jax.grad(lambda a, b: jnp.sum(_conv(impl, a, b, stride, padding)
+                                                     * cotangent), argnums=(0, 1))(x, w)
+  for got_grad, want_grad in zip(grads('matmul'), grads('xla')):
+    np.testing.assert_allclose(got_grad, want_grad, **TOL)
+
+
+@pytest.mark.parametrize('shape,k,stride,padding', CASES)
+def test_matmul_formulations_are_what_they_claim(shape, k, stride, padding):
+  """'matmul' takes a matmul formulation for every case above: none falls back to lax."""
+  x, w = _inputs(shape, k)
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+  jaxpr = jax.make_jaxpr(functools.partial(
+      conv_lib.conv_general_dilated, window_strides=(stride, stride), padding=padding,
+      dimension_numbers=dn, conv_impl='matmul'))(x, w)
+  primitives = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
+  assert 'conv_general_dilated' not in primitives
+  assert 'dot_general' in primitives
+
+
+@pytest.mark.parametrize('use_bias', [True, False])
+@pytest.mark.parametrize('impl', ['auto', 'matmul'])
+def test_nn_conv_with_an_impl_has_nn_convs_parameters_and_output(impl, use_bias):
+  x, _ = _inputs((2, 6, 5, 3), 3)
+  make = lambda fn: nn.Conv(4, (3, 3), strides=(2, 2), use_bias=use_bias,
+                            bias_init=nn.initializers.normal(1.0), precision=HIGHEST,
+                            conv_general_dilated=fn)
+  plain, chosen = make(None), make(conv_lib.conv_general_dilated_fn(impl))
+  want, got = plain.init(jax.random.key(3), x), chosen.init(jax.random.key(3), x)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)  # Bitwise: the same RNG use.
+  np.testing.assert_allclose(chosen.apply(want, x), plain.apply(want, x), **TOL)
+
+
+def test_resnet_variables_are_identical_and_outputs_equal_across_impls():
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 64, 64, 3)), jnp.float32)
+  models = {impl: create_model('resnet50', num_classes=6, conv_impl=impl)
+            for impl in ('xla', 'matmul')}
+  init = {impl: jax.jit(functools.partial(m.init, train=False))(jax.random.key(0), x)
+          for impl, m in models.items()}
+  flat = {impl: jax.tree_util.tree_flatten_with_path(v)[0] for impl, v in init.items()}
+  assert [p for p, _ in flat['xla']] == [p for p, _ in flat['matmul']]
+  for (_, a), (_, b) in zip(flat['xla'], flat['matmul']):
+    np.testing.assert_array_equal(a, b)
+  variables = init['xla']
+
+  train_logits = {impl: jax.jit(lambda v, m=m: m.apply(v, x, train=True,
+                                                        mutable=['batch_stats'])[0])(variables)
+                  for impl, m in models.items()}
+  np.testing.assert_allclose(train_logits['matmul'], train_logits['xla'], rtol=1e-4, atol=1e-4)
+
+  # Gradients in inference mode: with batch statistics of 2 examples on a 2x2 map, the
+  # backward pass through 53 batch norms amplifies last-bit differences chaotically.
+  def loss(impl, params):
+    logits = models[impl].apply({**variables, 'params': params}, x, train=False)
+    return jnp.sum(logits ** 2), logits
+
+  results = {impl: jax.jit(jax.value_and_grad(functools.partial(loss, impl), has_aux=True))(
+      variables['params']) for impl in models}
+  (_, want_logits), want_grads = results['xla']
+  (_, got_logits), got_grads = results['matmul']
+  np.testing.assert_allclose(got_logits, want_logits, rtol=1e-4, atol=1e-4)
+  for a, b in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+    scale = float(jnp.max(jnp.abs(b))) + 1e-6
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-3)
+
+
+@pytest.mark.parametrize('kernel,in_hw,channels,pads,want', [
+    ((1, 1), (15, 15), 64, [(0, 0), (0, 0)], 'matmul'),
+    ((3, 3), (2, 2), 512, [(1, 1), (1, 1)], 'im2col'),  # The kernel covers the map.
+    ((7, 7), (64, 64), 3, [(3, 3), (3, 3)], 'im2col'),  # A stem on RGB.
+    ((3, 3), (8, 8), 64, [(1, 1), (1, 1)], 'xla'),  # CIFAR's 3x3s: XLA measured faster.
+])
+def test_auto_takes_matmul_formulations_on_cpu_only(monkeypatch, kernel, in_hw, channels, pads,
+                                                    want):
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
+  assert conv_lib.formulation_for('auto', kernel, in_hw, channels, pads) == want
+  assert conv_lib.formulation_for('xla', kernel, in_hw, channels, pads) == 'xla'
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert conv_lib.formulation_for('auto', kernel, in_hw, channels, pads) == 'xla'
+  assert conv_lib.formulation_for('matmul', kernel, in_hw, channels, pads) == want.replace(
+      'xla', 'im2col')
+
+
+def test_conv_impl_is_checked_by_the_model_and_the_config():
+  with pytest.raises(ConfigError, match='conv_impl'):
+    create_model('resnet50', conv_impl='winograd')
+  config = config_lib.base_config()
+  config.conv_impl = 'winograd'
+  with pytest.raises(ConfigError, match=r'config\.conv_impl'):
+    config_lib.validate_config(config, check_dataset=False)
+  assert config_lib.CONV_IMPLS == conv_lib.CONV_IMPLS
