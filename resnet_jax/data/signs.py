@@ -47,6 +47,19 @@ def load_signs(data_dir: str) -> Dataset:
                  source=f'SIGNS h5 files in {data_dir}')
 
 
+def load_signs_test(data_dir: str) -> tuple[Split, tuple[str, ...]]:
+  """Reads `test_signs.h5` alone from `data_dir` (no training file needed), read-only.
+
+  Returns:
+    (the test split, its class names from `list_classes`).
+  Raises:
+    DatasetError naming the file for anything missing, malformed or inconsistent.
+  """
+  require_dir(data_dir, 'SIGNS directory')
+  test, classes = _read_split(os.path.join(data_dir, TEST_FILE), 'test')
+  return test, tuple(str(c) for c in classes)
+
+
 def _read_split(path: str, split: str) -> tuple[Split, np.ndarray]:
   require_hdf5(path)
   x_key, y_key = f'{split}_set_x', f'{split}_set_y'

@@ -154,7 +154,7 @@ class Checkpointer:
     try:
       for step in reversed(self.all_steps() if steps is None else sorted(steps)):
         try:
-          with _quiet_library():
+          with quiet_library():
             state, meta = self.read(step)
         except Exception as error:  # Any failure to read means the checkpoint is damaged.
           silence_late_read_errors()
@@ -192,7 +192,7 @@ def _first_line(error: Exception) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_library():
+def quiet_library():
   """Nothing from the checkpoint library's log (through absl) while a checkpoint is read: a
   damaged one makes it log the failure at length, and raise it, which the caller says in
   one line."""
