@@ -14,8 +14,9 @@ not the last K, so we give it an explicit policy: LatestN(K) or BestN(1) by eval
 
 A checkpoint that fails to restore (truncated, garbled, half-written) is moved aside into
 `<workdir>/checkpoints_broken/` — never deleted — and the next older one is tried; one
-warning names it, where it went and which step was restored instead. A checkpoint that reads fine but does not fit the model raises
-CheckpointError naming the first mismatching array and both shapes.
+warning names it, where it went and which step was restored instead. A checkpoint that reads
+fine but does not fit the model raises CheckpointError naming the first mismatching array
+and both shapes.
 """
 import contextlib
 import logging

@@ -83,8 +83,9 @@ def load_predictor(workdir: str, which: str = 'best') -> Predictor:
         unreadable.append((checkpointer.path(step), error))
         continue
       for path, error in unreadable:
-        log.warning('checkpoint %s cannot be read (%s: %s); using step %d (%s) instead', path, type(error).__name__, str(error).splitlines()[0][:200]
-                    if str(error) else '', step, checkpointer.path(step))
+        log.warning('checkpoint %s cannot be read (%s: %s); using step %d (%s) instead', path,
+                    type(error).__name__, str(error).splitlines()[0][:200] if str(error) else '',
+                    step, checkpointer.path(step))
       template = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
       found = {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
       checkpoint_lib.check_fits(found, template, checkpointer.path(step))
