@@ -3,7 +3,8 @@
   python experiments/evaluate.py --workdir runs/signs_resnet50 --data_dir data/signs
   python experiments/evaluate.py --workdir runs/signs_resnet50 --synthetic_seed=1 --num_test=600
 
-The first reads test_signs.h5 from a directory (the course's real files, say); the second
+The first reads test_signs.h5 from a directory (the course's real files, say; --data_dir may
+also name the test file itself, and no train_signs.h5 is needed); the second
 generates a fresh synthetic SIGNS set with another seed than the training data's (0), into
 a temporary directory, and evaluates on its test split: pictures that no training run or
 tuning choice has seen. Uses the final checkpoint (--checkpoint=best for the best by eval
@@ -14,7 +15,6 @@ and exits with code 2 (--debug shows the traceback): data that does not fit the 
 """
 import json
 import logging
-import os
 import sys
 import tempfile
 
@@ -27,7 +27,8 @@ SCRIPT = cli.Script(__doc__)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/signs_resnet50', "A training run's workdir.",
                                flag_values=SCRIPT.flags)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'A directory holding test_signs.h5 (no '
-                                'train_signs.h5 needed).', flag_values=SCRIPT.flags)
+                                'train_signs.h5 needed), or a test file in its layout.',
+                                flag_values=SCRIPT.flags)
 _SEED = flags.DEFINE_integer('synthetic_seed', None, 'Evaluate on a fresh synthetic set '
                              'generated with this seed (not 0, the training set).',
                              flag_values=SCRIPT.flags)
@@ -54,7 +55,7 @@ def _main(argv: list) -> int:
   if _SEED.value == 0:
     raise app.UsageError('--synthetic_seed=0 is the training set; pick another seed')
   from resnet_jax import data
-  from resnet_jax.data.signs import TEST_FILE
+  from resnet_jax.data.signs import signs_test_file
   from resnet_jax.train.inference import load_predictor
   with tempfile.TemporaryDirectory() as scratch:
     data_dir = _DATA_DIR.value
@@ -66,7 +67,7 @@ def _main(argv: list) -> int:
   described = (_DATA_DIR.value if _SEED.value is None
                else f'fresh synthetic SIGNS, seed {_SEED.value}')
   predictor = load_predictor(_WORKDIR.value, _WHICH.value)
-  source = (os.path.join(_DATA_DIR.value, TEST_FILE) if _SEED.value is None
+  source = (signs_test_file(_DATA_DIR.value) if _SEED.value is None
             else f'the fresh synthetic SIGNS set (seed {_SEED.value})')
   predictor.check_fits(test.images.shape[1:], len(class_names), source)
   print(json.dumps({'accuracy': accuracy(predictor, test.images, test.labels, _BATCH.value),

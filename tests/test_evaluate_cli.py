@@ -91,6 +91,9 @@ def test_a_test_file_alone_is_enough(signs_run, tmp_path, capsys):
   out, err = capsys.readouterr()
   assert code == 0, err
   assert json.loads(out.strip().splitlines()[-1])['count'] == 9
+  test_file = os.path.join(directory, 'test_signs.h5')
+  assert evaluate.main([f'--workdir={signs_run}', f'--data_dir={test_file}']) == 0
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['count'] == 9
 
 
 def test_batch_size_zero_is_one_error_line(signs_run, tmp_path, capsys):
