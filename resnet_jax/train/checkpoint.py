@@ -151,7 +151,7 @@ class Checkpointer:
     fine but holds other shapes raises CheckpointError.
     """
     set_aside = []  # (step, error, where it went) of each damaged checkpoint.
-    outcome = 'no intact checkpoint is left: starting from scratch'
+    outcome = 'no older checkpoint was restored'  # Until one is (or none is left).
     try:
       for step in reversed(self.all_steps() if steps is None else sorted(steps)):
         try:
@@ -161,10 +161,11 @@ class Checkpointer:
           silence_late_read_errors()
           set_aside.append((step, error, self._quarantine(step)))
           continue
-        outcome = f'checkpoint {self.path(step)} of another model'
+        outcome = f'the next older one, {self.path(step)}, does not fit this model'
         check_fits(state, template, self.path(step))
         outcome = f'restored step {step} instead'
         return step, state, meta
+      outcome = 'no intact checkpoint is left'
       return None
     finally:
       for step, error, target in set_aside:
