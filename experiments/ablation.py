@@ -41,6 +41,9 @@ def _main(argv: list) -> int:
     config = ablation_quick.quick(config)
   workdir = _WORKDIR.value or cli.default_workdir(SCRIPT.config_path(),
                                                  '_quick' if _QUICK.value else '')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise app.UsageError(f'--workdir={workdir} is a file; expected a directory (new or the '
+                         'sweep to continue)')
   start = time.perf_counter()
   out = sweep.run_sweep(config, workdir)
   if out['preempted']:

@@ -103,6 +103,10 @@ def _batch_sizes() -> list[int]:
 def _main(argv: list) -> int:
   if argv:
     raise app.UsageError(f'unexpected arguments: {argv}')
+  if _SWEEP.value and os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
+    # Said before measuring, not after it.
+    raise app.UsageError(f'--out={_OUT.value} is a file; expected a directory for the '
+                         "sweep's table and plot")
   from resnet_jax.analysis import benchmarking, throughput
 
   num_classes = _NUM_CLASSES.value or (6 if _LAYOUT.value == 'coursera' else 1000)

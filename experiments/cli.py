@@ -46,6 +46,9 @@ _OVERRIDE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 # ...and defers a config file that cannot be loaded (missing, no get_config, a syntax
 # error) to the config's first use.
 _CONFIG_FILE_ERRORS = (OSError, ImportError, SyntaxError, AttributeError, NameError)
+# ...but an explicit --config file is imported while the flags are parsed: of its errors,
+# those that cannot come from an override.
+_CONFIG_FILE_PARSE_ERRORS = (OSError, ImportError, SyntaxError, NameError)
 
 
 class Script:
@@ -95,6 +98,8 @@ class Script:
       return report(error, debug)
     except flags.Error as error:
       return report(error, debug, hint='pass --help for the flags')
+    except _CONFIG_FILE_PARSE_ERRORS as error:
+      return report(self._config_file_error(argv, error), debug)
     except _OVERRIDE_ERRORS as error:
       return report(ConfigError(f'bad --config override: {_override_message(error)}'), debug)
     setup_logging(library_level)
@@ -116,6 +121,19 @@ class Script:
     self._config_argv[:] = ['', *argv]
     self.flags.unparse_flags()
     return self.flags(['', *argv])[1:]
+
+  def _config_file_error(self, argv: Sequence[str], error: BaseException) -> Exception:
+    """The ConfigError for a --config file that failed to import while flags were parsed."""
+    from resnet_jax.errors import ConfigError
+    path = self._config_default
+    for arg in argv:
+      if arg.startswith('--config='):
+        path = arg[len('--config='):]
+    for before, arg in zip(argv, argv[1:]):
+      if before == '--config':
+        path = arg
+    path = (path or '').split(':')[0]
+    return ConfigError(f'--config={path} cannot be loaded: {type(error).__name__}: {error}')
 
   def _raise_config_file_error(self) -> None:
     """Raises the error of a config file that failed to load (ml_collections defers it)."""

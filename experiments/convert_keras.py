@@ -54,7 +54,10 @@ def _main(argv: list) -> int:
   (path,) = argv
   done = convert_keras_h5(path, _OUT.value, model_name=_MODEL.value, layout=_LAYOUT.value,
                           num_classes=_NUM_CLASSES.value, seed=_SEED.value,
-                          image_size=_IMAGE_SIZE.value)
+                          image_size=_IMAGE_SIZE.value,
+                          arg_names={name: f'--{name}' for name in (
+                              'num_classes', 'image_size', 'layout', 'seed')} | {
+                                  'out_dir': '--out', 'model_name': '--model'})
   if done.fresh_head:
     head = (f'new head of {done.num_classes} classes (seed {_SEED.value}); the file '
             f'had {done.file_classes or "no"} classes')

@@ -3,12 +3,15 @@
   python experiments/evaluate.py --workdir runs/signs_resnet50 --data_dir data/signs
   python experiments/evaluate.py --workdir runs/signs_resnet50 --synthetic_seed=1 --num_test=600
 
-The first reads test_signs.h5 from a directory (the course's real files, say); the second
+The first reads test_signs.h5 from a directory (the course's real files, say; --data_dir may
+also name the test file itself, and no train_signs.h5 is needed); the second
 generates a fresh synthetic SIGNS set with another seed than the training data's (0), into
 a temporary directory, and evaluates on its test split: pictures that no training run or
 tuning choice has seen. Uses the final checkpoint (--checkpoint=best for the best by eval
-accuracy). Prints one JSON line: accuracy, count, checkpoint, step, data. Bad input prints
-one `error:` line and exits with code 2 (--debug shows the traceback).
+accuracy); if it cannot be read, an older one, said in one warning line on stderr. Prints
+one JSON line: accuracy, count, checkpoint, step, data. Bad input prints one `error:` line
+and exits with code 2 (--debug shows the traceback): data that does not fit the model
+(another number of classes, image size or channels) is refused naming both.
 """
 import json
 import logging
@@ -23,8 +26,9 @@ from experiments import cli
 SCRIPT = cli.Script(__doc__)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/signs_resnet50', "A training run's workdir.",
                                flag_values=SCRIPT.flags)
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'A directory holding train_signs.h5 and '
-                                'test_signs.h5.', flag_values=SCRIPT.flags)
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'A directory holding test_signs.h5 (no '
+                                'train_signs.h5 needed), or a test file in its layout.',
+                                flag_values=SCRIPT.flags)
 _SEED = flags.DEFINE_integer('synthetic_seed', None, 'Evaluate on a fresh synthetic set '
                              'generated with this seed (not 0, the training set).',
                              flag_values=SCRIPT.flags)
@@ -32,7 +36,7 @@ _NUM_TEST = flags.DEFINE_integer('num_test', 600, 'Test pictures of the fresh sy
                                  flag_values=SCRIPT.flags)
 _WHICH = flags.DEFINE_enum('checkpoint', 'latest', ['best', 'latest'], 'Which checkpoint.',
                            flag_values=SCRIPT.flags)
-_BATCH = flags.DEFINE_integer('batch_size', 100, 'Pictures per forward pass.',
+_BATCH = flags.DEFINE_integer('batch_size', 100, 'Pictures per forward pass.', lower_bound=1,
                               flag_values=SCRIPT.flags)
 
 
@@ -51,17 +55,21 @@ def _main(argv: list) -> int:
   if _SEED.value == 0:
     raise app.UsageError('--synthetic_seed=0 is the training set; pick another seed')
   from resnet_jax import data
+  from resnet_jax.data.signs import signs_test_file
   from resnet_jax.train.inference import load_predictor
-  predictor = load_predictor(_WORKDIR.value, _WHICH.value)
   with tempfile.TemporaryDirectory() as scratch:
     data_dir = _DATA_DIR.value
     if data_dir is None:
       data_dir = scratch
       data.make_synthetic_signs(scratch, num_train=6, num_test=_NUM_TEST.value,
                                 seed=_SEED.value)
-    test = data.load_signs(data_dir).test
+    test, class_names = data.load_signs_test(data_dir)
   described = (_DATA_DIR.value if _SEED.value is None
                else f'fresh synthetic SIGNS, seed {_SEED.value}')
+  predictor = load_predictor(_WORKDIR.value, _WHICH.value)
+  source = (signs_test_file(_DATA_DIR.value) if _SEED.value is None
+            else f'the fresh synthetic SIGNS set (seed {_SEED.value})')
+  predictor.check_fits(test.images.shape[1:], len(class_names), source)
   print(json.dumps({'accuracy': accuracy(predictor, test.images, test.labels, _BATCH.value),
                     'count': len(test), 'checkpoint': predictor.checkpoint,
                     'step': predictor.step, 'data': described}))

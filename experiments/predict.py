@@ -4,13 +4,19 @@
 
 The course's "test with your own image": each image is read with Pillow, converted to RGB,
 resized to the run's image size and preprocessed as in training. Prints one line per image
-with the predicted class and every class's probability. --checkpoint=latest uses the
-newest checkpoint instead of the best by eval accuracy. Bad input (an unreadable image, a
+with the predicted class and the --top_k most probable classes (default: all of them for
+fewer than 10 classes, else 5), most probable first. --checkpoint=latest uses the newest
+checkpoint instead of the best by eval accuracy.
+
+The images are read before the checkpoint is loaded. An image that cannot be read (not an
+image, truncated, larger than Pillow's decompression-bomb limit) gets its own `error:` line
+on stderr and the others are still predicted; the exit code is then 2. Other bad input (a
 workdir without a run) prints one `error:` line and exits with code 2 (--debug shows the
 traceback).
 """
 import logging
 import sys
+import warnings
 
 import numpy as np
 from absl import app, flags
@@ -22,6 +28,15 @@ _WORKDIR = flags.DEFINE_string('workdir', 'runs/signs_resnet50', "A training run
                                flag_values=SCRIPT.flags)
 _WHICH = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint to use.',
                            flag_values=SCRIPT.flags)
+_TOP_K = flags.DEFINE_integer('top_k', None, 'Classes listed per image, most probable first '
+                              '(default: all for fewer than 10 classes, else 5).',
+                              lower_bound=1, flag_values=SCRIPT.flags)
+
+
+def default_top_k(num_classes: int) -> int:
+  """Every class of a small model; the five most probable of a large one (1000 would be
+  16 KB per image)."""
+  return num_classes if num_classes < 10 else 5
 
 
 def read_image(path: str, size: int) -> np.ndarray:
@@ -30,9 +45,15 @@ def read_image(path: str, size: int) -> np.ndarray:
 
   from resnet_jax.errors import DatasetError
   try:
-    with Image.open(path) as image:
-      image = image.convert('RGB').resize((size, size), Image.Resampling.BILINEAR)
-      return np.asarray(image, np.uint8)
+    with warnings.catch_warnings():
+      # Over Pillow's pixel limit Image.open only warns (twice over it, it raises).
+      warnings.simplefilter('error', Image.DecompressionBombWarning)
+      with Image.open(path) as image:
+        image = image.convert('RGB').resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(image, np.uint8)
+  except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+    raise DatasetError(f'{path!r} is too large to read safely ({error}); expected an image of '
+                       f'at most {Image.MAX_IMAGE_PIXELS} pixels') from error
   except (OSError, UnidentifiedImageError) as error:
     raise DatasetError(f'{path!r} cannot be read as an image ({error}); expected a JPEG, PNG '
                        'or another format Pillow reads') from error
@@ -42,18 +63,32 @@ def _main(argv: list) -> int:
   paths = argv
   if not paths:
     raise app.UsageError('give one or more image files after the flags')
+  from resnet_jax.errors import DatasetError
   from resnet_jax.train.inference import load_predictor
+  from resnet_jax.train.workdir import load_saved_config
+  size = load_saved_config(_WORKDIR.value).image_size
+  readable, images, failed = [], [], 0
+  for path in paths:  # All images are read before the checkpoint is loaded.
+    try:
+      images.append(read_image(path, size))
+      readable.append(path)
+    except DatasetError as error:
+      cli.report(error, SCRIPT.flags.debug)
+      failed += 1
+  if not readable:
+    return cli.EXIT_BAD_INPUT
+  images = np.stack(images)
   predictor = load_predictor(_WORKDIR.value, _WHICH.value)
-  size = predictor.config.image_size
-  images = np.stack([read_image(p, size) for p in paths])
+  predictor.check_fits(images.shape[1:], None, 'the images')
   probabilities = predictor.probabilities(images)
-  print(f'# {predictor.config.model} from {predictor.checkpoint} (step {predictor.step})')
   names = predictor.class_names
-  for path, probs in zip(paths, probabilities):
-    best = int(np.argmax(probs))
-    listing = ' '.join(f'{name}:{p:.3f}' for name, p in zip(names, probs))
-    print(f'{path}: class {names[best]} (p={probs[best]:.3f})  [{listing}]')
-  return cli.EXIT_OK
+  top_k = min(_TOP_K.value or default_top_k(len(names)), len(names))
+  print(f'# {predictor.config.model} from {predictor.checkpoint} (step {predictor.step})')
+  for path, probs in zip(readable, probabilities):
+    ranked = np.argsort(-probs, kind='stable')[:top_k]
+    listing = ' '.join(f'{names[i]}:{probs[i]:.3f}' for i in ranked)
+    print(f'{path}: class {names[ranked[0]]} (p={probs[ranked[0]]:.3f})  [{listing}]')
+  return cli.EXIT_BAD_INPUT if failed else cli.EXIT_OK
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,10 @@ class DatasetError(ResNetJaxError, ValueError):
   """A data file or directory is missing, malformed or inconsistent."""
 
 
+class DamagedCacheError(DatasetError):
+  """Data this library generated into its cache cannot be read back; regenerating fixes it."""
+
+
 class WeightsError(ResNetJaxError, ValueError):
   """A pretrained-weights file does not fit the model it is loaded into."""
 

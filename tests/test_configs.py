@@ -200,3 +200,23 @@ def test_cli_misspelled_override_is_rejected_by_name(tmp_path):
   assert proc.returncode != 0
   assert 'num_epoch' in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_digits_config_dispatches_and_logs_one_epoch_at_a_time():
+  from resnet_jax.data import load_dataset, pipeline
+  config = load_config_file(os.path.join(ROOT, 'experiments', 'configs', 'digits_resnet.py'))
+  train = load_dataset('digits', image_size=config.image_size).train
+  per_epoch = pipeline.steps_per_epoch(len(train), config.batch_size)
+  assert len(train) == 1437 and per_epoch == 22  # The numbers its comment gives.
+  assert config.steps_per_dispatch == config.log_every_steps == per_epoch
+  assert config.checkpoint_every_steps == 10 * per_epoch
+
+
+def test_tiny_test_docstring_says_what_it_trains():
+  path = os.path.join(ROOT, 'experiments', 'configs', 'tiny_test.py')
+  config = load_config_file(path)
+  with open(path) as f:
+    doc = f.read().split('"""')[1]
+  assert config.dataset == 'fake_imagenet' and config.num_classes == 1000
+  assert 'random labels among 1000 classes' in doc and 'digits' not in doc
+  assert '0.1' not in doc  # No accuracy promise: the labels carry no signal.

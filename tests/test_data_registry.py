@@ -136,3 +136,25 @@ def test_split_and_dataset_reject_malformed_arrays():
   with pytest.raises(DatasetError, match='labels span'):
     Dataset(train=ok, test=ok, class_names=('a', 'b'), source='test')
   assert Dataset(train=ok, test=ok, class_names=('a', 'b', 'c'), source='test').num_classes == 3
+
+
+def test_a_damaged_cached_set_says_to_delete_the_cache_not_to_fix_data_dir(
+    tmp_path, monkeypatch):
+  from resnet_jax.errors import DamagedCacheError
+  from resnet_jax.train import base_config, setup
+  cache = tmp_path / 'cache' / f'synthetic_signs_v{GENERATOR_VERSION}_seed0'
+  write_signs(cache)
+  path = cache / 'test_signs.h5'
+  size = os.path.getsize(path)
+  with open(path, 'r+b') as f:  # Cut short by a full disk, say: the HDF5 signature remains.
+    f.truncate(size // 2)
+  config = base_config()
+  config.dataset, config.data_dir, config.cache_dir = 'signs', None, str(tmp_path / 'cache')
+  monkeypatch.chdir(tmp_path)  # No data/signs here: the cached synthetic set is used.
+  with pytest.raises(DamagedCacheError) as raised:
+    setup.load_data(config)
+  message = str(raised.value)
+  assert f'{str(cache)!r} is damaged' in message and 'test_signs.h5' in message
+  assert 'delete that directory and rerun to regenerate it' in message
+  assert 'config.data_dir' not in message
+  assert os.path.getsize(path) == size // 2  # Reported, not silently replaced.

@@ -1,11 +1,14 @@
 """experiments/evaluate.py: a run's accuracy on a SIGNS-format test file, or on fresh pictures."""
+import glob
 import json
+import os
 
 import jax
 import numpy as np
 import pytest
 
 import helpers
+from test_bad_input import write_signs
 from experiments import evaluate
 from resnet_jax.data import load_signs, make_synthetic_signs
 from resnet_jax.train import checkpoint as checkpoint_lib, optim, setup
@@ -17,22 +20,29 @@ from resnet_jax.train.workdir import prepare_workdir, save_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope='module')
-def signs_run(tmp_path_factory):
-  """A workdir holding an (untrained) 6-class 64x64 CIFAR ResNet-20's checkpoint."""
-  workdir = tmp_path_factory.mktemp('evaluate')
-  config = helpers.tiny_config(model='cifar_resnet20', layout='torchvision', num_classes=6,
-                          image_size=64)
+def write_run(workdir, image_size=64, num_classes=6, steps=(3,)):
+  """A workdir holding an (untrained) CIFAR ResNet-20's checkpoints at `steps`."""
+  config = helpers.tiny_config(model='cifar_resnet20', layout='torchvision',
+                               num_classes=num_classes, image_size=image_size)
   prepare_workdir(str(workdir), config)
   save_config(str(workdir), config)
   model = setup.build_model(config)
   tx, _ = optim.create_optimizer(config, steps_per_epoch=8)
-  state = jax.tree.map(np.asarray, create_train_state(model, tx, (64, 64, 3), seed=0))
-  checkpointer = checkpoint_lib.Checkpointer(str(workdir), keep=1)
-  checkpointer.save(3, state_to_host(state), {'class_names': list('012345')}, eval_accuracy=0.5)
-  checkpointer.wait()
+  state = jax.tree.map(np.asarray, create_train_state(model, tx, (image_size, image_size, 3),
+                                                      seed=0))
+  checkpointer = checkpoint_lib.Checkpointer(str(workdir), keep=len(steps))
+  for step in steps:
+    checkpointer.save(step, state_to_host(state),
+                      {'class_names': [str(c) for c in range(num_classes)]}, eval_accuracy=0.5)
+    checkpointer.wait()
   checkpointer.close()
   return workdir
+
+
+@pytest.fixture(scope='module')
+def signs_run(tmp_path_factory):
+  """A workdir holding an (untrained) 6-class 64x64 CIFAR ResNet-20's checkpoint."""
+  return write_run(tmp_path_factory.mktemp('evaluate'))
 
 
 def test_accuracy_on_a_signs_directory_is_counted_by_hand(signs_run, tmp_path, capsys):
@@ -55,3 +65,55 @@ def test_missing_files_and_the_training_seed_are_refused(signs_run, tmp_path, ca
   code = evaluate.main([f'--workdir={signs_run}', '--synthetic_seed=0'])
   err = capsys.readouterr().err
   assert code == 2 and err.startswith('error: UsageError: ') and 'training set' in err
+
+
+def _one_error_line(capsys, error_type, *fragments):
+  out, err = capsys.readouterr()
+  assert err.startswith(f'error: {error_type}: ') and err.count('\n') == 1, err
+  assert out == '' and all(f in err for f in fragments), err
+
+
+def test_data_that_does_not_fit_the_model_is_refused_naming_both(signs_run, tmp_path, capsys):
+  ten = write_signs(tmp_path / 'ten', classes=tuple(range(10)))
+  assert evaluate.main([f'--workdir={signs_run}', f'--data_dir={ten}']) == 2
+  _one_error_line(capsys, 'DatasetError', f'{ten}/test_signs.h5 has 10 classes',
+                  'predicts 6', str(signs_run))
+  small = write_run(tmp_path / 'small', image_size=8)
+  six = write_signs(tmp_path / 'six')
+  assert evaluate.main([f'--workdir={small}', f'--data_dir={six}']) == 2
+  _one_error_line(capsys, 'DatasetError', '(64, 64, 3)', '(8, 8, 3)', str(small))
+
+
+def test_a_test_file_alone_is_enough(signs_run, tmp_path, capsys):
+  directory = write_signs(tmp_path / 'signs', num_test=9)
+  os.remove(os.path.join(directory, 'train_signs.h5'))
+  code = evaluate.main([f'--workdir={signs_run}', f'--data_dir={directory}'])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  assert json.loads(out.strip().splitlines()[-1])['count'] == 9
+  test_file = os.path.join(directory, 'test_signs.h5')
+  assert evaluate.main([f'--workdir={signs_run}', f'--data_dir={test_file}']) == 0
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['count'] == 9
+
+
+def test_batch_size_zero_is_one_error_line(signs_run, tmp_path, capsys):
+  directory = write_signs(tmp_path / 'signs')
+  assert evaluate.main([f'--workdir={signs_run}', f'--data_dir={directory}',
+                        '--batch_size=0']) == 2
+  _one_error_line(capsys, 'IllegalFlagValueError', '--batch_size=0')
+
+
+def test_a_fallback_to_an_older_checkpoint_is_said_in_one_line(tmp_path, capsys):
+  workdir = write_run(tmp_path / 'run', steps=(2, 3))
+  latest = workdir / 'checkpoints' / '3'
+  for path in glob.glob(str(latest / 'state' / '**' / 'd' / '*'), recursive=True):
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  directory = write_signs(tmp_path / 'signs')
+  code = evaluate.main([f'--workdir={workdir}', f'--data_dir={directory}'])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  assert json.loads(out.strip().splitlines()[-1])['step'] == 2
+  lines = err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith('WARNING ') and str(latest) in lines[0], err
+  assert 'using step 2' in lines[0] and 'Traceback' not in err

@@ -392,3 +392,14 @@ def test_check_input_size(name, smallest):
     assert logits.shape[0] == 2
     with pytest.raises(ConfigError, match=f'image_size={smallest - 1}.*>= {smallest}'):
       check_input_size(model, smallest - 1)
+
+
+@pytest.mark.parametrize('num_classes', [0, -3, 6.5, '6', True, None])
+def test_create_model_refuses_a_num_classes_that_is_not_a_positive_int(num_classes):
+  with pytest.raises(ConfigError, match=r'num_classes=.*expected a positive int') as raised:
+    create_model('cifar_resnet20', num_classes=num_classes)
+  assert repr(num_classes) in str(raised.value)
+
+
+def test_create_model_takes_a_numpy_integer_num_classes():
+  assert create_model('cifar_resnet20', num_classes=np.int64(6)).num_classes == 6

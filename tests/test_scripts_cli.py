@@ -2,6 +2,7 @@
 `error: <ErrorType>: <message>` with exit code 2 (a traceback only with --debug), and all
 seven import into one process."""
 import importlib
+import os
 import re
 
 import pytest
@@ -90,3 +91,36 @@ def test_error_line_is_one_line():
 def test_default_workdir_is_named_after_the_config_file():
   assert cli.default_workdir('experiments/configs/tiny_test.py') == 'runs/tiny_test'
   assert cli.default_workdir('/x/ablation_digits.py', '_quick') == 'runs/ablation_digits_quick'
+
+
+def _listing(directory):
+  return sorted((p, os.path.getsize(os.path.join(directory, p))) for p in os.listdir(directory))
+
+
+@pytest.mark.parametrize('name,argv,error_type,fragments', [
+    ('train', ['--config={tmp}/broken.py', '--workdir={tmp}/run'], 'ConfigError',
+     ['--config={tmp}/broken.py cannot be loaded', 'SyntaxError']),
+    ('ablation', ['--config', '{tmp}/broken.py', '--workdir={tmp}/sweep'], 'ConfigError',
+     ['--config={tmp}/broken.py cannot be loaded', 'SyntaxError']),
+    ('ablation', ['--workdir={tmp}/a_file', '--quick'], 'UsageError',
+     ['--workdir={tmp}/a_file is a file']),
+    ('benchmark', ['--sweep=1,2', '--out={tmp}/a_file', '--steps=1'], 'UsageError',
+     ['--out={tmp}/a_file is a file']),
+    ('summary', ['--num_classes=0'], 'IllegalFlagValueError', ['--num_classes=0']),
+    ('summary', ['--num-classes', '-3'], 'IllegalFlagValueError', ['--num_classes=-3']),
+], ids=['train broken config', 'ablation broken config', 'ablation workdir is a file',
+        'benchmark out is a file', 'summary 0 classes', 'summary -3 classes'])
+def test_bad_files_and_values_are_one_line_and_change_nothing(name, argv, error_type,
+                                                              fragments, tmp_path, capsys):
+  (tmp_path / 'broken.py').write_text('def get_config(:\n  return None\n')
+  (tmp_path / 'a_file').write_text('notes')
+  before = _listing(tmp_path)
+  argv = [arg.replace('{tmp}', str(tmp_path)) for arg in argv]
+  assert _script(name).main(argv) == cli.EXIT_BAD_INPUT
+  out, err = capsys.readouterr()
+  assert ONE_ERROR_LINE.fullmatch(err) and out == '', err
+  assert err.startswith(f'error: {error_type}: '), err
+  for fragment in fragments:
+    assert fragment.replace('{tmp}', str(tmp_path)) in err, err
+  assert _listing(tmp_path) == before
+  assert (tmp_path / 'a_file').read_text() == 'notes'

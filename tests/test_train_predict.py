@@ -87,9 +87,69 @@ def test_cli_prints_one_line_per_image(trained, tmp_path, capsys):
   code = predict.main([f'--workdir={trained}', *paths])
   out, err = capsys.readouterr()
   assert code == 0, err[-2000:]
+  assert err == ''  # Quiet: nothing from the checkpoint library.
   lines = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
   assert len(lines) == 2 and all(' class ' in line and 'a:' in line for line in lines)
   code = predict.main([f'--workdir={trained}', str(bad)])
   err = capsys.readouterr().err
   assert code == 2 and 'notes.png' in err and 'Traceback' not in err
   assert err.startswith('error: DatasetError: ') and err.count('\n') == 1, err
+
+
+def _save_images(directory, count, size=20):
+  paths = []
+  for i, image in enumerate(helpers.make_split(count, 4, size=size).images):
+    path = directory / f'hand{i}_{size}.png'
+    Image.fromarray(image).save(path)
+    paths.append(str(path))
+  return paths
+
+
+def test_an_unreadable_image_is_reported_on_its_line_and_the_others_predicted(
+    trained, tmp_path, capsys):
+  good = _save_images(tmp_path, 2)
+  bad = tmp_path / 'notes.png'
+  bad.write_text('not an image')
+  code = predict.main([f'--workdir={trained}', good[0], str(bad), good[1]])
+  out, err = capsys.readouterr()
+  assert code == 2
+  assert [line.split(':')[0] for line in out.splitlines()[1:]] == good
+  assert err.startswith('error: DatasetError: ') and err.count('\n') == 1, err
+  assert 'notes.png' in err
+
+
+def test_images_are_checked_before_the_checkpoint_is_loaded(trained, tmp_path, capsys):
+  (tmp_path / 'config.json').write_text((trained / 'config.json').read_text())  # No checkpoints.
+  bad = tmp_path / 'notes.png'
+  bad.write_text('not an image')
+  assert predict.main([f'--workdir={tmp_path}', str(bad)]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: DatasetError: ') and 'notes.png' in err, err
+
+
+def test_a_decompression_bomb_is_one_line_per_image(trained, tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)
+  over = _save_images(tmp_path, 1, size=12)  # 144 pixels: Pillow only warns.
+  far_over = _save_images(tmp_path, 1, size=20)  # 400 pixels: Pillow raises.
+  assert predict.main([f'--workdir={trained}', *over, *far_over]) == 2
+  out, err = capsys.readouterr()
+  lines = err.splitlines()
+  assert out == '' and len(lines) == 2 and 'Traceback' not in err, err
+  for line, path in zip(lines, over + far_over):
+    assert line.startswith('error: DatasetError: ') and path in line and 'too large' in line
+
+
+def test_top_k_lists_the_most_probable_classes_first(trained, tmp_path, capsys):
+  paths = _save_images(tmp_path, 1)
+  assert predict.main([f'--workdir={trained}', '--top_k=2', *paths]) == 0
+  out, err = capsys.readouterr()
+  assert err == ''  # Quiet: nothing from the checkpoint library.
+  listing = out.splitlines()[-1].split('[')[1].rstrip(']').split()
+  probs = load_predictor(str(trained)).probabilities(
+      np.stack([predict.read_image(paths[0], 8)]))[0]
+  names = ('a', 'b', 'c')
+  expected = [f'{names[i]}:{probs[i]:.3f}' for i in np.argsort(-probs, kind='stable')[:2]]
+  assert listing == expected
+  assert predict.main([f'--workdir={trained}', *paths]) == 0
+  assert len(capsys.readouterr().out.splitlines()[-1].split('[')[1].split()) == 3
+  assert predict.default_top_k(1000) == 5 and predict.default_top_k(6) == 6

@@ -27,7 +27,7 @@ def get_config():
   config.warmup_epochs = 1.0
   config.batch_size = 64
   config.num_epochs = 30
-  config.steps_per_dispatch = 21  # One epoch of 1,437 // 64 steps.
-  config.log_every_steps = 21
-  config.checkpoint_every_steps = 210
+  config.steps_per_dispatch = 22  # One epoch: 1,437 // 64 = 22 steps (the rest is dropped).
+  config.log_every_steps = 22
+  config.checkpoint_every_steps = 220  # Every 10 epochs.
   return config

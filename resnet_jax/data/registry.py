@@ -8,7 +8,7 @@ from resnet_jax.data.fake_images import load_fake_imagenet
 from resnet_jax.data.signs import SIGNS_FILES, has_signs_files, load_signs
 from resnet_jax.data.synthetic_signs import GENERATOR_VERSION, make_synthetic_signs
 from resnet_jax.data.types import Dataset
-from resnet_jax.errors import ConfigError, DatasetError
+from resnet_jax.errors import ConfigError, DamagedCacheError, DatasetError
 
 DATASET_NAMES = ('signs', 'digits', 'cifar10', 'fake_imagenet')
 # Sizes the loaders produce; SIGNS and CIFAR-10 are not resized on loading.
@@ -55,7 +55,13 @@ def load_signs_or_synthetic(data_dir: str | None, cache_dir: str | None = None,
     make_synthetic_signs(cache, seed=seed, overwrite=True)
     how = 'generated into'
   note = f'; no SIGNS files in {data_dir}' if data_dir is not None else ''
-  return dataclasses.replace(load_signs(cache),
+  try:
+    cached = load_signs(cache)
+  except DatasetError as error:
+    raise DamagedCacheError(
+        f'the cached synthetic SIGNS set in {cache!r} is damaged ({error}); delete that '
+        'directory and rerun to regenerate it (it is generated data, nothing is lost)') from error
+  return dataclasses.replace(cached,
                              source=f'synthetic SIGNS (seed {seed}) {how} {cache}{note}')
 
 

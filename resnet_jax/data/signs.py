@@ -47,6 +47,29 @@ def load_signs(data_dir: str) -> Dataset:
                  source=f'SIGNS h5 files in {data_dir}')
 
 
+def load_signs_test(path: str) -> tuple[Split, tuple[str, ...]]:
+  """Reads a SIGNS test file alone (no training file needed), read-only.
+
+  Args:
+    path: a directory holding `test_signs.h5`, or a file in its layout (test_set_x, ...).
+
+  Returns:
+    (the test split, its class names from `list_classes`).
+  Raises:
+    DatasetError naming the file for anything missing, malformed or inconsistent.
+  """
+  if not os.path.isfile(path):
+    require_dir(path, 'SIGNS directory')
+    path = os.path.join(path, TEST_FILE)
+  test, classes = _read_split(path, 'test')
+  return test, tuple(str(c) for c in classes)
+
+
+def signs_test_file(path: str) -> str:
+  """The test file `load_signs_test(path)` reads."""
+  return path if os.path.isfile(path) else os.path.join(path, TEST_FILE)
+
+
 def _read_split(path: str, split: str) -> tuple[Split, np.ndarray]:
   require_hdf5(path)
   x_key, y_key = f'{split}_set_x', f'{split}_set_y'

@@ -9,6 +9,7 @@ The names, and what they say about a model (plain or residual, depth), are defin
 MODEL_NAMES lists the names with an alias in resnet.py (CIFAR depths 20, 32, 44, 56, 110).
 """
 import dataclasses
+import numbers
 import re
 
 import flax.linen as nn
@@ -86,10 +87,20 @@ def create_model(name: str, **overrides) -> nn.Module:
   if unknown:
     raise ConfigError(
         f'model overrides {unknown} are not fields of ResNet; expected some of {_FIELDS}')
+  if 'num_classes' in overrides:
+    check_num_classes(overrides['num_classes'])
   if parsed.family == 'imagenet':
     return _IMAGENET[name](**overrides)
   blocks = (parsed.depth - 2) // 6
   return _CIFAR[parsed.residual](**{'stage_sizes': (blocks,) * 3, **overrides})
+
+
+def check_num_classes(num_classes) -> None:
+  """ConfigError unless `num_classes` is a positive int (a bool, 6.5 or '6' is none)."""
+  integral = isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, bool)
+  if not integral or num_classes < 1:
+    raise ConfigError(f'num_classes={num_classes!r} ({type(num_classes).__name__}); expected a '
+                      'positive int, the number of classes the model predicts')
 
 
 def check_input_size(model: nn.Module, image_size: int) -> None:

@@ -13,12 +13,16 @@ Retention: Orbax's `max_to_keep` combined with `best_fn` keeps the K *best* chec
 not the last K, so we give it an explicit policy: LatestN(K) or BestN(1) by eval accuracy.
 
 A checkpoint that fails to restore (truncated, garbled, half-written) is moved aside into
-`<workdir>/checkpoints_broken/` — never deleted — with a warning naming it, and the next
-older one is tried. A checkpoint that reads fine but does not fit the model raises
-CheckpointError naming the first mismatching array and both shapes.
+`<workdir>/checkpoints_broken/` — never deleted — and the next older one is tried; one
+warning names it, where it went and which step was restored instead. A checkpoint that reads
+fine but does not fit the model raises CheckpointError naming the first mismatching array
+and both shapes.
 """
+import contextlib
 import logging
 import os
+import sys
+import threading
 import time
 import zlib
 from typing import Optional
@@ -140,33 +144,94 @@ class Checkpointer:
   def restore_latest(self, template: dict, steps=None) -> Optional[tuple[int, dict, dict]]:
     """The newest intact checkpoint as (step, state dict, meta), or None if there is none.
 
-    Damaged ones on the way are moved to `checkpoints_broken/` with a warning.
+    Damaged ones on the way are moved to `checkpoints_broken/`, each named in one warning
+    that also says where it went and which step was restored instead; what the checkpoint
+    library prints while failing to read them is dropped (see `silence_late_read_errors`).
     `template` (a host state dict) fixes the expected arrays: a checkpoint that reads
     fine but holds other shapes raises CheckpointError.
     """
-    for step in reversed(self.all_steps() if steps is None else sorted(steps)):
-      try:
-        state, meta = self.read(step)
-      except Exception as error:  # Any failure to read means the checkpoint is damaged.
-        self._quarantine(step, error)
-        continue
-      check_fits(state, template, self.path(step))
-      return step, state, meta
-    return None
+    set_aside = []  # (step, error, where it went) of each damaged checkpoint.
+    outcome = 'no older checkpoint was restored'  # Until one is (or none is left).
+    try:
+      for step in reversed(self.all_steps() if steps is None else sorted(steps)):
+        try:
+          with quiet_library():
+            state, meta = self.read(step)
+        except Exception as error:  # Any failure to read means the checkpoint is damaged.
+          silence_late_read_errors()
+          set_aside.append((step, error, self._quarantine(step)))
+          continue
+        outcome = f'the next older one, {self.path(step)}, does not fit this model'
+        check_fits(state, template, self.path(step))
+        outcome = f'restored step {step} instead'
+        return step, state, meta
+      outcome = 'no intact checkpoint is left'
+      return None
+    finally:
+      for step, error, target in set_aside:
+        moved = 'left in place (read-only)' if target is None else f'moved it to {target}'
+        log.warning('checkpoint %s is damaged and cannot be restored (%s); %s; %s',
+                    self.path(step), _first_line(error), moved, outcome)
 
-  def _quarantine(self, step: int, error: Exception):
-    source = self.path(step)
+  def _quarantine(self, step: int) -> Optional[str]:
+    """Moves a damaged checkpoint into checkpoints_broken/; returns where (None if read-only)."""
     if self.read_only:
-      log.warning('checkpoint %s cannot be read (%s: %s); trying the next older one', source,
-                  type(error).__name__, str(error).splitlines()[0][:300] if str(error) else '')
-      return
+      return None
+    source = self.path(step)
     target = os.path.join(self.broken_directory, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
-    log.warning('checkpoint %s is damaged and cannot be restored (%s: %s); moving it to %s and '
-                'trying the next older one', source, type(error).__name__,
-                str(error).splitlines()[0][:300] if str(error) else '', target)
     if jax.process_index() == 0 and os.path.exists(source):
       os.makedirs(self.broken_directory, exist_ok=True)
       os.replace(source, target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'quarantine checkpoint {step}')
     self.manager.reload()
+    return target
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).splitlines()[0][:300] if str(error) else ''
+  return f'{type(error).__name__}: {text}'
+
+
+@contextlib.contextmanager
+def quiet_library():
+  """Nothing from the checkpoint library's log (through absl) while a checkpoint is read: a
+  damaged one makes it log the failure at length, and raise it, which the caller says in
+  one line."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.CRITICAL + 1)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
+def is_late_read_error(error: Optional[BaseException]) -> bool:
+  """True for the error of a read that finished after its event loop closed."""
+  return isinstance(error, RuntimeError) and 'Event loop is closed' in str(error)
+
+
+def silence_late_read_errors() -> None:
+  """Drops the 'Event loop is closed' errors of a failed restore's leftover reads.
+
+  A restore that fails part-way leaves tensorstore reads running; they finish after Orbax
+  closed its event loop, in other threads or at garbage collection, where they can only
+  report their RuntimeError as an 'exception ignored' traceback, up to one per array, at
+  any later time. The hooks installed here (once per process, chained to the previous
+  ones) drop those errors only; every other exception is reported as before.
+  """
+  if getattr(sys.unraisablehook, 'drops_late_read_errors', False):
+    return
+  previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
+
+  def unraisable(args):
+    if not is_late_read_error(args.exc_value):
+      previous_unraisable(args)
+
+  def thread(args):
+    if not is_late_read_error(args.exc_value):
+      previous_thread(args)
+
+  unraisable.drops_late_read_errors = True
+  sys.unraisablehook, threading.excepthook = unraisable, thread

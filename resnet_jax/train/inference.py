@@ -9,7 +9,7 @@ import numpy as np
 from flax import linen as nn
 
 from resnet_jax.data import augment
-from resnet_jax.errors import CheckpointError
+from resnet_jax.errors import CheckpointError, DatasetError
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train import setup, workdir as workdir_lib
 
@@ -32,6 +32,20 @@ class Predictor:
     self._logits = jax.jit(
         lambda variables, images: self.model.apply(variables, images, train=False))
 
+  def check_fits(self, image_shape: tuple, num_classes: Optional[int], source: str) -> None:
+    """DatasetError naming `source` and the model unless images of `image_shape` ([H, W, C])
+    and labels among `num_classes` classes (None: unlabelled) are what the model takes."""
+    size = self.config.image_size
+    model = f'the model of {self.checkpoint} ({self.config.model})'
+    if tuple(image_shape) != (size, size, 3):
+      raise DatasetError(f'{source} holds images of shape {tuple(image_shape)} (H, W, C) but '
+                         f'{model} takes {(size, size, 3)}; expected data of the run\'s image '
+                         'size, RGB')
+    if num_classes is not None and num_classes != len(self.class_names):
+      raise DatasetError(f'{source} has {num_classes} classes but {model} predicts '
+                         f'{len(self.class_names)} {list(self.class_names)[:10]}; expected '
+                         'data of the classes the run was trained on')
+
   def probabilities(self, images: np.ndarray) -> np.ndarray:
     """uint8 images [N, H, W, C] at the config's image size -> float32 [N, num_classes]."""
     x = augment.preprocess(jnp.asarray(images), self.config.preprocess, self.mean, self.std)
@@ -43,7 +57,8 @@ def load_predictor(workdir: str, which: str = 'best') -> Predictor:
   """The model of a training workdir with its best (by eval accuracy) or latest checkpoint.
 
   Reads config.json for the model and checkpoints read-only: safe while a run is writing.
-  Falls back to older checkpoints if the chosen one cannot be read.
+  Falls back to older checkpoints if the chosen one cannot be read, with one warning per
+  checkpoint passed over naming the step used instead.
   """
   config = workdir_lib.load_saved_config(workdir)
   model = setup.build_model(config)
@@ -58,13 +73,19 @@ def load_predictor(workdir: str, which: str = 'best') -> Predictor:
                             f'{checkpointer.directory}; expected a finished or running training')
     first = checkpointer.best_step() if which == 'best' else checkpointer.latest_step()
     order = [first] + [s for s in reversed(steps) if s != first]
+    unreadable = []  # (path, error) of each damaged checkpoint passed over.
     for step in order:
       try:
-        state, meta = checkpointer.read(step)
-      except Exception as error:  # A damaged checkpoint: say so and try the next.
-        log.warning('checkpoint %s cannot be read (%s); trying an older one',
-                    checkpointer.path(step), error)
+        with checkpoint_lib.quiet_library():
+          state, meta = checkpointer.read(step)
+      except Exception as error:  # A damaged checkpoint: try the next, say so once it is known.
+        checkpoint_lib.silence_late_read_errors()
+        unreadable.append((checkpointer.path(step), error))
         continue
+      for path, error in unreadable:
+        log.warning('checkpoint %s cannot be read (%s: %s); using step %d (%s) instead', path,
+                    type(error).__name__, str(error).splitlines()[0][:200] if str(error) else '',
+                    step, checkpointer.path(step))
       template = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
       found = {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
       checkpoint_lib.check_fits(found, template, checkpointer.path(step))

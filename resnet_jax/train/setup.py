@@ -5,14 +5,15 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
-from resnet_jax.errors import ConfigError, DatasetError
+from resnet_jax.errors import ConfigError, DamagedCacheError, DatasetError
 
 # Where SIGNS is looked for when config.data_dir is None (relative to the working directory).
 DEFAULT_SIGNS_DIR = os.path.join('data', 'signs')
 
 
 def load_data(config: ml_collections.ConfigDict):
-  """The config's dataset; file problems name config.data_dir as well as the file.
+  """The config's dataset; file problems name config.data_dir as well as the file (but a
+  damaged cache of generated data is a DamagedCacheError saying how to regenerate it).
 
   SIGNS with data_dir None uses the real files in data/signs when they are there and the
   synthetic set (generated once into cache_dir) otherwise; an explicit data_dir must hold
@@ -28,6 +29,8 @@ def load_data(config: ml_collections.ConfigDict):
       return data.load_signs_or_synthetic(search, config.cache_dir, seed=0)
     return data.load_dataset(config.dataset, data_dir=config.data_dir,
                              cache_dir=config.cache_dir, image_size=config.image_size, seed=0)
+  except DamagedCacheError:
+    raise  # Not the config's fault: the message says how to regenerate the cache.
   except DatasetError as error:
     raise ConfigError(f'config.data_dir={config.data_dir!r} (dataset {config.dataset!r}): '
                       f'{error}') from error

@@ -43,7 +43,8 @@ def file_num_classes(weights: KerasWeights) -> int | None:
 
 def convert_keras_h5(in_path, out_dir, *, model_name: str = 'resnet50',
                      layout: str = 'keras', num_classes: int | None = None,
-                     seed: int = 0, image_size: int = 64) -> Conversion:
+                     seed: int = 0, image_size: int = 64,
+                     arg_names: dict | None = None) -> Conversion:
   """Loads a Keras h5 file into `create_model(model_name, ...)` and saves the variables.
 
   Args:
@@ -53,21 +54,25 @@ def convert_keras_h5(in_path, out_dir, *, model_name: str = 'resnet50',
     num_classes: classes of the head; None takes the file's. When the file has no
       classifier or one of another size, the head is initialised from `seed` by
       `model.init` on an image_size x image_size input.
+    arg_names: how the caller's users name these arguments, for the messages of errors
+      that one of them fixes (convert_keras.py: {'num_classes': '--num_classes', ...}).
 
   Raises:
     CheckpointError: out_dir exists, or a notop file comes without num_classes.
     WeightsError / ConfigError: the file does not fit the model, a bad name.
   """
+  named = lambda arg: (arg_names or {}).get(arg, arg)
   out_dir = os.path.abspath(os.fspath(out_dir))
   if os.path.exists(out_dir):  # Checked first, before any slow work.
-    raise CheckpointError(f'{out_dir} already exists; refusing to overwrite it')
+    raise CheckpointError(f'{named("out_dir")} {out_dir} already exists; refusing to overwrite '
+                          'it; expected a new directory')
   weights = read_keras_h5(in_path)
   file_classes = file_num_classes(weights)
   num_classes = num_classes or file_classes
   if num_classes is None:
     raise WeightsError(
-        f'{weights.path} has no classifier (a notop file); give the number of classes '
-        'of the new head')
+        f'{weights.path} has no classifier (a notop file); give {named("num_classes")}, the '
+        'number of classes of the new head (e.g. 6 for SIGNS)')
   model = create_model(model_name, layout=layout, num_classes=num_classes)
   fresh_head = file_classes != num_classes
   init_variables = None
