@@ -27,21 +27,34 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from resnet_jax.data import augment as augment_lib
-from resnet_jax.data import pipeline
 from resnet_jax import weights
+from resnet_jax.data import augment as augment_lib, pipeline
 from resnet_jax.errors import NonFiniteLossError
-from resnet_jax.train import bn_recompute
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import config as config_lib
-from resnet_jax.train import config_changes
-from resnet_jax.train import metrics as metrics_lib
-from resnet_jax.train import feeds, optim, plots, setup, steps, workdir as workdir_lib
-from resnet_jax.train import workdir_claim
+from resnet_jax.train import (
+  bn_recompute,
+  checkpoint as checkpoint_lib,
+  config as config_lib,
+  config_changes,
+  feeds,
+  metrics as metrics_lib,
+  optim,
+  plots,
+  setup,
+  steps,
+  workdir as workdir_lib,
+  workdir_claim,
+)
 from resnet_jax.train.progress import ProgressBar
 from resnet_jax.train.run_shape import RunShape
-from resnet_jax.train.state import (TrainState, abstract_train_state, create_train_state,
-                                    seed_keys, state_from_host, state_to_host, unreplicate)
+from resnet_jax.train.state import (
+  TrainState,
+  abstract_train_state,
+  create_train_state,
+  seed_keys,
+  state_from_host,
+  state_to_host,
+  unreplicate,
+)
 
 log = logging.getLogger(__name__)
 
