@@ -49,3 +49,17 @@ def test_stopped_run_reports_the_step_of_its_metrics_after_the_bar(tmp_path, mon
   assert '(at step 2)' in train_script.summary(result)
   err = capsys.readouterr().err
   assert any(line.startswith('stopped by SIGTERM at step 3') for line in err.split('\n')), err
+
+
+def test_a_signal_before_the_loop_takes_over_is_one_line_and_exit_zero(monkeypatch, capsys):
+  # While the script still loads its libraries: no KeyboardInterrupt traceback.
+  def interrupted_while_loading(body, argv=None):
+    del body, argv
+    signal.raise_signal(signal.SIGINT)
+    raise AssertionError('the signal did not stop the script')
+
+  before = signal.getsignal(signal.SIGINT)
+  monkeypatch.setattr(train_script.SCRIPT, 'run', interrupted_while_loading)
+  assert train_script.main([]) == 0
+  assert capsys.readouterr().err.startswith('stopped by SIGINT outside the training loop')
+  assert signal.getsignal(signal.SIGINT) is before  # Handlers restored.

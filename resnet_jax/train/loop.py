@@ -10,7 +10,9 @@ chunks an unbroken one would. Chunk results stay on the device until a log, an e
 or a checkpoint needs them: the host then fetches the small metric sums of every pending
 chunk, and raises if any step was non-finite, before anything is written. A checkpoint
 holds the train sums not yet logged, so a resumed run logs what an unbroken one does.
-SIGTERM/SIGINT stop the run at the next step or chunk, after saving (StopRequest).
+SIGTERM/SIGINT stop the run at the next step or chunk, after saving (StopRequest); the
+handlers are installed first, so that a signal during start-up (loading, compiling) only
+sets the flag, checked between the start-up phases.
 """
 import contextlib
 import dataclasses
@@ -142,9 +144,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     model: optional flax module to train instead of config.model (tests, custom nets).
     dataset: optional resnet_jax.data.Dataset instead of loading config.dataset.
 
+  Only one run at a time may use `workdir` (resnet_jax.train.workdir_claim); a run that
+  ends before its first training step (rejected, or stopped by a signal) removes whatever
+  it added to the workdir. Resuming with a config that changes what the run computes is
+  refused unless config.allow_changes_on_resume (resnet_jax.train.config_changes).
+
   Returns:
-    The final metrics: step, train/eval loss and accuracy, data_source, checkpoint path,
-    preempted (True when a signal stopped the run after saving), resumed_from.
+    The final metrics: step, train/eval loss and accuracy with the steps they were measured
+    at (train_step, eval_step), data_source, checkpoint path, preempted (True when a signal
+    stopped the run), stopped_before_start (True when that was before the first step, with
+    nothing to save), resumed_from.
+
+  Raises:
+    WorkdirBusyError: another run holds the workdir.
+    ConfigError, DatasetError, CheckpointError, NonFiniteLossError: see resnet_jax.errors.
   """
   config_lib.validate_config(config, check_model=model is None, check_dataset=dataset is None)
   # The signal handlers come first: a signal during start-up (loading, compiling) only sets
