@@ -18,8 +18,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
-import threading
 import time
 from typing import Optional
 
@@ -27,7 +25,6 @@ import flax
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
 from resnet_jax import weights
 from resnet_jax.data import augment as augment_lib, pipeline
@@ -57,6 +54,7 @@ from resnet_jax.train.state import (
   state_to_host,
   unreplicate,
 )
+from resnet_jax.train.stop_request import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -79,51 +77,6 @@ class TrainSums:
     count = self.finite_steps
     return {'train_loss': self.loss_sum / count if count else float('nan'),
             'train_accuracy': self.accuracy_sum / count if count else float('nan')}
-
-
-class StopRequest:
-  """Turns SIGTERM/SIGINT into a flag the loop checks after each dispatch."""
-
-  def __init__(self):
-    self.signal_number: Optional[int] = None
-    self._previous = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for number in (signal.SIGTERM, signal.SIGINT):
-        self._previous[number] = signal.signal(number, self._handle)
-    return self
-
-  def _handle(self, number, _frame):
-    self.signal_number = number
-
-  def __exit__(self, *exc):
-    for number, handler in self._previous.items():
-      signal.signal(number, handler)
-
-  def describe(self) -> str:
-    if self.signal_number is None:
-      return 'a stop request from another process'
-    return signal.Signals(self.signal_number).name
-
-  def requested_here(self) -> bool:
-    """A stop request seen by this process alone; asked between steps, only in
-    single-process runs (all processes of a run must stop at the same step)."""
-    return jax.process_count() == 1 and self.signal_number is not None
-
-  def requested_during_startup(self) -> bool:
-    """Whether to stop before the first step (asked by every process at the same points)."""
-    return self._agreed()
-
-  def requested(self) -> bool:
-    return self._agreed()
-
-  def _agreed(self) -> bool:
-    local = self.signal_number is not None
-    if jax.process_count() == 1:
-      return local
-    # Every process must stop at the same step to save collectively.
-    return bool(np.any(multihost_utils.process_allgather(np.array(local))))
 
 
 def next_boundary(step: int, config: ml_collections.ConfigDict, steps_per_epoch: int,
