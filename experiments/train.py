@@ -5,7 +5,15 @@
       --workdir runs/digits --config.num_epochs=5
 
 Bad input (config, overrides, data, checkpoint, flags) prints one `error:` line and exits
-with code 2; --debug shows the traceback. SIGTERM/SIGINT save a checkpoint and exit 0.
+with code 2; --debug shows the traceback. So does a second run on a workdir a run is using
+(WorkdirBusyError names the process that holds it), and a resume whose config changes what
+the run computes (ConfigError naming each field; --config.allow_changes_on_resume=True
+records the change in <workdir>/config_changes.jsonl and goes on).
+
+SIGTERM or SIGINT (Ctrl-C) at any moment exits 0 without a traceback: during training the
+current step finishes and a checkpoint is saved; during start-up (loading data, compiling,
+restoring) there is nothing to save, and a workdir the run created is removed again. Rerun
+the same command to continue.
 
 Several hosts: start the same command on every host, adding
   --coordinator_address=HOST0:PORT --num_processes=N --process_id=I
@@ -13,7 +21,9 @@ Several hosts: start the same command on every host, adding
 config.batch_size is the global batch; --workdir must be one directory all hosts share.
 """
 import os
+import signal
 import sys
+import threading
 
 from absl import app, flags
 
@@ -53,16 +63,25 @@ def initialize_distributed() -> None:
 def summary(result: dict) -> str:
   """The closing summary printed on stdout."""
   lines = ['', '== summary ==']
-  if result.get('preempted'):
+  if result.get('stopped_before_start'):
+    lines.append('stopped by a signal before the first training step; nothing to save; '
+                 'rerun the same command to start')
+  elif result.get('preempted'):
     lines.append(f"stopped by a signal at step {result['step']}; rerun the same command "
                  'to continue')
-  for key, label in (('step', 'steps'), ('epoch', 'epochs'), ('train_loss', 'train loss'),
-                     ('train_accuracy', 'train accuracy'), ('eval_loss', 'test loss'),
-                     ('eval_accuracy', 'test accuracy')):
+  for key, label, measured_at in (
+      ('step', 'steps', None), ('epoch', 'epochs', None),
+      ('train_loss', 'train loss', 'train_step'),
+      ('train_accuracy', 'train accuracy', 'train_step'),
+      ('eval_loss', 'test loss', 'eval_step'), ('eval_accuracy', 'test accuracy', 'eval_step')):
     if key in result:
       value = result[key]
-      lines.append(f'{label:>16}: {value:.4f}' if isinstance(value, float) and key not in (
-          'step',) else f'{label:>16}: {value}')
+      text = f'{value:.4f}' if isinstance(value, float) else f'{value}'
+      # Metrics measured before the stop step say when.
+      at = result.get(measured_at)
+      if at is not None and at != result.get('step'):
+        text += f' (at step {at})'
+      lines.append(f'{label:>16}: {text}')
   if result.get('resumed_from') is not None:
     lines.append(f"{'resumed from':>16}: step {result['resumed_from']}")
   lines.append(f"{'data':>16}: {result.get('data_source')}")
@@ -81,9 +100,32 @@ def _main(argv: list) -> int:
   return cli.EXIT_OK
 
 
+class _StoppedOutsideTheLoop(BaseException):
+  """SIGTERM/SIGINT before the training loop installed its own handlers (or after)."""
+
+
+def _stop_outside_the_loop(number, _frame):
+  raise _StoppedOutsideTheLoop(number)
+
+
 def main(argv=None) -> int:
   """Runs the script with `argv` (the arguments after the program's name)."""
-  return SCRIPT.run(_main, argv)
+  if threading.current_thread() is not threading.main_thread():
+    return SCRIPT.run(_main, argv)
+  # Until train_and_evaluate takes over the signals (its first act) nothing is written:
+  # a signal while the libraries load ends the script with one line instead of a
+  # KeyboardInterrupt traceback (SIGINT) or a silent kill (SIGTERM).
+  numbers = (signal.SIGTERM, signal.SIGINT)
+  previous = {number: signal.signal(number, _stop_outside_the_loop) for number in numbers}
+  try:
+    return SCRIPT.run(_main, argv)
+  except _StoppedOutsideTheLoop as stop:
+    print(f'stopped by {signal.Signals(stop.args[0]).name} outside the training loop; what '
+          'the run saved is kept; rerun the same command to continue', file=sys.stderr)
+    return cli.EXIT_OK
+  finally:
+    for number, handler in previous.items():
+      signal.signal(number, handler)
 
 
 if __name__ == '__main__':

@@ -27,3 +27,7 @@ class CheckpointError(ResNetJaxError):
 
 class NonFiniteLossError(ResNetJaxError, FloatingPointError):
   """Training produced a NaN or infinite loss."""
+
+
+class WorkdirBusyError(ResNetJaxError, RuntimeError):
+  """Another run holds the workdir's lock (one run per workdir)."""

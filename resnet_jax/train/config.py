@@ -21,6 +21,16 @@ PREPROCESS_MODES = ('scale', 'standardize', 'caffe')
 # Fields that define the network and its input: a workdir trained with one value cannot be
 # continued with another, and predict.py rebuilds the model from them.
 MODEL_FIELDS = ('model', 'layout', 'num_classes', 'image_size', 'dataset', 'preprocess')
+# Fields that cannot change what a run computes: a resumed run may change them freely. Every
+# other field (a new one too, until it is listed here) must keep its saved value on resume
+# unless allow_changes_on_resume is set (see train/config_changes.py). Conditions:
+# num_steps/num_epochs are guarded under the warmup_cosine schedule (it decays over the
+# total), eval_every_epochs when bn_recompute_batches > 0 (each evaluation then changes
+# the BatchNorm statistics the run carries on with).
+FREE_ON_RESUME = ('log_every_steps', 'eval_every_epochs', 'checkpoint_every_steps',
+                  'keep_checkpoints', 'progress_bar', 'tensorboard', 'num_steps', 'num_epochs',
+                  'steps_per_dispatch', 'loop_on_device', 'data_on_device', 'eval_batch_size',
+                  'cache_dir', 'allow_changes_on_resume')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -90,6 +100,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Fine-tuning (filled in by fine-tuning configs).
   config.init_from = config_dict.placeholder(str)
   config.freeze_backbone = False
+  # Resuming with a changed field that changes what the run computes (learning rate,
+  # optimizer, data, seed, ...; every field not in FREE_ON_RESUME) is refused; True
+  # continues with the new values and records the change, with the step it took effect
+  # at and the whole previous config, in <workdir>/config_changes.jsonl.
+  config.allow_changes_on_resume = False
   config.lock()
   return config
 
@@ -186,6 +201,7 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       ('init_from', lambda v: v is None or (isinstance(v, str) and v),
        'None or a checkpoint/weights path'),
       ('freeze_backbone', lambda v: isinstance(v, bool), 'True or False'),
+      ('allow_changes_on_resume', lambda v: isinstance(v, bool), 'True or False'),
   ]
   from resnet_jax import models  # Imported here: config files need not load the zoo.
   if check_model:

@@ -10,14 +10,14 @@ chunks an unbroken one would. Chunk results stay on the device until a log, an e
 or a checkpoint needs them: the host then fetches the small metric sums of every pending
 chunk, and raises if any step was non-finite, before anything is written. A checkpoint
 holds the train sums not yet logged, so a resumed run logs what an unbroken one does.
-SIGTERM/SIGINT stop the run at the next step or chunk, after saving (StopRequest).
+SIGTERM/SIGINT stop the run at the next step or chunk, after saving (StopRequest); the
+handlers are installed first, so that a signal during start-up (loading, compiling) only
+sets the flag, checked between the start-up phases.
 """
 import contextlib
 import dataclasses
 import logging
 import os
-import signal
-import threading
 import time
 from typing import Optional
 
@@ -25,21 +25,36 @@ import flax
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
-from resnet_jax.data import augment as augment_lib
-from resnet_jax.data import pipeline
 from resnet_jax import weights
+from resnet_jax.data import augment as augment_lib, pipeline
 from resnet_jax.errors import NonFiniteLossError
-from resnet_jax.train import bn_recompute
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import config as config_lib
-from resnet_jax.train import metrics as metrics_lib
-from resnet_jax.train import feeds, optim, plots, setup, steps, workdir as workdir_lib
+from resnet_jax.train import (
+  bn_recompute,
+  checkpoint as checkpoint_lib,
+  config as config_lib,
+  config_changes,
+  feeds,
+  metrics as metrics_lib,
+  optim,
+  plots,
+  setup,
+  steps,
+  workdir as workdir_lib,
+  workdir_claim,
+)
 from resnet_jax.train.progress import ProgressBar
 from resnet_jax.train.run_shape import RunShape
-from resnet_jax.train.state import (TrainState, abstract_train_state, create_train_state,
-                                    seed_keys, state_from_host, state_to_host, unreplicate)
+from resnet_jax.train.state import (
+  TrainState,
+  abstract_train_state,
+  create_train_state,
+  seed_keys,
+  state_from_host,
+  state_to_host,
+  unreplicate,
+)
+from resnet_jax.train.stop_request import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -64,44 +79,6 @@ class TrainSums:
             'train_accuracy': self.accuracy_sum / count if count else float('nan')}
 
 
-class StopRequest:
-  """Turns SIGTERM/SIGINT into a flag the loop checks after each dispatch."""
-
-  def __init__(self):
-    self.signal_number: Optional[int] = None
-    self._previous = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for number in (signal.SIGTERM, signal.SIGINT):
-        self._previous[number] = signal.signal(number, self._handle)
-    return self
-
-  def _handle(self, number, _frame):
-    self.signal_number = number
-
-  def __exit__(self, *exc):
-    for number, handler in self._previous.items():
-      signal.signal(number, handler)
-
-  def describe(self) -> str:
-    if self.signal_number is None:
-      return 'a stop request from another process'
-    return signal.Signals(self.signal_number).name
-
-  def requested_here(self) -> bool:
-    """A stop request seen by this process alone; asked between steps, only in
-    single-process runs (all processes of a run must stop at the same step)."""
-    return jax.process_count() == 1 and self.signal_number is not None
-
-  def requested(self) -> bool:
-    local = self.signal_number is not None
-    if jax.process_count() == 1:
-      return local
-    # Every process must stop at the same step to save collectively.
-    return bool(np.any(multihost_utils.process_allgather(np.array(local))))
-
-
 def next_boundary(step: int, config: ml_collections.ConfigDict, steps_per_epoch: int,
                   total: int) -> int:
   """Where the chunk starting at `step` ends (see the module docstring)."""
@@ -120,34 +97,77 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     model: optional flax module to train instead of config.model (tests, custom nets).
     dataset: optional resnet_jax.data.Dataset instead of loading config.dataset.
 
+  Only one run at a time may use `workdir` (resnet_jax.train.workdir_claim); a run that
+  ends before its first training step (rejected, or stopped by a signal) removes whatever
+  it added to the workdir. Resuming with a config that changes what the run computes is
+  refused unless config.allow_changes_on_resume (resnet_jax.train.config_changes).
+
   Returns:
-    The final metrics: step, train/eval loss and accuracy, data_source, checkpoint path,
-    preempted (True when a signal stopped the run after saving), resumed_from.
+    The final metrics: step, train/eval loss and accuracy with the steps they were measured
+    at (train_step, eval_step), data_source, checkpoint path, preempted (True when a signal
+    stopped the run), stopped_before_start (True when that was before the first step, with
+    nothing to save), resumed_from.
+
+  Raises:
+    WorkdirBusyError: another run holds the workdir.
+    ConfigError, DatasetError, CheckpointError, NonFiniteLossError: see resnet_jax.errors.
   """
   config_lib.validate_config(config, check_model=model is None, check_dataset=dataset is None)
-  workdir_lib.prepare_workdir(workdir, config)
-  dataset = dataset if dataset is not None else setup.load_data(config)
-  setup.check_data_fits(config, dataset)
-  model = model if model is not None else setup.build_model(config)
-  shape = RunShape.from_config(config, len(dataset.train), len(dataset.test))
-  tx, schedule = optim.create_optimizer(config, shape.steps_per_epoch)
-  checkpointer = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
-  try:
-    start, host_state, meta = _restore_or_create(config, model, tx, dataset.image_shape,
-                                                 checkpointer)
-    workdir_lib.save_config(workdir, config)
-    if jax.process_index() == 0:
-      metrics_lib.truncate_jsonl(os.path.join(workdir, metrics_lib.JSONL_NAME), start)
-    base = {'data_source': dataset.source, 'workdir': os.path.abspath(workdir),
-            'resumed_from': None if meta is None else start, 'total_steps': shape.total_steps}
-    if start >= shape.total_steps and 'final_metrics' in (meta or {}):
-      return dict(meta['final_metrics'], **base, checkpoint=checkpointer.path(start),
-                  preempted=False)
-    run = _Run(config, workdir, dataset, shape, model, (tx, schedule), checkpointer)
-    result = run.train(host_state, start, (meta or {}).get('pending_train'))
-    return dict(result, **base)
-  finally:
-    checkpointer.close()
+  # The signal handlers come first: a signal during start-up (loading, compiling) only sets
+  # the flag, checked between the phases below, instead of raising inside XLA.
+  with StopRequest() as stop, workdir_claim.WorkdirClaim(
+      workdir, writer=jax.process_index() == 0) as claim:
+    workdir_lib.prepare_workdir(workdir, config)
+    saved_config = workdir_lib.load_saved_config(workdir, required=False)
+    base = {'workdir': os.path.abspath(workdir)}
+    if stop.requested_during_startup():
+      return _stopped_before_start(stop, base, None)
+    dataset = dataset if dataset is not None else setup.load_data(config)
+    setup.check_data_fits(config, dataset)
+    base['data_source'] = dataset.source
+    if stop.requested_during_startup():
+      return _stopped_before_start(stop, base, None)
+    model = model if model is not None else setup.build_model(config)
+    shape = RunShape.from_config(config, len(dataset.train), len(dataset.test))
+    tx, schedule = optim.create_optimizer(config, shape.steps_per_epoch)
+    checkpointer = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
+    try:
+      resuming = checkpointer.latest_step() is not None
+      changes = config_changes.check_resume_config(
+          workdir, saved_config if resuming else None, config)
+      start, host_state, meta = _restore_or_create(config, model, tx, dataset.image_shape,
+                                                   checkpointer)
+      base.update(resumed_from=None if meta is None else start, total_steps=shape.total_steps)
+      if stop.requested_during_startup():
+        return _stopped_before_start(stop, base, checkpointer)
+      if start >= shape.total_steps and 'final_metrics' in (meta or {}):
+        claim.keep()
+        return dict(meta['final_metrics'], **base, checkpoint=checkpointer.path(start),
+                    preempted=False)
+      run = _Run(config, workdir, dataset, shape, model, (tx, schedule), checkpointer)
+      if stop.requested_during_startup():
+        return _stopped_before_start(stop, base, checkpointer)
+      # Every check has passed: from here on the workdir holds this run.
+      claim.keep()
+      if changes and jax.process_index() == 0:
+        config_changes.record_changes(workdir, start, changes, saved_config)
+      workdir_lib.save_config(workdir, config)
+      if jax.process_index() == 0:
+        metrics_lib.truncate_jsonl(os.path.join(workdir, metrics_lib.JSONL_NAME), start)
+      result = run.train(host_state, start, (meta or {}).get('pending_train'), stop)
+      return dict(result, **base)
+    finally:
+      checkpointer.close()
+
+
+def _stopped_before_start(stop: 'StopRequest', base: dict, checkpointer) -> dict:
+  """The result of a run stopped during start-up: nothing was trained, nothing to save."""
+  latest = checkpointer.latest_step() if checkpointer is not None else None
+  log.warning('stopped by %s before the first training step; nothing to save%s', stop.describe(),
+              '' if latest is None else f' (checkpoint {checkpointer.path(latest)} is unchanged)')
+  return dict(base, step=0 if latest is None else latest, preempted=True,
+              stopped_before_start=True,
+              checkpoint=None if latest is None else checkpointer.path(latest))
 
 
 def _restore_or_create(config, model, tx, image_shape: tuple, checkpointer):
@@ -201,13 +221,14 @@ class _Run:
     self.pending = []  # Device-side metric sums of dispatches not yet checked.
     self.last_train = self.last_eval = None
 
-  def train(self, host_state, start: int, pending_train: Optional[dict]) -> dict:
-    """Trains from `start` to the last step, or until a stop request; the run's result."""
+  def train(self, host_state, start: int, pending_train: Optional[dict],
+            stop: StopRequest) -> dict:
+    """Trains from `start` to the last step, or until `stop` is requested; the run's result."""
     config, total = self.config, self.shape.total_steps
     state = pipeline.replicate_on_devices(host_state, self.shape.local_devices)
     self.sums = TrainSums(**pending_train) if pending_train else TrainSums()
     step, preempted = start, False
-    with StopRequest() as stop, self._writers(start):
+    with self._writers(start):
       while step < total:
         if stop.requested():
           preempted = True
@@ -228,7 +249,7 @@ class _Run:
         record = self._log_train(step) if log_now else {}
         if eval_now:
           state = self.recompute_bn(state)
-          record.update(self._evaluate(state))
+          record.update(self._evaluate(state, step))
         if record:
           self.writer.write(step, record)
         if save_now:
@@ -236,7 +257,7 @@ class _Run:
       if preempted:
         self._save_stopped(state, step, stop.describe())
       elif step == start and self.last_eval is None:
-        self._evaluate(state)  # Finished earlier, but its summary was lost.
+        self._evaluate(state, step)  # Finished earlier, but its summary was lost.
       self.checkpointer.wait()
     if self.is_writer and not preempted:
       plots.plot_training_curves(self.writer.path, os.path.join(self.workdir, plots.PLOT_NAME),
@@ -266,7 +287,7 @@ class _Run:
     """The training part of the log line at `step`; starts the next interval's sums."""
     elapsed = time.perf_counter() - self.interval_start
     speed = self.interval_steps * self.shape.train.global_batch / max(elapsed, 1e-9)
-    self.last_train = self.sums.means()
+    self.last_train, self.last_train_step = self.sums.means(), step
     record = dict(self.last_train, learning_rate=float(self.schedule(step - 1)),
                   images_per_sec=speed)
     if self.config.nan_policy == 'skip':
@@ -276,13 +297,19 @@ class _Run:
     self.interval_start, self.interval_steps = time.perf_counter(), 0
     return record
 
-  def _evaluate(self, state) -> dict:
-    self.last_eval = self.feed.evaluate(state)
+  def _evaluate(self, state, step: int) -> dict:
+    self.last_eval, self.last_eval_step = self.feed.evaluate(state), step
     return self.last_eval
 
   def _summary(self, step: int) -> dict:
-    return dict(step=step, epoch=step / self.shape.steps_per_epoch, **(self.last_train or {}),
-                **(self.last_eval or {}))
+    """The result at `step`, with the latest train and eval metrics and the steps they were
+    measured at (train_step, eval_step: earlier than `step` after a stop request)."""
+    summary = dict(step=step, epoch=step / self.shape.steps_per_epoch)
+    if self.last_train is not None:
+      summary.update(self.last_train, train_step=self.last_train_step)
+    if self.last_eval is not None:
+      summary.update(self.last_eval, eval_step=self.last_eval_step)
+    return summary
 
   def _collect_pending(self) -> None:
     """Adds the pending dispatches' sums to self.sums; NonFiniteLossError if a step was
@@ -310,6 +337,9 @@ class _Run:
       meta['final_metrics'] = self._summary(step)
     accuracy = self.last_eval['eval_accuracy'] if evaluated else None
     self.checkpointer.save(step, state_to_host(unreplicate(state)), meta, eval_accuracy=accuracy)
+    # TensorBoard keeps what metrics.jsonl keeps: its buffered events up to this checkpoint
+    # reach the file now, so that a kill -9 and a resume lose none of them.
+    self.writer.flush()
 
   def _save_stopped(self, state, step: int, reason: str) -> None:
     """Saves where a stop request left the run (unless that step is saved already)."""
@@ -317,5 +347,6 @@ class _Run:
     if step != self.checkpointer.latest_step():
       self._save(state, step, evaluated=False)
     self.checkpointer.wait()
+    self.bar.close()  # The line below starts on a line of its own, not after the bar.
     log.warning('stopped by %s at step %d; checkpoint saved to %s', reason, step,
                 self.checkpointer.path(step))

@@ -3,6 +3,11 @@
 Only process 0 writes. Each line is flushed as it is written, so a killed run loses at most
 the line being written; on resume, `truncate_jsonl` drops every line past the restored
 step (rewriting the file atomically), so each step appears exactly once.
+
+TensorBoard events are written by tensorboardX's background thread, whose own flush() does
+not wait for the events still queued; `MetricWriter.flush` (called at each checkpoint)
+therefore closes the event file, which drains the queue, and the next event starts a new
+file. So TensorBoard keeps, after a kill -9, every step that metrics.jsonl keeps.
 """
 import json
 import logging
@@ -70,6 +75,9 @@ class MetricWriter:
     self.path = os.path.join(workdir, JSONL_NAME)
     self._file = None
     self._tensorboard = None
+    self._summary_writer_class = None
+    self._event_files = 0
+    self._tensorboard_dir = os.path.join(workdir, 'tensorboard')
     if not enabled:
       return
     self._file = open(self.path, 'a')
@@ -80,7 +88,15 @@ class MetricWriter:
         log.warning('tensorboardX is not installed: no TensorBoard event files '
                     '(metrics.jsonl is still written)')
       else:
-        self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+        self._summary_writer_class = SummaryWriter
+        self._open_event_file()
+
+  def _open_event_file(self) -> None:
+    # Event file names hold the time in seconds: the suffix keeps two files of one second
+    # (one per flush) apart.
+    self._event_files += 1
+    self._tensorboard = self._summary_writer_class(
+        self._tensorboard_dir, filename_suffix=f'.{os.getpid()}.{self._event_files}')
 
   def write(self, step: int, scalars: dict) -> None:
     """Writes one record {'step': step, **scalars}."""
@@ -91,14 +107,18 @@ class MetricWriter:
                    for k, v in scalars.items()})
     self._file.write(json.dumps(record) + '\n')
     self._file.flush()
-    if self._tensorboard is not None:
+    if self._summary_writer_class is not None:
+      if self._tensorboard is None:
+        self._open_event_file()
       for key, value in scalars.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
           self._tensorboard.add_scalar(key, value, int(step))
 
   def flush(self) -> None:
+    """Puts every event written so far into its file on disk (see the module docstring)."""
     if self._tensorboard is not None:
-      self._tensorboard.flush()
+      self._tensorboard.close()
+      self._tensorboard = None
 
   def close(self) -> None:
     if self._file is not None:

@@ -1,0 +1,161 @@
+"""A run's hold on its workdir: one run at a time, and nothing left behind by a run that
+never started training.
+
+One run per workdir: process 0 takes an OS lock (`fcntl.flock`) on `<workdir>/.lock` before
+anything else is written there and holds it for the run's lifetime. The kernel releases it
+when the process ends, however it ends, so a `kill -9` never leaves a stale lock. The
+holder writes its PID and host into the file, so that a second run can name it.
+
+Nothing left behind: until the run calls `keep()` (just before its first training step),
+leaving the claim removes every entry the run added to the workdir (and the workdir itself
+if the run created it), so that a rejected or stopped start leaves the disk as it was.
+"""
+import errno
+import fcntl
+import os
+import shutil
+import socket
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from resnet_jax.errors import ConfigError, WorkdirBusyError
+
+LOCK_NAME = '.lock'
+
+
+def _writable_error(workdir: str, error: OSError) -> ConfigError:
+  return ConfigError(f'workdir {workdir!r} cannot be written ({error.strerror or error}); '
+                     'expected a directory this process can create files in')
+
+
+class WorkdirLock:
+  """An exclusive, non-blocking flock on `<workdir>/.lock` (see the module docstring)."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, LOCK_NAME)
+    self.created_file = False
+    self._fd = None
+
+  def acquire(self) -> None:
+    """Takes the lock; WorkdirBusyError naming the holder if another process has it."""
+    while True:
+      existed = os.path.exists(self.path)
+      try:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      except OSError as error:
+        raise _writable_error(self.workdir, error) from error
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as error:
+        holder = _read_holder(fd)
+        os.close(fd)
+        if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+          raise _writable_error(self.workdir, error) from error
+        raise WorkdirBusyError(
+            f'workdir {self.workdir!r} is in use by another run ({holder}); expected one run '
+            'per workdir: wait for that run to end (or stop it), or pass another --workdir')
+      # A run that gave up its claim may have removed the file we opened: lock the file
+      # that is there now.
+      try:
+        same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+      except FileNotFoundError:
+        same = False
+      if same:
+        break
+      os.close(fd)
+    self._fd = fd
+    self.created_file = not existed
+    os.ftruncate(fd, 0)
+    os.write(fd, f'pid {os.getpid()} on host {socket.gethostname()}\n'.encode())
+
+  def release(self, remove_file: bool = False) -> None:
+    if self._fd is None:
+      return
+    if remove_file:
+      try:
+        os.remove(self.path)
+      except FileNotFoundError:
+        pass
+    os.close(self._fd)  # Closing the last descriptor releases the lock.
+    self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+  try:
+    text = os.pread(fd, 200, 0).decode(errors='replace').strip()
+  except OSError:
+    text = ''
+  return text or 'a process that is just starting'
+
+
+class WorkdirClaim:
+  """Context manager: creates and locks the workdir, and undoes what an unkept run added.
+
+  Args:
+    workdir: the run's work directory.
+    writer: whether this process takes the lock and cleans up (process 0); the others
+      only learn whether process 0 got it.
+  """
+
+  def __init__(self, workdir: str, writer: bool = True):
+    self.workdir = workdir
+    self.writer = writer
+    self.kept = False
+    self._lock = WorkdirLock(workdir)
+    self._created_dir = False
+    self._before = None
+
+  def __enter__(self):
+    busy = None
+    if self.writer:
+      self._created_dir = not os.path.isdir(self.workdir)
+      try:
+        os.makedirs(self.workdir, exist_ok=True)
+      except OSError as error:
+        raise _writable_error(self.workdir, error) from error
+      try:
+        self._lock.acquire()
+      except WorkdirBusyError as error:
+        # Another run owns whatever is there, even a directory we just created.
+        self._created_dir = False
+        busy = error
+      else:
+        self._before = set(os.listdir(self.workdir))
+    if jax.process_count() > 1:
+      # Every process must learn that process 0 found the workdir busy, or they would wait
+      # for it in their first collective.
+      found = multihost_utils.process_allgather(np.array(busy is not None))
+      if busy is None and bool(np.any(found)):
+        busy = WorkdirBusyError(f'workdir {self.workdir!r} is in use by another run (process '
+                                '0 of this run found it locked); expected one run per workdir')
+    if busy is not None:
+      raise busy
+    return self
+
+  def keep(self) -> None:
+    """From now on the workdir holds this run's work: nothing is removed on the way out."""
+    self.kept = True
+
+  def __exit__(self, *exc):
+    if self.writer and not self.kept and self._before is not None:
+      self._remove_added()
+    self._lock.release(remove_file=self.writer and not self.kept and self._lock.created_file)
+    if self.writer and not self.kept and self._created_dir:
+      try:
+        os.rmdir(self.workdir)  # Only if empty: never what another run put there.
+      except OSError:
+        pass
+
+  def _remove_added(self) -> None:
+    for name in sorted(set(os.listdir(self.workdir)) - self._before):
+      path = os.path.join(self.workdir, name)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        try:
+          os.remove(path)
+        except FileNotFoundError:
+          pass

@@ -1,0 +1,86 @@
+"""One run per workdir, and nothing left behind by a run that never started training."""
+import os
+
+import pytest
+
+import helpers as fx
+from _fault_helpers import file_hashes
+from resnet_jax.errors import ConfigError, WorkdirBusyError
+from resnet_jax.train import loop
+from resnet_jax.train.workdir_claim import LOCK_NAME, WorkdirClaim, WorkdirLock
+
+
+def _run(workdir, dataset=None, **overrides):
+  return loop.train_and_evaluate(fx.fault_config(**overrides), str(workdir), model=fx.TinyNet(),
+                                 dataset=dataset or fx.fault_dataset())
+
+
+def test_a_held_lock_refuses_a_second_run_naming_the_holder(tmp_path):
+  workdir = tmp_path / 'run'
+  holder = WorkdirLock(str(workdir))
+  os.makedirs(workdir)
+  (workdir / 'notes.txt').write_text('mine')
+  holder.acquire()
+  try:
+    before = file_hashes(workdir)
+    with pytest.raises(WorkdirBusyError, match=rf"workdir '{workdir}' is in use by another run "
+                       rf'\(pid {os.getpid()} on host .+\)'):
+      _run(workdir)
+    assert file_hashes(workdir) == before  # Nothing written, nothing removed.
+    assert sorted(os.listdir(workdir)) == [LOCK_NAME, 'notes.txt']
+  finally:
+    holder.release()
+  # Released (as the kernel does when the holder dies): the lock can be taken again.
+  with WorkdirClaim(str(workdir)) as claim:
+    claim.keep()
+
+
+def test_a_lock_removed_by_a_giving_up_run_is_not_shared(tmp_path):
+  # A run that gives up unlinks the lock file it created; a run that opened the old file
+  # must not think it holds the lock while a third run locks the new file.
+  workdir = tmp_path / 'run'
+  first = WorkdirClaim(str(workdir)).__enter__()
+  first.__exit__(None, None, None)  # Not kept: removes .lock and the directory.
+  assert not workdir.exists()
+  with WorkdirClaim(str(workdir)) as claim:
+    with pytest.raises(WorkdirBusyError):
+      WorkdirClaim(str(workdir)).__enter__()
+    claim.keep()
+  assert sorted(os.listdir(workdir)) == [LOCK_NAME]
+
+
+@pytest.mark.parametrize('problem', ['batch_larger_than_the_data', 'images_of_another_size'])
+def test_a_rejected_run_leaves_no_new_directory(tmp_path, problem):
+  workdir = tmp_path / 'new' / 'run'
+  with pytest.raises(ConfigError):
+    if problem == 'batch_larger_than_the_data':
+      _run(workdir, batch_size=4096)  # Larger than the data: rejected after loading it.
+    else:
+      _run(workdir, image_size=16)  # The data's images are 8x8.
+  assert not workdir.exists()
+
+
+def test_a_rejected_run_leaves_an_existing_workdir_as_it_was(tmp_path):
+  workdir = tmp_path / 'run'
+  os.makedirs(workdir / 'plots')
+  (workdir / 'notes.txt').write_text('mine')
+  before = file_hashes(workdir)
+  with pytest.raises(ConfigError):
+    _run(workdir, image_size=16)
+  assert file_hashes(workdir) == before
+  assert sorted(os.listdir(workdir)) == ['notes.txt', 'plots']
+
+
+def test_a_stop_during_start_up_saves_nothing_and_leaves_no_directory(tmp_path, monkeypatch):
+  asked = []
+
+  def stop_after_loading(self):
+    asked.append(1)
+    return len(asked) >= 2  # The first question is before loading, the second after.
+
+  monkeypatch.setattr(loop.StopRequest, 'requested_during_startup', stop_after_loading)
+  workdir = tmp_path / 'run'
+  result = _run(workdir)
+  assert result['preempted'] and result['stopped_before_start']
+  assert result['step'] == 0 and result['checkpoint'] is None
+  assert not workdir.exists()
