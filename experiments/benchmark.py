@@ -22,7 +22,7 @@ fraction_of_peak (against the datasheet peak named in peak_reference; null for u
 devices such as CPUs), jax_version, and with --baseline speedup_vs_baseline (the median of
 per-window ratios, the windows of all paths alternating). Progress goes to stderr.
 See BENCHMARKS.md for measured numbers (its commands write flags with dashes, --image-size;
-every script reads a dash in a flag's name as an underscore). 
+every script reads a dash in a flag's name as an underscore).
 --conv_impl picks config.conv_impl ('auto', 'xla', 'matmul'; see resnet_jax/models/conv.py).
 --profile then also times each distinct conv / batch norm / dense layer of the model alone,
 forward + backward on its real shapes (resnet_jax/analysis/profile.py), and prints the top
@@ -68,10 +68,11 @@ _STEPS_PER_DISPATCH = flags.DEFINE_integer('steps_per_dispatch', 1, "Steps per c
 _EPOCH_STEPS = flags.DEFINE_integer('epoch_steps', 8, 'Batches in the device-resident split '
                                     '(rounded up to whole dispatches; a chunk never crosses an '
                                     'epoch).', lower_bound=1, flag_values=SCRIPT.flags)
-_PROGRAM = flags.DEFINE_string('program', 'auto', "Comma-separated: 'loop', 'step', 'fed' or 'auto' "
-                               "(train.py's choice on this backend).", flag_values=SCRIPT.flags)
-_BASELINE = flags.DEFINE_bool('baseline', False, 'Also time a plain Flax train step (the baseline), '
-                              'windows alternating.', flag_values=SCRIPT.flags)
+_PROGRAM = flags.DEFINE_string('program', 'auto', "Comma-separated: 'loop', 'step', 'fed' or "
+                               "'auto' (train.py's choice on this backend).",
+                               flag_values=SCRIPT.flags)
+_BASELINE = flags.DEFINE_bool('baseline', False, 'Also time a plain Flax train step (the '
+                              'baseline), windows alternating.', flag_values=SCRIPT.flags)
 _SWEEP = flags.DEFINE_list('sweep', None, 'Comma-separated batch sizes: one measurement each, '
                            'and a table (sweep.md) and a plot (sweep.png) in --out.',
                            flag_values=SCRIPT.flags)

@@ -19,8 +19,8 @@ STAGES = ((3, (64, 64, 256), 1), (4, (128, 128, 512), 2), (6, (256, 256, 1024), 
 
 def keras_step(batch: int, size: int, classes: int):
   """The course's ResNet50 in Keras; returns a function running one train_on_batch."""
-  import numpy as np
   import keras
+  import numpy as np
   from keras import layers
 
   def conv_bn(x, filters, kernel, strides, padding):

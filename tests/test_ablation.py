@@ -12,8 +12,7 @@ import pytest
 
 from resnet_jax.analysis import results, sweep
 from resnet_jax.errors import ConfigError
-from resnet_jax.train import config as config_lib
-from resnet_jax.train import setup, train_and_evaluate
+from resnet_jax.train import config as config_lib, setup, train_and_evaluate
 from resnet_jax.train.state import create_train_state
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'configs')
@@ -249,7 +248,8 @@ def test_every_model_flag_of_the_config_reaches_the_swept_model(tmp_path):
   assert train_config.zero_init_last_bn and zero_init.zero_init_last_bn
   params = zero_init.init(jax.random.key(0), x, train=False)['params']
   for block in ('stage1_block1', 'stage2_block1', 'stage3_block1'):
-    assert not jnp.any(params[block]['bn2']['scale']) and jnp.all(params[block]['bn1']['scale'] == 1)
+    scales = params[block]['bn2']['scale'], params[block]['bn1']['scale']
+    assert not jnp.any(scales[0]) and jnp.all(scales[1] == 1)
 
   assert sweep_model(tmp_path / 'sync', sync_bn=True)[0].bn_axis_name == 'batch'
   frozen, _ = sweep_model(tmp_path / 'frozen', freeze_backbone=True, init_from='/pretrained')

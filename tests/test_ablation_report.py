@@ -93,7 +93,7 @@ def test_table_is_mean_and_std_over_seeds(fake_sweep):
   assert markdown == report['markdown']
   plain56 = rows['cifar_plain56']
   expected = (f"{100 * plain56['train_error_mean']:.2f} ± {100 * plain56['train_error_std']:.2f}")
-  assert f'| cifar_plain56 | plain | 56 | 56,000 | 2 |' in markdown and expected in markdown
+  assert '| cifar_plain56 | plain | 56 | 56,000 | 2 |' in markdown and expected in markdown
   assert expected == '47.25 ± 6.72'
   # (0.108 + 0.02) / 2 and (0.126 + 0.04) / 2 for plain-20; 0.4725 for plain-56.
   assert ('- plain: 56 layers end at 47.25% training error, 20 layers at 7.35% (+39.90 points '

@@ -6,7 +6,6 @@ covered by tests/test_train_loop.py and not repeated here.
 """
 import json
 import math
-import os
 
 import jax
 import numpy as np
@@ -14,10 +13,8 @@ import pytest
 
 import helpers
 from experiments import benchmark as benchmark_script
-
-from resnet_jax.analysis import throughput
+from resnet_jax.analysis import benchmarking, hardware, throughput
 from resnet_jax.errors import ConfigError
-from resnet_jax.analysis import benchmarking, hardware
 
 # Compiles and times several train steps: outside the fast loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow

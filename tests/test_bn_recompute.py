@@ -11,8 +11,7 @@ import helpers as fx
 from resnet_jax.data import pipeline
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model
-from resnet_jax.train import bn_recompute, loop
-from resnet_jax.train import checkpoint as checkpoint_lib
+from resnet_jax.train import bn_recompute, checkpoint as checkpoint_lib, loop
 from resnet_jax.train.state import create_train_state
 from resnet_jax.train.steps import StepSettings
 

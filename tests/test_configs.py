@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.train import config as config_lib
-from resnet_jax.train import setup
+from resnet_jax.train import config as config_lib, setup
 from resnet_jax.train.optim import create_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

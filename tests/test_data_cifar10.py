@@ -6,8 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from resnet_jax.data import DatasetError, load_cifar10
-from resnet_jax.data import cifar10
+from resnet_jax.data import DatasetError, cifar10, load_cifar10
 
 BATCH_SIZES = (3, 2, 4, 1, 2)  # Five small training batches.
 NUM_TEST = 3

@@ -5,8 +5,14 @@ import h5py
 import numpy as np
 import pytest
 
-from resnet_jax.data import (DATASET_NAMES, Dataset, DatasetError, Split, load_dataset,
-                             load_signs_or_synthetic)
+from resnet_jax.data import (
+  DATASET_NAMES,
+  Dataset,
+  DatasetError,
+  Split,
+  load_dataset,
+  load_signs_or_synthetic,
+)
 from resnet_jax.data.synthetic_signs import GENERATOR_VERSION
 from resnet_jax.errors import ConfigError
 

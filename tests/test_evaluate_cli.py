@@ -6,9 +6,9 @@ import os
 import jax
 import numpy as np
 import pytest
+from test_bad_input import write_signs
 
 import helpers
-from test_bad_input import write_signs
 from experiments import evaluate
 from resnet_jax.data import load_signs, make_synthetic_signs
 from resnet_jax.train import checkpoint as checkpoint_lib, optim, setup

@@ -17,15 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from resnet_jax import weights
 from resnet_jax.data import augment
 from resnet_jax.data.types import Dataset, Split
 from resnet_jax.errors import ConfigError, WeightsError
 from resnet_jax.models import create_model
 from resnet_jax.models.resnet import ResNet
-from resnet_jax.train import base_config, optim, setup, train_and_evaluate
-from resnet_jax.train import config as config_lib
+from resnet_jax.train import base_config, config as config_lib, optim, setup, train_and_evaluate
 from resnet_jax.train.checkpoint import Checkpointer, flatten
-from resnet_jax import weights
 from resnet_jax.weights import caffe_preprocess, save_variables
 from test_weights_import import keras_layers, write_h5
 
@@ -205,7 +204,7 @@ def fresh_template():
 
 @pytest.mark.parametrize('kind', ['other_classes', 'notop', 'full_model_same_classes'])
 def test_h5_gives_the_file_backbone_and_a_head_for_the_config(tmp_path, kind,
-                                                               file_model_variables,
+  file_model_variables,
                                                                fresh_template):
   model, template = fresh_template
   source = file_model_variables

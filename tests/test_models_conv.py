@@ -9,8 +9,7 @@ import pytest
 from jax import lax
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.models import conv as conv_lib
-from resnet_jax.models import create_model
+from resnet_jax.models import conv as conv_lib, create_model
 from resnet_jax.train import config as config_lib
 
 # Exact float32 products on both sides, so that only the summation order differs.

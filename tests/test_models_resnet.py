@@ -13,10 +13,20 @@ import optax
 import pytest
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.models import (LAYOUT_NAMES, MODEL_NAMES, BasicBlock, ModelName,
-                               ConvolutionalBlock, IdentityBlock, ResNet,
-                               check_input_size, create_model, is_model_name,
-                               parse_model_name, summarize)
+from resnet_jax.models import (
+  LAYOUT_NAMES,
+  MODEL_NAMES,
+  BasicBlock,
+  ConvolutionalBlock,
+  IdentityBlock,
+  ModelName,
+  ResNet,
+  check_input_size,
+  create_model,
+  is_model_name,
+  parse_model_name,
+  summarize,
+)
 
 
 def _size(count_tree):

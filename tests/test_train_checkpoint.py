@@ -9,8 +9,7 @@ import pytest
 
 import helpers as fx
 from resnet_jax.errors import CheckpointError
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import optim
+from resnet_jax.train import checkpoint as checkpoint_lib, optim
 from resnet_jax.train.state import create_train_state, state_from_host, state_to_host
 
 

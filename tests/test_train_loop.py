@@ -10,8 +10,7 @@ import pytest
 
 import helpers as fx
 from resnet_jax.errors import ConfigError, NonFiniteLossError
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import loop
+from resnet_jax.train import checkpoint as checkpoint_lib, loop
 from resnet_jax.train.metrics import read_jsonl
 from resnet_jax.train.state import state_to_host
 

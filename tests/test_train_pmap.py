@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import helpers as fx
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import loop
+from resnet_jax.train import checkpoint as checkpoint_lib, loop
 
 pytestmark = pytest.mark.slow  # Subprocess runs on 4 host devices.
 

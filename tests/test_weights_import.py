@@ -19,8 +19,7 @@ import pytest
 from resnet_jax.errors import CheckpointError, WeightsError
 from resnet_jax.models import create_model
 from resnet_jax.models.resnet import ResNet
-from resnet_jax.weights import (load_keras_h5, read_keras_h5, restore_variables,
-                                save_variables)
+from resnet_jax.weights import load_keras_h5, read_keras_h5, restore_variables, save_variables
 from resnet_jax.weights.convert import convert_keras_h5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

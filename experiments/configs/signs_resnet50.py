@@ -1,6 +1,6 @@
 """The main job: the course's ResNet-50 (coursera layout, Adam 1e-3, batch 32) on SIGNS.
 
-  python experiments/train.py                 # same as --config experiments/configs/signs_resnet50.py
+  python experiments/train.py   # same as --config experiments/configs/signs_resnet50.py
 
 Uses the real SIGNS files when data/signs holds train_signs.h5 and test_signs.h5, else the
 synthetic SIGNS set (generated once into ~/.cache/resnet_jax, or config.cache_dir); the run

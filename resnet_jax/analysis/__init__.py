@@ -11,7 +11,6 @@
 
 Only the probe is imported here; the others pull in matplotlib and the training loop.
 """
-from resnet_jax.analysis.gradient_flow import (layer_gradient_norms, stage_gradient_norms,
-                                               stage_of)
+from resnet_jax.analysis.gradient_flow import layer_gradient_norms, stage_gradient_norms, stage_of
 
 __all__ = ['layer_gradient_norms', 'stage_gradient_norms', 'stage_of']

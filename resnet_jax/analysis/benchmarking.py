@@ -44,8 +44,7 @@ from resnet_jax.analysis import flax_baseline, hardware
 from resnet_jax.data import pipeline
 from resnet_jax.data.fake_images import load_fake_imagenet
 from resnet_jax.errors import ConfigError
-from resnet_jax.train import config as config_lib
-from resnet_jax.train import feeds, optim, setup, steps
+from resnet_jax.train import config as config_lib, feeds, optim, setup, steps
 from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import create_train_state, seed_keys
 

@@ -34,10 +34,7 @@ from resnet_jax.analysis import plots, results
 from resnet_jax.analysis.gradient_flow import layer_gradient_norms
 from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
-from resnet_jax.train import checkpoint
-from resnet_jax.train import config as config_lib
-from resnet_jax.train import loop, setup
-from resnet_jax.train import state as state_lib
+from resnet_jax.train import checkpoint, config as config_lib, loop, setup, state as state_lib
 
 log = logging.getLogger(__name__)
 

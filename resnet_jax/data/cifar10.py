@@ -25,11 +25,9 @@ IMAGE_BYTES = 3 * 32 * 32
 RECORD_BYTES = 1 + IMAGE_BYTES
 
 if int(np.__version__.split('.')[0]) >= 2:
-  from numpy._core import multiarray as _multiarray
-  from numpy._core import numeric as _numeric
+  from numpy._core import multiarray as _multiarray, numeric as _numeric
 else:
-  from numpy.core import multiarray as _multiarray
-  from numpy.core import numeric as _numeric
+  from numpy.core import multiarray as _multiarray, numeric as _numeric
 
 
 def _latin1_encode(text, encoding='utf-8'):

@@ -48,4 +48,5 @@ def require_hdf5(path: str) -> None:
         f'{path!r} is an HTML page, not an HDF5 file: probably saved by a failed download '
         f'(an error or login page stored under the dataset\'s name). Download the real file again.')
   raise DatasetError(f'{path!r} is not an HDF5 file: no HDF5 signature {HDF5_SIGNATURE!r} at '
-                     f'offset 0 or a user-block offset (512, 1024, ...); it starts with {head[:16]!r}')
+                     f'offset 0 or a user-block offset (512, 1024, ...); it starts with '
+                     f'{head[:16]!r}')

@@ -205,7 +205,6 @@ def _sample_background(rng: np.random.Generator, b: int) -> np.ndarray:
 
 def _render(pose: dict, rng: np.random.Generator) -> np.ndarray:
   """Draws the pictures of one chunk: float compositing, then lighting, blur, noise, uint8."""
-  b = len(pose['scale'])
   pix = np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5
   px, py = pix[None, None, :], pix[None, :, None]
 

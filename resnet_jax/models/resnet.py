@@ -11,8 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.models.blocks import (SHORTCUTS, BasicBlock, ConvolutionalBlock,
-                                      IdentityBlock)
+from resnet_jax.models.blocks import SHORTCUTS, BasicBlock, ConvolutionalBlock, IdentityBlock
 from resnet_jax.models.conv import CONV_IMPLS
 from resnet_jax.models.layouts import conv_and_norm, get_layout
 

@@ -10,8 +10,7 @@ from flax import linen as nn
 
 from resnet_jax.data import augment
 from resnet_jax.errors import CheckpointError, DatasetError
-from resnet_jax.train import checkpoint as checkpoint_lib
-from resnet_jax.train import setup, workdir as workdir_lib
+from resnet_jax.train import checkpoint as checkpoint_lib, setup, workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from resnet_jax.data import augment as augment_lib
-from resnet_jax.data import pipeline
+from resnet_jax.data import augment as augment_lib, pipeline
 from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import TrainState
 

@@ -10,9 +10,14 @@ import numpy as np
 
 from resnet_jax.errors import WeightsError
 from resnet_jax.weights.keras_h5 import read_keras_h5
-from resnet_jax.weights.keras_mapping import (ROLES, describe, flatten_tree,
-                                              match_layers, model_layers,
-                                              weights_by_role)
+from resnet_jax.weights.keras_mapping import (
+  ROLES,
+  describe,
+  flatten_tree,
+  match_layers,
+  model_layers,
+  weights_by_role,
+)
 
 # Shapes only: any size the model accepts gives the same variables (global pooling).
 _TEMPLATE_INPUT = (1, 64, 64, 3)
