@@ -93,6 +93,7 @@ def test_nn_conv_with_an_impl_has_nn_convs_parameters_and_output(impl, use_bias)
   np.testing.assert_allclose(chosen.apply(want, x), plain.apply(want, x), **TOL)
 
 
+@pytest.mark.slow  # Builds and compiles whole ResNets three ways.
 def test_resnet_variables_are_identical_and_outputs_equal_across_impls():
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 64, 64, 3)), jnp.float32)
   models = {impl: create_model('resnet50', num_classes=6, conv_impl=impl)
