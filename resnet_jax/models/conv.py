@@ -53,19 +53,21 @@ def conv_general_dilated_fn(conv_impl: str = 'auto'):
   return _CONV_FNS[conv_impl]
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         precision=None, preferred_element_type=None, *, conv_impl='auto'):
+def conv_general_dilated(lhs, rhs, window_strides, padding, *, conv_impl='auto',
+                         **lax_options):
   """`lax.conv_general_dilated` with the formulation picked by `formulation_for`.
 
-  Arguments as lax's; only NHWC/HWIO (nn.Conv's layout) and 2-D kernels take the matmul
-  formulations, anything else goes to lax unchanged.
+  Arguments as lax's (nn.Conv passes all but the first four by keyword: lhs_dilation,
+  rhs_dilation, dimension_numbers, feature_group_count, precision,
+  preferred_element_type); only NHWC/HWIO (nn.Conv's layout) and 2-D kernels take the
+  matmul formulations, anything else goes to lax unchanged.
   """
-  lax_conv = functools.partial(
-      lax.conv_general_dilated, lhs, rhs, window_strides, padding,
-      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-      precision=precision, preferred_element_type=preferred_element_type)
+  lax_conv = functools.partial(lax.conv_general_dilated, lhs, rhs, window_strides, padding,
+                               **lax_options)
+  lhs_dilation = lax_options.get('lhs_dilation')
+  rhs_dilation = lax_options.get('rhs_dilation')
+  dimension_numbers = lax_options.get('dimension_numbers')
+  feature_group_count = lax_options.get('feature_group_count', 1)
   if (lhs.ndim != 4 or feature_group_count != 1 or _dilated(lhs_dilation)
       or not _is_nhwc_hwio(dimension_numbers, lhs.ndim)):
     return lax_conv()
@@ -79,7 +81,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   name = formulation_for(conv_impl, (kh, kw), lhs.shape[1:3], lhs.shape[3], pads)
   if name == 'xla' or min(out_hw) < 1:
     return lax_conv()
-  kwargs = dict(precision=precision, preferred_element_type=preferred_element_type)
+  kwargs = dict(precision=lax_options.get('precision'),
+                preferred_element_type=lax_options.get('preferred_element_type'))
   if name == 'matmul':
     return matmul_1x1(lhs, rhs, strides, pads, **kwargs)
   return im2col(lhs, rhs, strides, pads, dilation, out_hw, **kwargs)
