@@ -234,6 +234,7 @@ def sweep_model(tmp_path, **train_overrides):
   return kwargs['model'], train_config
 
 
+@pytest.mark.slow  # Builds and starts a sweep's runs.
 def test_every_model_flag_of_the_config_reaches_the_swept_model(tmp_path):
   x = jnp.zeros((1, 8, 8, 3))
   default, _ = sweep_model(tmp_path / 'default')
