@@ -360,7 +360,8 @@ def test_cli_reports_bad_input_in_one_line_and_exit_code(tmp_path):
   blocker.write_text('not a directory')
   watched = [earlier, signs, blocker]
   before = fh.file_hashes(*watched)
-  run = str(tmp_path / 'run')
+  run = str(tmp_path / 'run')  # Each case gets its own workdir under it: the processes run at
+  # once, and two of them on one workdir would meet the workdir claim instead of their error.
   cases = {
       'misspelled override': ([f'--workdir={run}', '--config.learnin_rate=0.1'], 1,
                               ["'learnin_rate'", 'Did you mean "learning_rate"']),
@@ -385,6 +386,8 @@ def test_cli_reports_bad_input_in_one_line_and_exit_code(tmp_path):
   }
   processes = {}
   for name, (flags, devices, _) in cases.items():
+    flags = [flag.replace(f'--workdir={run}', f'--workdir={run}/{name.replace(" ", "_")}')
+             for flag in flags]
     command = [sys.executable, fh.TRAIN_SCRIPT, f'--config={fh.TINY_CONFIG}', *flags]
     processes[name] = subprocess.Popen(command, cwd=fh.REPO, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True,
@@ -401,4 +404,5 @@ def test_cli_reports_bad_input_in_one_line_and_exit_code(tmp_path):
       assert process.returncode == 2, (name, stderr[-3000:])
       assert stderr.count('error: ') == 1, (name, stderr[-3000:])
   assert fh.file_hashes(*watched) == before
-  assert not os.path.exists(os.path.join(run, 'checkpoints'))
+  # Each workdir is gone; `run` itself may stay (empty) when two processes raced to make it.
+  assert not os.path.exists(run) or not os.listdir(run), os.listdir(run)

@@ -57,7 +57,14 @@ def test_a_rejected_run_leaves_no_new_directory(tmp_path, problem):
       _run(workdir, batch_size=4096)  # Larger than the data: rejected after loading it.
     else:
       _run(workdir, image_size=16)  # The data's images are 8x8.
-  assert not workdir.exists()
+  assert not (tmp_path / 'new').exists()  # Nor the parent the run made for it.
+
+
+def test_a_rejected_run_keeps_the_parents_that_were_there(tmp_path):
+  (tmp_path / 'kept').mkdir()
+  with pytest.raises(ConfigError):
+    _run(tmp_path / 'kept' / 'new' / 'run', batch_size=4096)
+  assert sorted(os.listdir(tmp_path)) == ['kept'] and not os.listdir(tmp_path / 'kept')
 
 
 def test_a_rejected_run_leaves_an_existing_workdir_as_it_was(tmp_path):

@@ -7,8 +7,8 @@ when the process ends, however it ends, so a `kill -9` never leaves a stale lock
 holder writes its PID and host into the file, so that a second run can name it.
 
 Nothing left behind: until the run calls `keep()` (just before its first training step),
-leaving the claim removes every entry the run added to the workdir (and the workdir itself
-if the run created it), so that a rejected or stopped start leaves the disk as it was.
+leaving the claim removes every entry the run added to the workdir (and the workdir itself,
+with any parent directories, if the run created them), so that a rejected or stopped start leaves the disk as it was.
 """
 import errno
 import fcntl
@@ -28,6 +28,16 @@ LOCK_NAME = '.lock'
 def _writable_error(workdir: str, error: OSError) -> ConfigError:
   return ConfigError(f'workdir {workdir!r} cannot be written ({error.strerror or error}); '
                      'expected a directory this process can create files in')
+
+
+def _missing_directories(path: str) -> list:
+  """`path` and those of its parents that do not exist yet, deepest first."""
+  missing = []
+  path = os.path.abspath(path)
+  while not os.path.isdir(path) and os.path.dirname(path) != path:
+    missing.append(path)
+    path = os.path.dirname(path)
+  return missing
 
 
 class WorkdirLock:
@@ -105,13 +115,13 @@ class WorkdirClaim:
     self.writer = writer
     self.kept = False
     self._lock = WorkdirLock(workdir)
-    self._created_dir = False
+    self._created_dirs = []  # The workdir and the parents this run made, deepest first.
     self._before = None
 
   def __enter__(self):
     busy = None
     if self.writer:
-      self._created_dir = not os.path.isdir(self.workdir)
+      self._created_dirs = _missing_directories(self.workdir)
       try:
         os.makedirs(self.workdir, exist_ok=True)
       except OSError as error:
@@ -120,7 +130,7 @@ class WorkdirClaim:
         self._lock.acquire()
       except WorkdirBusyError as error:
         # Another run owns whatever is there, even a directory we just created.
-        self._created_dir = False
+        self._created_dirs = []
         busy = error
       else:
         self._before = set(os.listdir(self.workdir))
@@ -143,11 +153,12 @@ class WorkdirClaim:
     if self.writer and not self.kept and self._before is not None:
       self._remove_added()
     self._lock.release(remove_file=self.writer and not self.kept and self._lock.created_file)
-    if self.writer and not self.kept and self._created_dir:
-      try:
-        os.rmdir(self.workdir)  # Only if empty: never what another run put there.
-      except OSError:
-        pass
+    if self.writer and not self.kept:
+      for directory in self._created_dirs:
+        try:
+          os.rmdir(directory)  # Only if empty: never what another run put there.
+        except OSError:
+          break
 
   def _remove_added(self) -> None:
     for name in sorted(set(os.listdir(self.workdir)) - self._before):
