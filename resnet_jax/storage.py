@@ -9,12 +9,25 @@ import os
 import tempfile
 
 
+def _default_mode() -> int:
+  """The mode `open()` gives a new file: 0666 less the umask (read without changing it where
+  the OS says it, since os.umask is process-wide and would race with other threads)."""
+  try:
+    with open('/proc/self/status') as f:
+      mask = next(int(line.split()[1], 8) for line in f if line.startswith('Umask:'))
+  except (OSError, StopIteration, ValueError):
+    mask = os.umask(0o022)
+    os.umask(mask)
+  return 0o666 & ~mask
+
+
 def write_text_atomic(path: str, text: str) -> None:
   """Writes `text` to `path` through a temporary file (flushed to disk) and os.replace."""
   directory = os.path.dirname(os.path.abspath(path))
   handle, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
                                  suffix='.tmp')
   try:
+    os.fchmod(handle, _default_mode())  # mkstemp makes it private (0600); others read results.
     with os.fdopen(handle, 'w') as f:
       f.write(text)
       f.flush()
@@ -36,6 +49,7 @@ def save_figure_atomic(fig, path: str, **savefig_kwargs) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   root, extension = os.path.splitext(os.path.basename(path))
   handle, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{root}.', suffix=extension)
+  os.fchmod(handle, _default_mode())
   os.close(handle)
   try:
     fig.savefig(tmp, **savefig_kwargs)

@@ -8,7 +8,8 @@ holder writes its PID and host into the file, so that a second run can name it.
 
 Nothing left behind: until the run calls `keep()` (just before its first training step),
 leaving the claim removes every entry the run added to the workdir (and the workdir itself,
-with any parent directories, if the run created them), so that a rejected or stopped start leaves the disk as it was.
+with any parent directories, if the run created them), so that a rejected or stopped start
+leaves the disk as it was.
 """
 import errno
 import fcntl
