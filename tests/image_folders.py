@@ -19,7 +19,7 @@ from PIL import Image
 
 # Sorted, as the class list of a prepared dataset is.
 CLASSES = ('blue_disc', 'green_bars', 'red_square', 'yellow_cross')
-_COLOURS = {'blue_disc': (40, 80, 230), 'green_bars': (40, 210, 60),
+COLOURS = {'blue_disc': (40, 80, 230), 'green_bars': (40, 210, 60),
             'red_square': (230, 40, 40), 'yellow_cross': (230, 220, 40)}
 
 
@@ -41,7 +41,7 @@ def class_image(name: str, rng: np.random.Generator, size: tuple[int, int] = (32
   else:
     third = max(1, extent // 3)
     mask = ((rows >= third) & (rows < extent - third)) | ((cols >= third) & (cols < extent - third))
-  colour = np.asarray(_COLOURS[name]) * rng.uniform(0.8, 1.0)
+  colour = np.asarray(COLOURS[name]) * rng.uniform(0.8, 1.0)
   patch = image[top:top + extent, left:left + extent]
   patch[mask] = colour
   return np.clip(image, 0, 255).astype(np.uint8)
