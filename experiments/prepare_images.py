@@ -76,7 +76,7 @@ def _main(argv: list) -> int:
   from resnet_jax.data.prepare_images import BAD_FILES_NAME, prepare_images
   src, out = argv
   bar = _Bar()
-  signal.signal(signal.SIGTERM, _interrupt)
+  handler = signal.signal(signal.SIGTERM, _interrupt)
   try:
     done = prepare_images(
         src, out, max_size=_MAX_SIZE.value, val_fraction=_VAL_FRACTION.value, seed=_SEED.value,
@@ -89,7 +89,7 @@ def _main(argv: list) -> int:
     return 130
   finally:
     bar.close()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, handler)
   index = done.index
   counts = ', '.join(f'{split} {entry.num_examples} images in {len(entry.shards)} shards'
                      for split, entry in index.splits.items())

@@ -2,6 +2,10 @@
 byte-identical reruns, refusals that leave the disk as it was, and the script."""
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +25,8 @@ from resnet_jax.data import image_records
 from resnet_jax.data.image_files import decode_rgb
 from resnet_jax.data.prepare_images import BAD_FILES_NAME, PROGRESS_DIR, prepare_images
 from resnet_jax.errors import ConfigError, DatasetError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _records(out, split):
@@ -168,6 +174,8 @@ def test_an_interrupted_conversion_keeps_finished_shards_and_ends_as_an_unbroken
     f.seek(100)
     f.write(b'\0\1\2')
   kept_times = {name: os.stat(out / name).st_mtime_ns for name in finished}
+  # What a kill while writing the fourth shard leaves: its temporary file, half written.
+  (out / 'train-00003-of-00006.array_record.tmp').write_bytes(b'half a shard')
   done = prepare_images(str(src), str(out), shard_size=20)
   assert (done.shards_kept, done.shards_written) == (2, 5)
   for name in set(finished) - {changed}:
@@ -280,3 +288,32 @@ def test_the_script_refuses_bad_folders_with_one_line_and_writes_nothing(
 def test_the_script_names_a_usage_error(tmp_path, capsys):
   assert script.main([str(tmp_path)]) == 2
   assert 'expected SRC and OUT' in capsys.readouterr().err
+
+
+@pytest.mark.slow  # Two script runs in subprocesses, with worker processes; ~5 s.
+def test_the_script_killed_mid_conversion_continues_on_rerun(tmp_path):
+  src = tmp_path / 'src'
+  write_image_folder(src, per_class=40, size=(160, 120))
+  unbroken = tmp_path / 'unbroken'
+  prepare_images(str(src), str(unbroken), shard_size=10)
+  out = tmp_path / 'out'
+  command = [sys.executable, script.__file__, str(src), str(out), '--shard_size=10',
+             '--workers=2']
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  # Its own session, so that the kill takes the worker processes too, as a crash would.
+  process = subprocess.Popen(command, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 120
+  while len(_shard_bytes(out) if out.is_dir() else {}) < 2 and time.monotonic() < deadline:
+    time.sleep(0.005)
+  os.killpg(process.pid, signal.SIGKILL)
+  process.wait()
+  assert not (out / 'index.json').exists(), 'finished before it could be killed'
+  # A shard renamed into place just before the kill, before its note, is converted again.
+  noted = [name for name in _shard_bytes(out) if (out / PROGRESS_DIR / f'{name}.json').exists()]
+  assert 1 <= len(noted) < 15
+  rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+  assert rerun.returncode == 0, rerun.stderr
+  assert f'({len(noted)} kept from an earlier run)' in rerun.stdout
+  assert _shard_bytes(out) == _shard_bytes(unbroken)
+  assert sorted(os.listdir(out)) == sorted(os.listdir(unbroken))

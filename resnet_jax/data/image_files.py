@@ -33,7 +33,9 @@ IMAGE_EXTENSIONS = frozenset({
 SPLIT_FOLDERS = ('train', 'val')
 JPEG_QUALITY = 95
 JPEG_SUBSAMPLING = '4:2:0'  # Pillow's default at this quality, fixed so that bytes never drift.
-RESAMPLE = Image.Resampling.LANCZOS
+# Antialiased bicubic: as sharp as Lanczos to the eye at these scales, and a quarter faster;
+# the resize is the largest cost of a conversion after decoding.
+RESAMPLE = Image.Resampling.BICUBIC
 # Transparent pixels become this colour: most transparent pictures (logos, cut-out products,
 # icons) are drawn to be seen on a white page.
 ALPHA_BACKGROUND = (255, 255, 255)
@@ -271,7 +273,7 @@ def target_size(width: int, height: int, max_size: int) -> tuple[int, int]:
 
 
 def shrink_to_max_size(image: np.ndarray, max_size: int) -> np.ndarray:
-  """uint8 [H, W, 3] with the shorter side at most `max_size` (Lanczos; never enlarged)."""
+  """uint8 [H, W, 3] with the shorter side at most `max_size` (bicubic; never enlarged)."""
   height, width = image.shape[:2]
   size = target_size(width, height, max_size)
   if size == (width, height):

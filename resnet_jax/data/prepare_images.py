@@ -109,7 +109,7 @@ def prepare_images(src: str, out: str, *, max_size: int = DEFAULT_MAX_SIZE,
   plan = plan_shards(splits, seed, shard_size, num_shards)
   options = {'encoding': 'jpeg', 'quality': image_files.JPEG_QUALITY,
              'subsampling': image_files.JPEG_SUBSAMPLING, 'max_size': max_size,
-             'resample': 'lanczos', 'alpha_background': list(image_files.ALPHA_BACKGROUND),
+             'resample': 'bicubic', 'alpha_background': list(image_files.ALPHA_BACKGROUND),
              'exif_orientation': 'applied', 'seed': seed,
              'val': 'folder' if folder.has_val_folder else _fraction(val_fraction),
              'max_pixels': max_pixels, 'pillow': PIL.__version__}
@@ -177,9 +177,11 @@ def _splits(folder: image_files.ImageFolder, val_fraction, seed: int) -> dict:
   fraction = _fraction(val_fraction)
   if fraction == 0:
     return {'train': list(folder.splits['train'])}
+  by_class = [[] for _ in folder.classes]
+  for example in folder.splits['train']:
+    by_class[example[1]].append(example)
   train, val = [], []
-  for label in range(len(folder.classes)):
-    examples = [example for example in folder.splits['train'] if example[1] == label]
+  for label, examples in enumerate(by_class):
     # Every class keeps a training image and, when it has two, gives one to validation.
     count = min(max(round(len(examples) * fraction), 1 if len(examples) > 1 else 0),
                 len(examples) - 1)
