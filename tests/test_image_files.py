@@ -20,10 +20,11 @@ from resnet_jax.data.image_files import (
   encode_jpeg,
   list_image_folder,
   shrink_to_max_size,
+  split_train_val,
   stored_jpeg,
   target_size,
 )
-from resnet_jax.errors import BadImageError, DatasetError
+from resnet_jax.errors import BadImageError, ConfigError, DatasetError
 
 
 def test_a_flat_folder_lists_sorted_with_labels_from_sorted_class_names(tmp_path):
@@ -203,3 +204,22 @@ def test_shrink_and_encode_are_deterministic_and_close_to_the_picture():
   assert decode_rgb(stored).shape == (50, 75, 3)
   np.testing.assert_allclose(decode_rgb(stored).astype(int), small.astype(int), atol=10)
   assert stored == stored_jpeg(encoded(big, 'JPEG', quality=95), 50)
+
+
+def test_the_holdout_is_stratified_seeded_and_keeps_the_listing_order(tmp_path):
+  write_image_folder(tmp_path, per_class=10, classes=CLASSES[:2], size=(8, 8))
+  (tmp_path / 'pair').mkdir()
+  for name in ('a.png', 'b.png'):
+    (tmp_path / 'pair' / name).write_bytes(b'')
+  folder = list_image_folder(str(tmp_path))
+  splits = split_train_val(folder, 0.25, seed=4)
+  assert [sum(label == c for _, label in splits['val']) for c in range(3)] == [2, 2, 1]
+  assert sorted(splits['train'] + splits['val']) == sorted(folder.splits['train'])
+  for examples in splits.values():
+    assert examples == [e for e in folder.splits['train'] if e in examples]
+  assert split_train_val(folder, 0.25, seed=4) == splits
+  assert split_train_val(folder, 0.25, seed=5) != splits
+  assert len(split_train_val(folder)['val']) == 1 + 1 + 1  # 10% of 10, 10 and 2.
+  assert split_train_val(folder, 0) == {'train': list(folder.splits['train'])}
+  with pytest.raises(ConfigError, match='val_fraction=1'):
+    split_train_val(folder, 1)

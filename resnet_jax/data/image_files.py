@@ -11,7 +11,8 @@ starting with '.' (`.DS_Store`, `._x.jpg`, `.ipynb_checkpoints`) are ignored. Sy
 are followed; a link back to a folder above it (a loop) is skipped and reported. The order
 is sorted by name at every level, so the same folder lists the same way on every machine.
 
-Reading (`decode_rgb`) and storing (`shrink_to_max_size`, `encode_jpeg`, `stored_jpeg`) are
+`split_train_val` gives the train and val lists: the folder's, or a seeded, stratified
+holdout. Reading (`decode_rgb`) and storing (`shrink_to_max_size`, `encode_jpeg`, `stored_jpeg`) are
 small pure functions: `prepare_images` and the raw-folder mode of the streaming pipeline
 decode with the same code. Every way an image file can be unusable (undecodable, truncated,
 zero bytes, not an image, over Pillow's pixel limit) is one `BadImageError` with the reason.
@@ -25,12 +26,13 @@ from typing import Mapping
 import numpy as np
 from PIL import Image, ImageOps
 
-from resnet_jax.errors import BadImageError, DatasetError
+from resnet_jax.errors import BadImageError, ConfigError, DatasetError
 
 IMAGE_EXTENSIONS = frozenset({
     '.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.dib', '.gif', '.webp', '.tif',
     '.tiff', '.ppm', '.pgm', '.pbm', '.pnm', '.ico', '.tga'})
 SPLIT_FOLDERS = ('train', 'val')
+DEFAULT_VAL_FRACTION = 0.1  # Held out of a folder without val/ (see split_train_val).
 JPEG_QUALITY = 95
 JPEG_SUBSAMPLING = '4:2:0'  # Pillow's default at this quality, fixed so that bytes never drift.
 # Antialiased bicubic: as sharp as Lanczos to the eye at these scales, and a quarter faster;
@@ -110,6 +112,41 @@ def list_image_folder(root: str) -> ImageFolder:
       examples.extend((path, label) for path in paths)
     splits[split] = tuple(examples)
   return ImageFolder(root, classes, splits, tuple(skipped))
+
+
+def split_train_val(folder: ImageFolder, val_fraction: float | None = None,
+                    seed: int = 0) -> dict[str, list[tuple[str, int]]]:
+  """{'train': [(path, label), ...], 'val': [...]}: the folder's own splits when it has a val
+  folder, else a seeded, stratified holdout of `val_fraction` of every class.
+
+  Per class, round(n * val_fraction) images are held out, at least one when the class has
+  two or more and never all of them; which ones is a pure function of (seed, label). Lists
+  keep the listing's sorted order. `val_fraction` 0 gives {'train': [...]} alone.
+
+  Raises:
+    ConfigError: `val_fraction` outside [0, 1), or given for a folder that has val/.
+  """
+  if val_fraction is not None and not 0 <= val_fraction < 1:
+    raise ConfigError(f'val_fraction={val_fraction!r}; expected a fraction in [0, 1)')
+  if folder.has_val_folder:
+    if val_fraction is not None:
+      raise ConfigError(f'val_fraction={val_fraction} but {folder.root!r} has a val folder; '
+                        'expected no val_fraction (the folder is the validation split)')
+    return {split: list(examples) for split, examples in folder.splits.items()}
+  fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+  if fraction == 0:
+    return {'train': list(folder.splits['train'])}
+  by_class = [[] for _ in folder.classes]
+  for example in folder.splits['train']:
+    by_class[example[1]].append(example)
+  held = set()
+  for label, examples in enumerate(by_class):
+    count = min(max(round(len(examples) * fraction), 1 if len(examples) > 1 else 0),
+                len(examples) - 1)
+    order = np.random.default_rng([seed, label]).permutation(len(examples))
+    held.update(examples[i][0] for i in order[:count])
+  return {'train': [e for e in folder.splits['train'] if e[0] not in held],
+          'val': [e for e in folder.splits['train'] if e[0] in held]}
 
 
 def _check_classes(folder: str, classes: tuple[str, ...]) -> None:

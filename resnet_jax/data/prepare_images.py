@@ -37,7 +37,6 @@ from resnet_jax.data import image_files, image_records
 from resnet_jax.errors import BadImageError, ConfigError, DatasetError
 
 DEFAULT_MAX_SIZE = 256
-DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_SHARD_SIZE = 1024
 BAD_FILES_NAME = 'bad_files.txt'
 PROGRESS_DIR = '.prepare'
@@ -83,8 +82,8 @@ def prepare_images(src: str, out: str, *, max_size: int = DEFAULT_MAX_SIZE,
     out: the dataset directory (created if missing); must not be SRC or inside it.
     max_size: the cap on the shorter side of stored images (never enlarged).
     val_fraction: the share of each class held out as the 'val' split when SRC has no val
-      folder (default `DEFAULT_VAL_FRACTION`; 0 gives no val split). Must be None when it
-      has one.
+      folder (default `image_files.DEFAULT_VAL_FRACTION`; 0: no val split); see
+      `image_files.split_train_val`.
     seed: the seed of the holdout and of the order of the images in the shards.
     workers: processes that decode and encode (1: in this process).
     shard_size: images per shard (default `DEFAULT_SHARD_SIZE`); or
@@ -105,13 +104,14 @@ def prepare_images(src: str, out: str, *, max_size: int = DEFAULT_MAX_SIZE,
   _check_options(max_size, val_fraction, workers, shard_size, num_shards)
   out_dir = _check_out(src, out)
   folder = image_files.list_image_folder(src)
-  splits = _splits(folder, val_fraction, seed)
+  splits = image_files.split_train_val(folder, val_fraction, seed)
   plan = plan_shards(splits, seed, shard_size, num_shards)
   options = {'encoding': 'jpeg', 'quality': image_files.JPEG_QUALITY,
              'subsampling': image_files.JPEG_SUBSAMPLING, 'max_size': max_size,
              'resample': 'bicubic', 'alpha_background': list(image_files.ALPHA_BACKGROUND),
              'exif_orientation': 'applied', 'seed': seed,
-             'val': 'folder' if folder.has_val_folder else _fraction(val_fraction),
+             'val': 'folder' if folder.has_val_folder else (
+                 image_files.DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction),
              'max_pixels': max_pixels, 'pillow': PIL.__version__}
   digest = plan_digest(src, folder.classes, plan, options)
   if _claim_out(out_dir, digest, overwrite) == 'finished':
@@ -161,34 +161,6 @@ def _check_out(src: str, out: str) -> str:
   if os.path.exists(out) and not os.path.isdir(out):
     raise DatasetError(f'output folder {out!r} is a file; expected a directory')
   return out
-
-
-def _fraction(val_fraction: float | None) -> float:
-  return DEFAULT_VAL_FRACTION if val_fraction is None else float(val_fraction)
-
-
-def _splits(folder: image_files.ImageFolder, val_fraction, seed: int) -> dict:
-  """{split: [(path, label), ...]}: the folder's own, or train with a stratified holdout."""
-  if folder.has_val_folder:
-    if val_fraction is not None:
-      raise ConfigError(f'val_fraction={val_fraction} but {folder.root!r} has a val folder; '
-                        'expected no val_fraction (the folder is the validation split)')
-    return {split: list(examples) for split, examples in folder.splits.items()}
-  fraction = _fraction(val_fraction)
-  if fraction == 0:
-    return {'train': list(folder.splits['train'])}
-  by_class = [[] for _ in folder.classes]
-  for example in folder.splits['train']:
-    by_class[example[1]].append(example)
-  train, val = [], []
-  for label, examples in enumerate(by_class):
-    # Every class keeps a training image and, when it has two, gives one to validation.
-    count = min(max(round(len(examples) * fraction), 1 if len(examples) > 1 else 0),
-                len(examples) - 1)
-    held = set(np.random.default_rng([seed, label]).permutation(len(examples))[:count])
-    for i, example in enumerate(examples):
-      (val if i in held else train).append(example)
-  return {'train': train, 'val': val}
 
 
 def plan_shards(splits: dict, seed: int, shard_size: int | None = None,
