@@ -54,10 +54,12 @@ def encoded(image: np.ndarray, fmt: str, **save_args) -> bytes:
 
 
 def write_image_folder(root, per_class: int = 20, classes=CLASSES, *, val_per_class: int = 0,
-                       size: tuple[int, int] = (32, 24), seed: int = 0) -> dict:
+                       size: tuple[int, int] = (32, 24), formats=('jpg', 'png'),
+                       seed: int = 0) -> dict:
   """Writes `root/<class>/<image>` (or, with `val_per_class`, root/train/... + root/val/...).
 
-  Images are named `<class>_<i>.jpg|.png` (JPEG for even i). Returns {split: [(path,
+  Images are named `<class>_<i>.<format>`, the formats taken in turn ('jpg': JPEG of quality
+  90, 'png'). Returns {split: [(path,
   label), ...]} in the listing's sorted order, labels indexing sorted(classes).
   """
   rng = np.random.default_rng(seed)
@@ -74,10 +76,11 @@ def write_image_folder(root, per_class: int = 20, classes=CLASSES, *, val_per_cl
       paths = []
       for i in range(count):
         image = class_image(name, rng, size)
-        jpeg = i % 2 == 0
-        path = os.path.join(folder, f'{name}_{i:04d}.{"jpg" if jpeg else "png"}')
+        extension = formats[i % len(formats)]
+        path = os.path.join(folder, f'{name}_{i:04d}.{extension}')
         with open(path, 'wb') as f:
-          f.write(encoded(image, 'JPEG', quality=90) if jpeg else encoded(image, 'PNG'))
+          f.write(encoded(image, 'JPEG', quality=90) if extension == 'jpg' else
+                  encoded(image, 'PNG'))
         paths.append(path)
       written[split].extend((path, label) for path in sorted(paths))
   return written

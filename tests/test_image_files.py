@@ -204,6 +204,9 @@ def test_shrink_and_encode_are_deterministic_and_close_to_the_picture():
   assert decode_rgb(stored).shape == (50, 75, 3)
   np.testing.assert_allclose(decode_rgb(stored).astype(int), small.astype(int), atol=10)
   assert stored == stored_jpeg(encoded(big, 'JPEG', quality=95), 50)
+  for data in (encoded(big, 'JPEG', quality=95), encoded(big, 'PNG')):
+    assert stored_jpeg(data, 50) == encode_jpeg(shrink_to_max_size(
+        decode_rgb(data, min_shorter_side=50), 50))
 
 
 def test_the_holdout_is_stratified_seeded_and_keeps_the_listing_order(tmp_path):

@@ -24,7 +24,7 @@ import warnings
 from typing import Mapping
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from resnet_jax.errors import BadImageError, ConfigError, DatasetError
 
@@ -41,6 +41,7 @@ RESAMPLE = Image.Resampling.BICUBIC
 # Transparent pixels become this colour: most transparent pictures (logos, cut-out products,
 # icons) are drawn to be seen on a white page.
 ALPHA_BACKGROUND = (255, 255, 255)
+_ORIENTATION = ExifTags.Base.Orientation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +213,16 @@ def decode_rgb(source, *, max_pixels: int | None = None,
                min_shorter_side: int | None = None) -> np.ndarray:
   """An image file (path or bytes) as uint8 [height, width, 3] RGB, as it is meant to be seen.
 
+  `decode_rgb_image` as an array; see there.
+  """
+  return np.asarray(decode_rgb_image(source, max_pixels=max_pixels,
+                                     min_shorter_side=min_shorter_side), np.uint8)
+
+
+def decode_rgb_image(source, *, max_pixels: int | None = None,
+                     min_shorter_side: int | None = None) -> Image.Image:
+  """An image file (path or bytes) as an RGB Pillow image, as it is meant to be seen.
+
   EXIF orientation is applied. Grayscale, 1-bit, palette, CMYK, YCbCr and 16-bit images are
   converted to RGB (16-bit values scaled to 8 bits); transparency is composited over
   `ALPHA_BACKGROUND` (white). An animated image gives its first frame.
@@ -244,7 +255,10 @@ def decode_rgb(source, *, max_pixels: int | None = None,
     with warnings.catch_warnings():
       # Over Pillow's limit Image.open only warns (twice over it, it raises): both are bad.
       warnings.simplefilter('error', Image.DecompressionBombWarning)
-      with Image.open(opened) as image:
+      # Not a `with` block: the result may be this very image. Pillow closes a file it opened
+      # once the pixels are loaded.
+      image = Image.open(opened)
+      try:
         width, height = image.size
         if limit is not None and width * height > limit:
           raise BadImageError(path, f'{width}x{height} = {width * height} pixels, over the '
@@ -254,7 +268,10 @@ def decode_rgb(source, *, max_pixels: int | None = None,
           if scale < 1:
             image.draft(None, (int(np.ceil(width * scale)), int(np.ceil(height * scale))))
         image.load()
-        return np.asarray(_to_rgb(_upright(image), path), np.uint8)
+        return _to_rgb(_upright(image), path)
+      except BaseException:
+        image.close()
+        raise
   except BadImageError:
     raise
   except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
@@ -270,6 +287,8 @@ def decode_rgb(source, *, max_pixels: int | None = None,
 def _upright(image: Image.Image) -> Image.Image:
   """The image turned as its EXIF orientation says."""
   try:
+    if image.getexif().get(_ORIENTATION, 1) == 1:
+      return image  # Upright already (exif_transpose would return a copy).
     return ImageOps.exif_transpose(image)
   except Exception:  # Malformed EXIF: the pixels are fine, so keep them as stored.
     return image
@@ -312,24 +331,35 @@ def target_size(width: int, height: int, max_size: int) -> tuple[int, int]:
 def shrink_to_max_size(image: np.ndarray, max_size: int) -> np.ndarray:
   """uint8 [H, W, 3] with the shorter side at most `max_size` (bicubic; never enlarged)."""
   height, width = image.shape[:2]
-  size = target_size(width, height, max_size)
-  if size == (width, height):
+  if target_size(width, height, max_size) == (width, height):
     return image
-  return np.asarray(Image.fromarray(image).resize(size, RESAMPLE), np.uint8)
+  return np.asarray(_shrunk(Image.fromarray(image), max_size), np.uint8)
+
+
+def _shrunk(image: Image.Image, max_size: int) -> Image.Image:
+  size = target_size(*image.size, max_size)
+  return image if size == image.size else image.resize(size, RESAMPLE)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
   """uint8 [H, W, 3] as baseline JPEG bytes; the same pixels always give the same bytes."""
+  return _jpeg(Image.fromarray(image, 'RGB'), quality)
+
+
+def _jpeg(image: Image.Image, quality: int) -> bytes:
   buffer = io.BytesIO()
-  Image.fromarray(image, 'RGB').save(buffer, 'JPEG', quality=quality,
-                                     subsampling=JPEG_SUBSAMPLING, optimize=False,
-                                     progressive=False)
+  image.save(buffer, 'JPEG', quality=quality, subsampling=JPEG_SUBSAMPLING, optimize=False,
+             progressive=False)
   return buffer.getvalue()
 
 
 def stored_jpeg(source, max_size: int, *, quality: int = JPEG_QUALITY,
                 max_pixels: int | None = None) -> bytes:
   """An image file as a prepared dataset stores it: upright RGB, shorter side at most
-  `max_size`, JPEG at `quality`. Raises BadImageError (see `decode_rgb`)."""
-  image = decode_rgb(source, max_pixels=max_pixels, min_shorter_side=max_size)
-  return encode_jpeg(shrink_to_max_size(image, max_size), quality)
+  `max_size`, JPEG at `quality`; the same bytes as `encode_jpeg(shrink_to_max_size(
+  decode_rgb(source, min_shorter_side=max_size), max_size))`, without the array copies.
+
+  Raises BadImageError (see `decode_rgb_image`).
+  """
+  image = decode_rgb_image(source, max_pixels=max_pixels, min_shorter_side=max_size)
+  return _jpeg(_shrunk(image, max_size), quality)
