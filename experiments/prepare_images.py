@@ -80,7 +80,8 @@ def _main(argv: list) -> int:
   try:
     done = prepare_images(
         src, out, max_size=_MAX_SIZE.value, val_fraction=_VAL_FRACTION.value, seed=_SEED.value,
-        workers=_WORKERS.value or os.cpu_count() or 1, shard_size=_SHARD_SIZE.value,
+        workers=(os.cpu_count() or 1) if _WORKERS.value is None else _WORKERS.value,
+        shard_size=_SHARD_SIZE.value,
         num_shards=_NUM_SHARDS.value, overwrite=_OVERWRITE.value, progress=bar)
   except KeyboardInterrupt:
     bar.close()
