@@ -82,6 +82,7 @@ def test_a_symlink_loop_is_skipped_and_named(tmp_path):
      "class folder '.*empty class' holds no image file"),
     (lambda root: (write_image_folder(root, 2, CLASSES[:2]), (root / 'train').mkdir()),
      r"train/ next to \['blue_disc', 'green_bars'\]"),
+    (lambda root: (write_image_folder(root / 'val', 2, CLASSES[:2])), 'val/ but no train/'),
     (lambda root: (write_image_folder(root, 2, CLASSES[:2], val_per_class=1),
                    (root / 'val' / 'other').mkdir()), r"class folders \['other'\] that"),
 ])

@@ -12,10 +12,11 @@ are followed; a link back to a folder above it (a loop) is skipped and reported.
 is sorted by name at every level, so the same folder lists the same way on every machine.
 
 `split_train_val` gives the train and val lists: the folder's, or a seeded, stratified
-holdout. Reading (`decode_rgb`) and storing (`shrink_to_max_size`, `encode_jpeg`, `stored_jpeg`) are
-small pure functions: `prepare_images` and the raw-folder mode of the streaming pipeline
-decode with the same code. Every way an image file can be unusable (undecodable, truncated,
-zero bytes, not an image, over Pillow's pixel limit) is one `BadImageError` with the reason.
+holdout. Reading (`decode_rgb`) and storing (`shrink_to_max_size`, `encode_jpeg`,
+`stored_jpeg`) are small pure functions: `prepare_images` and the raw-folder mode of the
+streaming pipeline decode with the same code. Every way an image file can be unusable
+(undecodable, truncated, zero bytes, not an image, over Pillow's pixel limit) is one
+`BadImageError` with the reason.
 """
 import dataclasses
 import io
@@ -76,7 +77,7 @@ def list_image_folder(root: str) -> ImageFolder:
   Raises:
     DatasetError: `root` is not a folder or has no class folders; a class folder holds no
       image (named); there is only one class; SRC/train sits next to folders other than
-      SRC/val; SRC/val has a class that SRC/train lacks.
+      SRC/val, or SRC/val has no SRC/train; SRC/val has a class that SRC/train lacks.
   """
   if not os.path.isdir(root):
     what = 'does not exist' if not os.path.exists(root) else 'is not a directory'
@@ -89,6 +90,9 @@ def list_image_folder(root: str) -> ImageFolder:
                          'either class folders only (SRC/<class>/...) or train/ and val/ '
                          '(SRC/train/<class>/..., SRC/val/<class>/...)')
     split_roots = {name: os.path.join(root, name) for name in SPLIT_FOLDERS if name in top}
+  elif 'val' in top:
+    raise DatasetError(f'image folder {root!r} holds val/ but no train/; expected train/ next '
+                       'to it, or class folders only')
   else:
     split_roots = {'train': root}
   skipped = []
