@@ -18,6 +18,9 @@ This module does not import JAX: Grain's worker processes import it.
 """
 import dataclasses
 import io
+import os
+import threading
+import time
 from typing import Iterator, Optional
 
 import numpy as np
@@ -30,6 +33,7 @@ from resnet_jax.errors import DatasetError
 # that memory does not grow with the data or the run (see BENCHMARKS.md).
 _WORKER_BUFFER = 2
 _READ_BUFFER = 2
+_PARENT_POLL_SECONDS = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,13 +198,28 @@ def iterate(dataset, local_devices: int, workers: int = 0,
   if workers:
     _allow_worker_flags()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=workers, per_worker_buffer_size=_WORKER_BUFFER))
+        num_workers=workers, per_worker_buffer_size=_WORKER_BUFFER),
+        worker_init_fn=_exit_with_parent)
   iterator = iter(stream)
   try:
     for batch in iterator:
       yield {k: v.reshape((local_devices, -1) + v.shape[1:]) for k, v in batch.items()}
   finally:
     iterator.close()
+
+
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Run in each worker: exits it when the process that started it is gone (a run killed
+  with SIGKILL cannot stop its workers, which would otherwise live on as orphans)."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
+
+  threading.Thread(target=watch, daemon=True, name='exit-with-parent').start()
 
 
 def _allow_worker_flags() -> None:

@@ -1,0 +1,82 @@
+"""Training on streamed images (dataset 'images'): prepared shards learn well above chance,
+a bad shard stops the run before anything is written, and evaluation reports top-5
+accuracy from 10 classes on. (Kill/resume and several processes: test_images_processes.py.)"""
+import functools
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import _fault_helpers as fh
+import _image_data
+import helpers as fx
+from resnet_jax.data import image_records, pipeline
+from resnet_jax.errors import DatasetError
+from resnet_jax.train import feeds, optim, steps
+from resnet_jax.train.loop import train_and_evaluate
+from resnet_jax.train.state import create_train_state
+
+NUM_TRAIN, NUM_VAL = 240, 60
+
+
+def images_config(data_dir, **overrides):
+  """TinyNet on 8x8 crops of the generated colour pictures: 15 steps per epoch, 2 epochs."""
+  return fx._config({'dataset': 'images', 'data_dir': data_dir, 'num_epochs': 2,
+                     'batch_size': 16, 'learning_rate': 0.05, 'log_every_steps': 5,
+                     'checkpoint_every_steps': 10, 'augment.flip': True,
+                     'augment.inception_crop': True, **overrides})
+
+
+@pytest.fixture(scope='module')
+def shards(tmp_path_factory):
+  return _image_data.make_shards(str(tmp_path_factory.mktemp('shards')), NUM_TRAIN, NUM_VAL)
+
+
+def test_training_on_prepared_shards_learns_the_classes_and_a_bad_shard_changes_nothing(
+    shards, tmp_path):
+  data = str(tmp_path / 'data')
+  shutil.copytree(shards, data)
+  workdir = str(tmp_path / 'run')
+  result = train_and_evaluate(images_config(data), workdir, model=fx.TinyNet())
+  assert result['step'] == 30 and result['data_source'].startswith('prepared images')
+  assert result['eval_accuracy'] > 0.9  # Chance is 1/3.
+  assert 'eval_top5_accuracy' not in result  # Fewer than 10 classes.
+  assert fh.read_checkpoint(workdir, 30, tmp_path)[1]['class_names'] == list(
+      _image_data.CLASSES)
+
+  # A shard truncated before a longer rerun: a DatasetError naming it, the workdir unchanged.
+  before = fh.file_hashes(workdir)
+  shard = os.path.join(data, image_records.read_index(data).splits['train'].shards[0])
+  with open(shard, 'r+b') as f:
+    f.truncate(os.path.getsize(shard) // 2)
+  with pytest.raises(DatasetError, match=shard):
+    train_and_evaluate(images_config(data, num_epochs=3), workdir, model=fx.TinyNet())
+  assert fh.file_hashes(workdir) == before
+
+
+def test_evaluation_reports_top5_accuracy_from_ten_classes_on():
+  model = fx.TinyNet(num_classes=12)
+  config = fx.tiny_config(num_classes=12)
+  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+  devices = jax.local_devices()[:1]
+  state = pipeline.replicate_on_devices(
+      jax.tree.map(np.asarray, create_train_state(model, tx, (8, 8, 3), seed=0)), devices)
+  settings = steps.StepSettings(num_classes=12)
+  evaluate = jax.pmap(functools.partial(steps.eval_step, model=model, settings=settings),
+                      axis_name='batch', devices=devices)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (1, 16, 8, 8, 3)).astype(np.uint8)
+  labels = rng.integers(0, 12, (1, 16)).astype(np.int32)
+  mask = np.ones((1, 16), np.float32)
+  mask[0, -3:] = 0
+  metrics = feeds.eval_metrics([evaluate(state, {'image': images, 'label': labels,
+                                                 'mask': mask})])
+  variables = {'params': jax.tree.map(lambda x: x[0], state.params),
+               'batch_stats': jax.tree.map(lambda x: x[0], state.batch_stats)}
+  logits = np.asarray(model.apply(variables, images[0] / 255.0, train=False))[:13]
+  rank = (logits > logits[np.arange(13), labels[0, :13]][:, None]).sum(-1)
+  assert metrics['eval_top5_accuracy'] == pytest.approx(np.mean(rank < 5))
+  assert metrics['eval_accuracy'] == pytest.approx(np.mean(rank == 0))
+  assert metrics['eval_top5_accuracy'] > metrics['eval_accuracy']
