@@ -17,6 +17,23 @@ class DamagedCacheError(DatasetError):
   """Data this library generated into its cache cannot be read back; regenerating fixes it."""
 
 
+class BadImageError(DatasetError):
+  """One image file cannot be used (undecodable, truncated, empty, not an image, too large).
+
+  `path` is the file (None for bytes in memory) and `reason` says what was wrong with it, so
+  that a converter can list the file and carry on.
+  """
+
+  def __init__(self, path: str | None, reason: str):
+    self.path = path
+    self.reason = reason
+    where = repr(path) if path is not None else 'image bytes'
+    super().__init__(f'{where}: {reason}; expected an image file that Pillow can decode')
+
+  def __reduce__(self):  # Crosses process boundaries (worker pools) with its fields.
+    return type(self), (self.path, self.reason)
+
+
 class WeightsError(ResNetJaxError, ValueError):
   """A pretrained-weights file does not fit the model it is loaded into."""
 

@@ -1,0 +1,369 @@
+"""Converting an image folder into a prepared dataset: ArrayRecord shards and index.json.
+
+`prepare_images(src, out)` lists SRC (ImageFolder layout, see `image_files`), holds out a
+seeded, stratified validation split when SRC has no val folder, shuffles each split with
+the seed, cuts it into shards and writes every image as `image_files.stored_jpeg` gives it
+(upright RGB, shorter side at most `max_size`, JPEG at quality 95), in parallel processes.
+A file that cannot be used is skipped and listed with its reason in OUT/bad_files.txt.
+
+The same SRC (names, sizes, modification times) and options give the same plan: which file
+goes into which shard, in which order. Its SHA-256 (the plan digest) is what makes a rerun
+safe. While converting, OUT/.prepare/ holds the plan and, per finished shard, a note with
+the shard's SHA-256; a rerun of an interrupted conversion with the same plan keeps every
+shard whose bytes still match its note and converts the rest. At the end bad_files.txt and
+index.json (its `storage` records the plan digest) are written and .prepare/ is removed, so
+a rerun of a finished conversion only checks the shards. An OUT holding shards or an index
+of another plan is refused unless `overwrite`; then only files this module writes are
+removed (shards, their temporaries, index.json, bad_files.txt, .prepare/). Shards are
+written under a temporary name and renamed (`image_records.write_shard`), and encoding is
+deterministic, so the same input gives byte-identical shards.
+
+The library never prints: progress goes to the `progress(done, total)` callback.
+"""
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+from typing import Callable, Sequence
+
+import numpy as np
+import PIL
+
+from resnet_jax import storage
+from resnet_jax.data import image_files, image_records
+from resnet_jax.errors import BadImageError, ConfigError, DatasetError
+
+DEFAULT_MAX_SIZE = 256
+DEFAULT_SHARD_SIZE = 1024
+BAD_FILES_NAME = 'bad_files.txt'
+PROGRESS_DIR = '.prepare'
+_PLAN_NAME = 'plan.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+  """One shard to write: its split, file name and the (path, label) of its images in order."""
+  split: str
+  name: str
+  examples: tuple[tuple[str, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedImages:
+  """What `prepare_images` did.
+
+  Attributes:
+    out_dir: the prepared dataset.
+    index: its index (as written to index.json).
+    bad_files: (path relative to SRC, reason) of every file or folder skipped, as
+      bad_files.txt lists them (bytes of a name that is not UTF-8 backslash-escaped).
+    shards_kept: finished shards found from an earlier run (checked, not rewritten).
+    shards_written: shards converted by this call.
+  """
+  out_dir: str
+  index: image_records.ImageRecordIndex
+  bad_files: tuple[tuple[str, str], ...]
+  shards_kept: int
+  shards_written: int
+
+
+def prepare_images(src: str, out: str, *, max_size: int = DEFAULT_MAX_SIZE,
+                   val_fraction: float | None = None, seed: int = 0, workers: int = 1,
+                   shard_size: int | None = None, num_shards: int | None = None,
+                   overwrite: bool = False, max_pixels: int | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> PreparedImages:
+  """Converts the image folder `src` into a prepared dataset in `out` (see the module doc).
+
+  Args:
+    src: an image folder in ImageFolder layout.
+    out: the dataset directory (created if missing); must not be SRC or inside it.
+    max_size: the cap on the shorter side of stored images (never enlarged).
+    val_fraction: the share of each class held out as the 'val' split when SRC has no val
+      folder (default `image_files.DEFAULT_VAL_FRACTION`; 0: no val split); see
+      `image_files.split_train_val`.
+    seed: the seed of the holdout and of the order of the images in the shards.
+    workers: processes that decode and encode (1: in this process).
+    shard_size: images per shard (default `DEFAULT_SHARD_SIZE`); or
+    num_shards: shards per split (at most one per image).
+    overwrite: replace shards of another dataset (or other options) found in `out`.
+    max_pixels: images with more pixels are bad (default: Pillow's limit).
+    progress: called as `progress(images done, images in total)` as the work advances.
+
+  Returns:
+    PreparedImages.
+
+  Raises:
+    ConfigError: a bad option.
+    DatasetError: SRC is not a usable image folder (see `image_files.list_image_folder`),
+      OUT is SRC, lies inside it, is a file or holds another dataset's shards, or every
+      image of a class turned out bad.
+  """
+  _check_options(max_size, val_fraction, workers, shard_size, num_shards)
+  out_dir = _check_out(src, out)
+  folder = image_files.list_image_folder(src)
+  splits = image_files.split_train_val(folder, val_fraction, seed)
+  plan = plan_shards(splits, seed, shard_size, num_shards)
+  options = {'encoding': 'jpeg', 'quality': image_files.JPEG_QUALITY,
+             'subsampling': image_files.JPEG_SUBSAMPLING, 'max_size': max_size,
+             'resample': 'bicubic', 'alpha_background': list(image_files.ALPHA_BACKGROUND),
+             'exif_orientation': 'applied', 'seed': seed,
+             'val': 'folder' if folder.has_val_folder else (
+                 image_files.DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction),
+             'max_pixels': max_pixels, 'pillow': PIL.__version__}
+  digest = plan_digest(src, folder.classes, plan, options)
+  if _claim_out(out_dir, digest, overwrite) == 'finished':
+    try:
+      return _finished(out_dir)
+    except (DatasetError, OSError):  # A shard or bad_files.txt changed since: convert again.
+      pass
+  progress_dir = os.path.join(out_dir, PROGRESS_DIR)
+  os.makedirs(progress_dir, exist_ok=True)
+  storage.write_json_atomic(os.path.join(progress_dir, _PLAN_NAME),
+                            {'plan_digest': digest, 'shards': [s.name for s in plan]})
+  notes = {shard.name: _finished_shard(out_dir, shard, digest) for shard in plan}
+  pending = [shard for shard in plan if notes[shard.name] is None]
+  total = sum(len(shard.examples) for shard in plan)
+  before = total - sum(len(shard.examples) for shard in pending)
+
+  def advanced(count: int) -> None:
+    if progress is not None:
+      progress(before + count, total)
+
+  advanced(0)
+  for shard, note in _convert(pending, out_dir, digest, folder.classes, max_size, max_pixels,
+                              workers, advanced):
+    notes[shard.name] = note
+  return _finish(src, out_dir, folder, plan, notes, options | {'plan_digest': digest},
+                 shards_kept=len(plan) - len(pending))
+
+
+def _check_options(max_size, val_fraction, workers, shard_size, num_shards) -> None:
+  for name, value in (('max_size', max_size), ('workers', workers),
+                      ('shard_size', shard_size), ('num_shards', num_shards)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
+                              value < 1):
+      raise ConfigError(f'{name}={value!r}; expected a positive integer')
+  if shard_size is not None and num_shards is not None:
+    raise ConfigError(f'shard_size={shard_size} and num_shards={num_shards}; expected at most '
+                      'one of them')
+  if val_fraction is not None and not 0 <= val_fraction < 1:
+    raise ConfigError(f'val_fraction={val_fraction!r}; expected a fraction in [0, 1)')
+
+
+def _check_out(src: str, out: str) -> str:
+  source, target = os.path.realpath(src), os.path.realpath(out)
+  if target == source or target.startswith(source.rstrip(os.sep) + os.sep):
+    raise DatasetError(f'output folder {out!r} is the image folder {src!r} or lies inside it; '
+                       'expected a folder outside it')
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise DatasetError(f'output folder {out!r} is a file; expected a directory')
+  return out
+
+
+def plan_shards(splits: dict, seed: int, shard_size: int | None = None,
+                num_shards: int | None = None) -> list[ShardPlan]:
+  """Each split shuffled with the seed and cut into shards of as equal sizes as can be."""
+  plan = []
+  for number, (split, examples) in enumerate(sorted(splits.items())):
+    if not examples:
+      continue
+    order = np.random.default_rng([seed, 1000 + number]).permutation(len(examples))
+    shuffled = [examples[i] for i in order]
+    if num_shards is not None:
+      count = min(num_shards, len(shuffled))
+    else:
+      count = math.ceil(len(shuffled) / (shard_size or DEFAULT_SHARD_SIZE))
+    bounds = [len(shuffled) * i // count for i in range(count + 1)]
+    plan.extend(ShardPlan(split, image_records.shard_name(split, i, count),
+                          tuple(shuffled[bounds[i]:bounds[i + 1]])) for i in range(count))
+  return plan
+
+
+def plan_digest(src: str, classes: Sequence[str], plan: Sequence[ShardPlan],
+                options: dict) -> str:
+  """SHA-256 of what the shards will hold: options, classes, and per shard each file's
+  path (relative to SRC), label, size and modification time."""
+  hasher = hashlib.sha256()
+  hasher.update(json.dumps({'format': image_records.FORMAT, 'options': options,
+                            'classes': list(classes)}, sort_keys=True).encode())
+  for shard in plan:
+    hasher.update(f'\n{shard.name}'.encode())
+    for path, label in shard.examples:
+      try:
+        stat = os.stat(path)
+        identity = f'{stat.st_size}:{stat.st_mtime_ns}'
+      except OSError:
+        identity = 'unreadable'
+      hasher.update(f'\n{os.path.relpath(path, src)}\0{label}\0{identity}'.encode(
+          'utf-8', 'surrogateescape'))
+  return hasher.hexdigest()
+
+
+def _ours(name: str) -> bool:
+  return name in (image_records.INDEX_NAME, BAD_FILES_NAME, PROGRESS_DIR) or name.endswith(
+      (image_records.SHARD_SUFFIX, image_records.SHARD_SUFFIX + '.tmp'))
+
+
+def _claim_out(out_dir: str, digest: str, overwrite: bool) -> str:
+  """'new', 'resume' or 'finished'; clears OUT of our files first when `overwrite`.
+
+  Raises DatasetError when OUT holds shards or an index of another plan (not `overwrite`).
+  """
+  if not os.path.isdir(out_dir):
+    return 'new'
+  ours = sorted(name for name in os.listdir(out_dir) if _ours(name))
+  if overwrite:
+    for name in ours:
+      path = os.path.join(out_dir, name)
+      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    return 'new'
+  if _recorded_digest(os.path.join(out_dir, image_records.INDEX_NAME), 'storage') == digest:
+    return 'finished'
+  if _recorded_digest(os.path.join(out_dir, PROGRESS_DIR, _PLAN_NAME)) == digest:
+    return 'resume'
+  if any(name != BAD_FILES_NAME for name in ours):
+    listed = [name for name in ours if name != BAD_FILES_NAME]
+    raise DatasetError(f'output folder {out_dir!r} holds {listed[:3]}... of another dataset, or '
+                       'of this one prepared with other options or before its files changed; '
+                       'expected an empty or new folder, or overwrite (--overwrite) to replace '
+                       'them')
+  return 'new'
+
+
+def _recorded_digest(path: str, field: str | None = None) -> str | None:
+  try:
+    with open(path, encoding='utf-8') as f:
+      recorded = json.load(f)
+    return (recorded[field] if field else recorded)['plan_digest']
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _note_path(out_dir: str, shard_name: str) -> str:
+  return os.path.join(out_dir, PROGRESS_DIR, shard_name + '.json')
+
+
+def _file_sha256(path: str) -> str:
+  hasher = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      hasher.update(block)
+  return hasher.hexdigest()
+
+
+def _finished_shard(out_dir: str, shard: ShardPlan, digest: str) -> dict | None:
+  """The note of a shard an earlier run finished, if its bytes still match it."""
+  try:
+    with open(_note_path(out_dir, shard.name), encoding='utf-8') as f:
+      note = json.load(f)
+    if note['plan_digest'] == digest and note['sha256'] == _file_sha256(
+        os.path.join(out_dir, shard.name)):
+      return note
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+  return None
+
+
+def convert_image(task: tuple) -> tuple[bytes | None, str | None]:
+  """(record, None) for a usable image, (None, reason) for a bad one; runs in workers."""
+  path, label, max_size, max_pixels = task
+  try:
+    return image_records.encode_record(
+        label, image_files.stored_jpeg(path, max_size, max_pixels=max_pixels)), None
+  except BadImageError as error:
+    return None, error.reason
+
+
+def _convert(pending: list, out_dir: str, digest: str, classes, max_size: int,
+             max_pixels: int | None, workers: int, advanced: Callable[[int], None]):
+  """Converts the pending shards in order; yields (shard, note) as each is on disk."""
+  tasks = [(path, label, max_size, max_pixels) for shard in pending
+           for path, label in shard.examples]
+  if not tasks:
+    return
+  pool = None
+  if workers > 1:
+    # Spawned, not forked: the caller may hold threads (JAX, a test runner).
+    pool = multiprocessing.get_context('spawn').Pool(min(workers, len(tasks)))
+    results = pool.imap(convert_image, tasks, chunksize=max(1, min(16, len(tasks) //
+                                                                   (4 * workers))))
+  else:
+    results = map(convert_image, tasks)
+  try:
+    done = 0
+    for shard in pending:
+      records, bad, per_class = [], [], [0] * len(classes)
+      for path, label in shard.examples:
+        record, reason = next(results)
+        if record is None:
+          bad.append((path, reason))
+        else:
+          records.append(record)
+          per_class[label] += 1
+        done += 1
+        advanced(done)
+      path = os.path.join(out_dir, shard.name)
+      image_records.write_shard(path, records)
+      note = {'plan_digest': digest, 'sha256': _file_sha256(path), 'records': len(records),
+              'count_per_class': per_class, 'bad_files': bad}
+      storage.write_json_atomic(_note_path(out_dir, shard.name), note)
+      yield shard, note
+  finally:
+    if pool is not None:
+      pool.terminate()
+      pool.join()
+
+
+def _finish(src: str, out_dir: str, folder: image_files.ImageFolder, plan: list, notes: dict,
+            stored: dict, shards_kept: int) -> PreparedImages:
+  """bad_files.txt, index.json, then .prepare/ removed."""
+  bad = [(os.path.relpath(path, src), reason) for path, reason in folder.skipped]
+  splits = {}
+  for split in sorted({shard.split for shard in plan}):
+    shards = [shard for shard in plan if shard.split == split]
+    per_class = np.sum([notes[s.name]['count_per_class'] for s in shards], axis=0)
+    splits[split] = image_records.SplitIndex(
+        tuple(s.name for s in shards), tuple(notes[s.name]['records'] for s in shards),
+        tuple(int(n) for n in per_class))
+    for shard in shards:
+      bad.extend((os.path.relpath(path, src), reason)
+                 for path, reason in notes[shard.name]['bad_files'])
+  bad = sorted((_printable(path), reason) for path, reason in bad)
+  storage.write_text_atomic(os.path.join(out_dir, BAD_FILES_NAME), bad_files_text(src, bad))
+  empty = [name for name, n in zip(folder.classes, splits['train'].count_per_class) if not n]
+  if empty:
+    raise DatasetError(f'{src!r}: no image of class {empty[:5]} could be read (see '
+                       f'{os.path.join(out_dir, BAD_FILES_NAME)}); expected at least one '
+                       'usable training image per class')
+  index = image_records.ImageRecordIndex(folder.classes, splits, stored | {'bad_files': len(bad)})
+  image_records.write_index(out_dir, index)
+  shutil.rmtree(os.path.join(out_dir, PROGRESS_DIR), ignore_errors=True)
+  return PreparedImages(out_dir, index, tuple(bad), shards_kept, len(plan) - shards_kept)
+
+
+def bad_files_text(src: str, bad: Sequence[tuple[str, str]]) -> str:
+  """bad_files.txt: a header line, then `path relative to SRC<TAB>reason` per skipped file."""
+  lines = [f'# {len(bad)} files or folders under {os.path.abspath(src)} were skipped '
+           '(path relative to it, a tab, the reason)']
+  lines += [f'{path}\t{reason}' for path, reason in bad]
+  return '\n'.join(lines) + '\n'
+
+
+def _printable(path: str) -> str:
+  """`path` as text: bytes of a name that is not UTF-8 backslash-escaped (b'\\xff')."""
+  return os.fsencode(path).decode('utf-8', 'backslashreplace')
+
+
+def _finished(out_dir: str) -> PreparedImages:
+  """A finished conversion of the same plan: its shards checked, nothing rewritten."""
+  index = image_records.read_index(out_dir)
+  for split in index.splits:
+    image_records.shard_paths(out_dir, index, split)
+  with open(os.path.join(out_dir, BAD_FILES_NAME), encoding='utf-8') as f:
+    bad = [tuple(line.rstrip('\n').split('\t', 1)) for line in f if not line.startswith('#')]
+  shutil.rmtree(os.path.join(out_dir, PROGRESS_DIR), ignore_errors=True)
+  num_shards = sum(len(split.shards) for split in index.splits.values())
+  return PreparedImages(out_dir, index, tuple(bad), num_shards, 0)
