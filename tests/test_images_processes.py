@@ -52,7 +52,7 @@ def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(shards, tmp_path):
   log = str(tmp_path / 'train.log')
   # One worker process decodes: the kill leaves it orphaned, and it must go too.
   extra = ('--config.data_workers=1',)
-  unbroken = _start(_command(tmp_path / 'r0.json', reference, shards, *extra), log)
+  unbroken = _start(_command(tmp_path / 'r0.json', reference, shards), log)  # In-process.
   process = _start(_command(tmp_path / 'r1.json', workdir, shards, *extra), log)
   # Step 10: after the checkpoint at 8, in the middle of the first epoch (15 steps).
   fh.wait_until(lambda: any(s >= 10 for s in fh.metric_steps(workdir)), process)

@@ -12,7 +12,9 @@ import pytest
 import _fault_helpers as fh
 import _image_data
 import helpers as fx
+import image_folders
 from resnet_jax.data import image_records, pipeline
+from resnet_jax.data.prepare_images import prepare_images
 from resnet_jax.errors import DatasetError
 from resnet_jax.train import feeds, optim, steps
 from resnet_jax.train.loop import train_and_evaluate
@@ -54,6 +56,26 @@ def test_training_on_prepared_shards_learns_the_classes_and_a_bad_shard_changes_
   with pytest.raises(DatasetError, match=shard):
     train_and_evaluate(images_config(data, num_epochs=3), workdir, model=fx.TinyNet())
   assert fh.file_hashes(workdir) == before
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  """4 classes x 60 generated JPEG and PNG pictures, src/<class>/<image>."""
+  root = str(tmp_path_factory.mktemp('folder') / 'src')
+  image_folders.write_image_folder(root, per_class=60)
+  return root
+
+
+@pytest.mark.slow  # Two short training runs (~10 s on the idle machine).
+def test_a_folder_prepared_and_the_same_folder_raw_both_learn_the_classes(folder, tmp_path):
+  prepared = str(tmp_path / 'prepared')
+  prepare_images(folder, prepared, max_size=32, num_shards=2)
+  for data_dir, source in ((prepared, 'prepared images'), (folder, 'image folder')):
+    config = images_config(data_dir, num_classes=4)
+    result = train_and_evaluate(config, str(tmp_path / f'run_{len(source)}'),
+                                model=fx.TinyNet(num_classes=4))
+    assert result['data_source'].startswith(source)
+    assert result['eval_accuracy'] > 0.7, result  # Chance is 1/4; 24 held-out pictures.
 
 
 def test_evaluation_reports_top5_accuracy_from_ten_classes_on():

@@ -17,7 +17,6 @@ making whole batches. Each process reads only its own positions of every global 
 This module does not import JAX: Grain's worker processes import it.
 """
 import dataclasses
-import io
 import os
 import threading
 import time
@@ -26,8 +25,8 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image
 
-from resnet_jax.data import host_augment
-from resnet_jax.errors import DatasetError
+from resnet_jax.data import host_augment, image_files
+from resnet_jax.errors import BadImageError, DatasetError
 
 # Batches each worker keeps ready, and batches buffered in the reading process: few, so
 # that memory does not grow with the data or the run (see BENCHMARKS.md).
@@ -80,15 +79,21 @@ def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, 1, epoch, index])
 
 
-def decode(source, index: int) -> tuple[int, Image.Image]:
-  """(label, RGB image) of example `index` of `source`; DatasetError naming it if undecodable."""
+def decode(source, index: int, min_shorter_side: Optional[int] = None
+           ) -> tuple[int, Image.Image]:
+  """(label, RGB image) of example `index` of `source`, decoded as prepare_images decodes
+  (image_files.decode_rgb_image: EXIF orientation, any mode to RGB); DatasetError naming
+  the example if it cannot be decoded.
+
+  Args:
+    min_shorter_side: a JPEG may be decoded at a reduced scale keeping at least this.
+  """
   label, encoded = source[index]
   try:
-    image = Image.open(io.BytesIO(encoded))
-    image = image.convert('RGB')
-  except (OSError, ValueError, Image.DecompressionBombError) as error:
-    raise DatasetError(f'{source.describe(index)}: cannot be decoded as an image ({error}); '
-                       'expected an encoded image (JPEG as prepared)') from error
+    image = image_files.decode_rgb_image(encoded, min_shorter_side=min_shorter_side)
+  except BadImageError as error:
+    raise DatasetError(f'{source.describe(index)}: {error.reason}; expected an image that '
+                       'Pillow can decode') from error
   return label, image
 
 
@@ -152,7 +157,8 @@ class EvalExample:
     batch, slot = divmod(int(element), self.layout.local_batch)
     position = batch * self.layout.global_batch + int(self._positions[slot])
     real = position < len(self.source)
-    label, image = decode(self.source, position if real else 0)
+    label, image = decode(self.source, position if real else 0,
+                          min_shorter_side=host_augment.resize_target(self.image_size))
     return {'image': host_augment.center_crop(image, self.image_size),
             'label': np.int32(label), 'mask': np.float32(real)}
 

@@ -79,12 +79,17 @@ def resize_square(image: Image.Image, size: int) -> np.ndarray:
 def center_crop(image: Image.Image, size: int) -> np.ndarray:
   """Evaluation's view: the shorter side resized to round(size / 0.875), the central size x size."""
   width, height = image.size
-  short = int(round(size / CENTER_CROP_FRACTION))
+  short = resize_target(size)
   scale = short / min(width, height)
   new_w, new_h = max(size, int(round(width * scale))), max(size, int(round(height * scale)))
   image = image.resize((new_w, new_h), Image.BILINEAR)
   left, top = (new_w - size) // 2, (new_h - size) // 2
   return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+def resize_target(size: int) -> int:
+  """The shorter side evaluation resizes to before its centre crop of `size`."""
+  return int(round(size / CENTER_CROP_FRACTION))
 
 
 def _maybe_flip(pixels: np.ndarray, rng: np.random.Generator, flip: bool) -> np.ndarray:

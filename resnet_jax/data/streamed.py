@@ -22,7 +22,6 @@ from resnet_jax.data import image_records
 from resnet_jax.errors import DatasetError
 
 EVAL_SPLITS = ('val', 'test')  # The first a prepared dataset or a folder has is evaluated on.
-FOLDER_VAL_FRACTION = 0.1  # Held out of a raw folder without a val/ folder.
 
 
 class RecordSource:
@@ -141,10 +140,16 @@ def _open_prepared(data_dir: str, image_size: int) -> StreamedDataset:
 
 def _open_folder(data_dir: str, image_size: int, seed: int) -> StreamedDataset:
   from resnet_jax.data import image_files  # The folder conventions, shared with prepare_images.
-  listing = image_files.list_image_folder(data_dir, val_fraction=FOLDER_VAL_FRACTION, seed=seed)
-  splits = {name: StreamedSplit(FileSource(*zip(*listing.splits[name])), image_size)
-            for name in ('train', 'val')}
+  listing = image_files.list_image_folder(data_dir)
+  splits = image_files.split_train_val(listing, seed=seed)
+  if not splits.get('val'):
+    raise DatasetError(f'image folder {data_dir!r}: no image to hold out for evaluation '
+                       '(every class has one image); expected a val/ folder or more images')
+  streams = {name: StreamedSplit(FileSource(*zip(*splits[name])), image_size)
+             for name in ('train', 'val')}
+  held_out = '' if listing.has_val_folder else (
+      f', val held out: {image_files.DEFAULT_VAL_FRACTION:.0%} of each class, seed {seed}')
   return StreamedDataset(
-      train=splits['train'], test=splits['val'], class_names=tuple(listing.classes),
-      source=f'image folder {data_dir} ({len(splits["train"])} train, '
-             f'{len(splits["val"])} val, {len(listing.classes)} classes)')
+      train=streams['train'], test=streams['val'], class_names=listing.classes,
+      source=f'image folder {data_dir} ({len(streams["train"])} train, '
+             f'{len(streams["val"])} val, {len(listing.classes)} classes{held_out})')
