@@ -11,11 +11,11 @@ import socket
 import subprocess
 import sys
 
+import _image_data
 import numpy as np
 import pytest
 
 import _fault_helpers as fh
-import _image_data
 
 pytestmark = pytest.mark.slow  # Subprocess runs of experiments/train.py.
 

@@ -5,14 +5,14 @@ import functools
 import os
 import shutil
 
+import _image_data
+import image_folders
 import jax
 import numpy as np
 import pytest
 
 import _fault_helpers as fh
-import _image_data
 import helpers as fx
-import image_folders
 from resnet_jax.data import image_records, pipeline
 from resnet_jax.data.prepare_images import prepare_images
 from resnet_jax.errors import DatasetError
