@@ -2,6 +2,7 @@
 a bad shard stops the run before anything is written, and evaluation reports top-5
 accuracy from 10 classes on. (Kill/resume and several processes: test_images_processes.py.)"""
 import functools
+import json
 import os
 import shutil
 
@@ -10,15 +11,17 @@ import image_folders
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 import _fault_helpers as fh
 import helpers as fx
 from resnet_jax.data import image_records, pipeline
 from resnet_jax.data.prepare_images import prepare_images
 from resnet_jax.errors import DatasetError
-from resnet_jax.train import feeds, optim, steps
+from resnet_jax.train import checkpoint as checkpoint_lib, feeds, optim, setup, steps
 from resnet_jax.train.loop import train_and_evaluate
-from resnet_jax.train.state import create_train_state
+from resnet_jax.train.state import create_train_state, state_to_host
+from resnet_jax.train.workdir import prepare_workdir, save_config
 
 NUM_TRAIN, NUM_VAL = 240, 60
 
@@ -102,3 +105,50 @@ def test_evaluation_reports_top5_accuracy_from_ten_classes_on():
   assert metrics['eval_top5_accuracy'] == pytest.approx(np.mean(rank < 5))
   assert metrics['eval_accuracy'] == pytest.approx(np.mean(rank == 0))
   assert metrics['eval_top5_accuracy'] > metrics['eval_accuracy']
+
+
+@pytest.mark.slow  # Compiles a CIFAR ResNet-20 for the scripts.
+def test_evaluate_and_predict_see_a_streamed_run_as_its_evaluation_does(shards, tmp_path,
+                                                                       capsys):
+  from experiments import evaluate, predict
+  from resnet_jax.data import grain_pipeline, host_augment, streamed
+  from resnet_jax.train.inference import load_predictor
+  workdir = _untrained_run(str(tmp_path / 'run'), shards)
+
+  assert evaluate.main([f'--workdir={workdir}', '--batch_size=10']) == 0
+  result = json.loads(capsys.readouterr()[0].strip().splitlines()[-1])
+  split = streamed.open_images(shards, 8).test
+  images = np.stack([host_augment.center_crop(grain_pipeline.decode(split.source, i)[1], 8)
+                     for i in range(len(split))])
+  labels = np.asarray([split.source[i][0] for i in range(len(split))])
+  predictor = load_predictor(workdir, 'latest')
+  predicted = np.concatenate([predictor.probabilities(images[i:i + 10]).argmax(-1)
+                              for i in range(0, len(images), 10)])  # One compiled shape.
+  assert result['count'] == NUM_VAL and 'top5_accuracy' not in result
+  assert result['accuracy'] == pytest.approx(np.mean(predicted == labels))
+
+  picture = str(tmp_path / 'picture.png')
+  _image_data.picture(np.random.default_rng(0), 'red').save(picture)
+  assert predict.main([f'--workdir={workdir}', '--checkpoint=latest', picture]) == 0
+  line = capsys.readouterr()[0].strip().splitlines()[-1]
+  view = host_augment.center_crop(Image.open(picture).convert('RGB'), 8)
+  expected = predictor.probabilities(view[None])[0]
+  assert f'class {_image_data.CLASSES[int(expected.argmax())]} ' in line
+  assert all(name in line for name in _image_data.CLASSES)  # The index's class names.
+
+
+def _untrained_run(workdir, shards):
+  """A workdir of an (untrained) CIFAR ResNet-20 run on `shards`, 8x8, its class names."""
+  config = fx.tiny_config(model='cifar_resnet20', layout='torchvision', image_size=8,
+                          dataset='images', data_dir=shards)
+  prepare_workdir(workdir, config)
+  save_config(workdir, config)
+  model = setup.build_model(config)
+  tx, _ = optim.create_optimizer(config, steps_per_epoch=8)
+  state = jax.tree.map(np.asarray, create_train_state(model, tx, (8, 8, 3), seed=0))
+  checkpointer = checkpoint_lib.Checkpointer(workdir, keep=1)
+  checkpointer.save(3, state_to_host(state), {'class_names': list(_image_data.CLASSES)},
+                    eval_accuracy=0.5)
+  checkpointer.wait()
+  checkpointer.close()
+  return workdir
