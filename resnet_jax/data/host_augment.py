@@ -54,8 +54,10 @@ def random_resized_crop(image: Image.Image, rng: np.random.Generator, size: int,
   """Inception's crop of `image` resized to size x size (bilinear), flipped at random."""
   box = crop_box(rng, *image.size)
   # Resizing with a box crops and resizes in one pass, without an intermediate image.
-  pixels = np.asarray(image.resize((size, size), Image.BILINEAR, box=box))
-  return _maybe_flip(pixels, rng, flip)
+  image = image.resize((size, size), Image.BILINEAR, box=box)
+  if _heads(rng) and flip:
+    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+  return np.asarray(image)
 
 
 def resize_pad_crop(image: Image.Image, rng: np.random.Generator, size: int, padding: int,
@@ -92,7 +94,11 @@ def resize_target(size: int) -> int:
   return int(round(size / CENTER_CROP_FRACTION))
 
 
+def _heads(rng: np.random.Generator) -> bool:
+  """The flip's coin. It is tossed whether or not flips are on, so that turning them off
+  changes nothing else an example draws."""
+  return bool(rng.random() < 0.5)
+
+
 def _maybe_flip(pixels: np.ndarray, rng: np.random.Generator, flip: bool) -> np.ndarray:
-  # The coin is tossed whether or not it is used, so switching flips off changes nothing else.
-  heads = rng.random() < 0.5
-  return np.ascontiguousarray(pixels[:, ::-1]) if flip and heads else pixels
+  return np.ascontiguousarray(pixels[:, ::-1]) if _heads(rng) and flip else pixels
