@@ -144,3 +144,36 @@ def test_an_undecodable_record_is_named(tmp_path):
   assert grain_pipeline.decode(source, 0)[0] == 0
   with pytest.raises(DatasetError, match=r'record 3 of the shards .*not an image'):
     grain_pipeline.decode(source, 3)
+
+
+def test_streamed_configs_refuse_what_needs_the_whole_split():
+  from resnet_jax.errors import ConfigError
+  from resnet_jax.train import config as config_lib
+
+  def config(**fields):
+    base = config_lib.base_config()
+    for key, value in fields.items():
+      node = base
+      *parents, leaf = key.split('.')
+      for parent in parents:
+        node = node[parent]
+      node[leaf] = value
+    return base
+
+  config_lib.validate_config(config(dataset='images', **{'augment.inception_crop': True}))
+  for fields, named in (({'dataset': 'images', 'preprocess': 'standardize'}, 'preprocess'),
+                        ({'dataset': 'images', 'bn_recompute_batches': 2},
+                         'bn_recompute_batches'),
+                        ({'augment.inception_crop': True}, 'augment.inception_crop'),
+                        ({'data_workers': -1}, 'data_workers')):
+    with pytest.raises(ConfigError, match=f'config.{named}'):
+      config_lib.validate_config(config(**fields))
+
+
+def test_a_folder_without_images_or_with_one_class_is_refused(tmp_path):
+  with pytest.raises(DatasetError, match='no such directory'):
+    streamed.open_images(str(tmp_path / 'missing'), SIZE)
+  (tmp_path / 'one' / 'cats').mkdir(parents=True)
+  Image.new('RGB', (4, 4)).save(tmp_path / 'one' / 'cats' / 'a.jpg')
+  with pytest.raises(DatasetError, match='one'):
+    streamed.open_images(str(tmp_path / 'one'), SIZE)
