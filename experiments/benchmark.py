@@ -36,7 +36,9 @@ step's measured time minus the layers' sum is what the layers alone do not show
 in one process per core (resnet_jax/analysis/input_throughput.py): one JSON line with
 pipeline_img_per_sec, decode_limit_img_per_sec, fraction_of_limit, the load average, and
 cores_needed: the cores this pipeline needs to feed --accelerator_img_per_sec (7,300, an
-accelerator training ResNet-50), from its speed per worker process.
+accelerator training ResNet-50), from its speed per worker process; cores_needed_by_cpu_time
+the same from its CPU time per image (pipeline_cpu_ms_per_image, which depends far less on
+the machine's other load; decode_cpu_ms_per_image for decoding alone).
 
 Bad input prints one `error:`
 line and exits with code 2 (--debug shows the traceback).
@@ -137,7 +139,9 @@ def _input_only() -> int:
                 '256-px JPEGs', load_average=os.getloadavg(), cpu_count=os.cpu_count(),
                 pipeline_img_per_sec_per_core=per_core,
                 accelerator_img_per_sec=_ACCELERATOR_RATE.value,
-                cores_needed=math.ceil(_ACCELERATOR_RATE.value / per_core))
+                cores_needed=math.ceil(_ACCELERATOR_RATE.value / per_core),
+                cores_needed_by_cpu_time=math.ceil(
+                    _ACCELERATOR_RATE.value * record['pipeline_cpu_ms_per_image'] / 1e3))
   print(json.dumps(record, allow_nan=False), flush=True)
   return cli.EXIT_OK
 

@@ -23,3 +23,6 @@ def test_input_only_reports_the_pipeline_against_the_decode_limit(capsys):
       record['pipeline_img_per_sec'] / record['decode_limit_img_per_sec'])
   assert record['cores_needed'] == math.ceil(1000 / record['pipeline_img_per_sec_per_core'])
   assert len(record['windows']) == 1 and record['images_per_window'] == 16
+  assert record['pipeline_cpu_ms_per_image'] > 0 and record['decode_cpu_ms_per_image'] > 0
+  assert record['cores_needed_by_cpu_time'] == math.ceil(
+      record['pipeline_cpu_ms_per_image'])  # 1000 img/s x ms per image / 1000.

@@ -8,6 +8,8 @@
   process per core: an upper bound on what any decoding pipeline on this machine delivers.
 Each window of the pipeline starts a fresh iterator (its start-up is excluded: the first
 batches are drawn before the clock starts), so neither phase inherits the other's buffers.
+Wall-clock rates depend on what else the machine runs; `cpu_ms_per_image` adds the CPU
+time per image of both, which says what one free core delivers.
 """
 import io
 import multiprocessing
@@ -100,6 +102,30 @@ def _time_decode(pool, source, num_images: int, processes: int) -> float:
   return done / (time.perf_counter() - start)
 
 
+def cpu_ms_per_image(source, image_size: int, batch_size: int, num_images: int) -> dict:
+  """CPU milliseconds per image in this process, for the pipeline's work (an example's
+  read + decode + crop + flip, and its share of stacking the batch) and for decoding alone.
+
+  CPU time, unlike wall time, hardly depends on what else the machine runs, so it says
+  what a core delivers: cores needed = images/s x CPU seconds per image (worker start-up and
+  the transfer between processes not included).
+  """
+  layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
+  example = grain_pipeline.TrainExample(
+      source, layout, max(1, len(source) // batch_size), 0, 0, image_size,
+      grain_pipeline.Augmentation(inception_crop=True, flip=True))
+  num_images = min(num_images, len(source) // batch_size * batch_size)
+  start = time.process_time()
+  for first in range(0, num_images, batch_size):
+    examples = [example(k) for k in range(first, first + batch_size)]
+    np.stack([e['image'] for e in examples])
+  pipeline = (time.process_time() - start) / num_images
+  start = time.process_time()
+  _decode_range((source, 0, num_images))
+  decode = (time.process_time() - start) / num_images
+  return {'pipeline_cpu_ms_per_image': pipeline * 1e3, 'decode_cpu_ms_per_image': decode * 1e3}
+
+
 def measure_input(source, *, image_size: int = 224, batch_size: int = 128, workers: int = 2,
                   num_batches: int = 8, windows: int = 3,
                   processes: Optional[int] = None) -> dict:
@@ -125,7 +151,8 @@ def measure_input(source, *, image_size: int = 224, batch_size: int = 128, worke
                                            num_batches, window))
       limit_rates.append(_time_decode(pool, source, decode_images, processes))
   pipeline, limit = statistics.median(pipeline_rates), statistics.median(limit_rates)
-  return {'pipeline_img_per_sec': pipeline, 'decode_limit_img_per_sec': limit,
+  cpu = cpu_ms_per_image(source, image_size, batch_size, decode_images)
+  return {**cpu, 'pipeline_img_per_sec': pipeline, 'decode_limit_img_per_sec': limit,
           'fraction_of_limit': pipeline / limit,
           'windows': [{'pipeline': p, 'decode_limit': d}
                       for p, d in zip(pipeline_rates, limit_rates)],
