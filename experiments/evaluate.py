@@ -94,17 +94,17 @@ def _evaluate_images(predictor) -> int:
 def _main(argv: list) -> int:
   if argv:
     raise app.UsageError(f'unexpected arguments: {argv}')
-  from resnet_jax.train.workdir import load_saved_config
-  if load_saved_config(_WORKDIR.value).dataset == 'images':
-    if _SEED.value is not None:
-      raise app.UsageError('--synthetic_seed is for SIGNS runs; this run trained on images '
-                           '(give --data_dir, or nothing for its own validation split)')
-    from resnet_jax.train.inference import load_predictor
-    return _evaluate_images(load_predictor(_WORKDIR.value, _WHICH.value))
-  if (_DATA_DIR.value is None) == (_SEED.value is None):
-    raise app.UsageError('give exactly one of --data_dir and --synthetic_seed')
   if _SEED.value == 0:
     raise app.UsageError('--synthetic_seed=0 is the training set; pick another seed')
+  if _DATA_DIR.value is not None and _SEED.value is not None:
+    raise app.UsageError('give exactly one of --data_dir and --synthetic_seed')
+  if _SEED.value is None:
+    from resnet_jax.train.workdir import load_saved_config
+    if load_saved_config(_WORKDIR.value).dataset == 'images':
+      from resnet_jax.train.inference import load_predictor
+      return _evaluate_images(load_predictor(_WORKDIR.value, _WHICH.value))
+    if _DATA_DIR.value is None:
+      raise app.UsageError('give exactly one of --data_dir and --synthetic_seed')
   from resnet_jax import data
   from resnet_jax.data.signs import signs_test_file
   from resnet_jax.train.inference import load_predictor
