@@ -39,6 +39,7 @@ def shards(tmp_path_factory):
   return _image_data.make_shards(str(tmp_path_factory.mktemp('shards')), NUM_TRAIN, NUM_VAL)
 
 
+@pytest.mark.slow  # Two short training runs.
 def test_training_on_prepared_shards_learns_the_classes_and_a_bad_shard_changes_nothing(
     shards, tmp_path):
   data = str(tmp_path / 'data')
