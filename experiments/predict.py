@@ -50,7 +50,9 @@ def read_image(path: str, size: int, center_crop: bool = False) -> np.ndarray:
   """
   if center_crop:
     from resnet_jax.data import host_augment, image_files
-    return host_augment.center_crop(image_files.decode_rgb_image(path), size)
+    image = image_files.decode_rgb_image(path,
+                                         min_shorter_side=host_augment.resize_target(size))
+    return host_augment.center_crop(image, size)
   from PIL import Image, UnidentifiedImageError
 
   from resnet_jax.errors import DatasetError
