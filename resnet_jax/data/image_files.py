@@ -258,6 +258,8 @@ def decode_rgb_image(source, *, max_pixels: int | None = None,
   try:
     with warnings.catch_warnings():
       # Over Pillow's limit Image.open only warns (twice over it, it raises): both are bad.
+      # The size check below is the guard that counts (the warnings filter is process-wide,
+      # so another thread may reset it); the filter keeps the warning off the terminal.
       warnings.simplefilter('error', Image.DecompressionBombWarning)
       # Not a `with` block: the result may be this very image. Pillow closes a file it opened
       # once the pixels are loaded.

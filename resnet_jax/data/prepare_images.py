@@ -101,7 +101,7 @@ def prepare_images(src: str, out: str, *, max_size: int = DEFAULT_MAX_SIZE,
       OUT is SRC, lies inside it, is a file or holds another dataset's shards, or every
       image of a class turned out bad.
   """
-  _check_options(max_size, val_fraction, workers, shard_size, num_shards)
+  _check_options(max_size, workers, shard_size, num_shards)
   out_dir = _check_out(src, out)
   folder = image_files.list_image_folder(src)
   splits = image_files.split_train_val(folder, val_fraction, seed)
@@ -140,7 +140,7 @@ def prepare_images(src: str, out: str, *, max_size: int = DEFAULT_MAX_SIZE,
                  shards_kept=len(plan) - len(pending))
 
 
-def _check_options(max_size, val_fraction, workers, shard_size, num_shards) -> None:
+def _check_options(max_size, workers, shard_size, num_shards) -> None:
   for name, value in (('max_size', max_size), ('workers', workers),
                       ('shard_size', shard_size), ('num_shards', num_shards)):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
@@ -149,8 +149,6 @@ def _check_options(max_size, val_fraction, workers, shard_size, num_shards) -> N
   if shard_size is not None and num_shards is not None:
     raise ConfigError(f'shard_size={shard_size} and num_shards={num_shards}; expected at most '
                       'one of them')
-  if val_fraction is not None and not 0 <= val_fraction < 1:
-    raise ConfigError(f'val_fraction={val_fraction!r}; expected a fraction in [0, 1)')
 
 
 def _check_out(src: str, out: str) -> str:
@@ -331,7 +329,7 @@ def _finish(src: str, out_dir: str, folder: image_files.ImageFolder, plan: list,
     for shard in shards:
       bad.extend((os.path.relpath(path, src), reason)
                  for path, reason in notes[shard.name]['bad_files'])
-  bad = sorted((_printable(path), reason) for path, reason in bad)
+  bad = sorted((_one_field(_printable(path)), _one_field(reason)) for path, reason in bad)
   storage.write_text_atomic(os.path.join(out_dir, BAD_FILES_NAME), bad_files_text(src, bad))
   empty = [name for name, n in zip(folder.classes, splits['train'].count_per_class) if not n]
   if empty:
@@ -345,11 +343,17 @@ def _finish(src: str, out_dir: str, folder: image_files.ImageFolder, plan: list,
 
 
 def bad_files_text(src: str, bad: Sequence[tuple[str, str]]) -> str:
-  """bad_files.txt: a header line, then `path relative to SRC<TAB>reason` per skipped file."""
+  """bad_files.txt: a header line, then `path relative to SRC<TAB>reason` per skipped file
+  (each without tabs or line breaks: see `_one_field`)."""
   lines = [f'# {len(bad)} files or folders under {os.path.abspath(src)} were skipped '
            '(path relative to it, a tab, the reason)']
   lines += [f'{path}\t{reason}' for path, reason in bad]
   return '\n'.join(lines) + '\n'
+
+
+def _one_field(text: str) -> str:
+  """`text` without the tabs and line breaks that would split its line (names may hold them)."""
+  return text.replace('\t', '\\t').replace('\n', '\\n').replace('\r', '\\r')
 
 
 def _printable(path: str) -> str:
