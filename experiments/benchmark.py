@@ -7,6 +7,8 @@
       --dtype bfloat16 --optimizer sgd --steps 50 --steps_per_dispatch 50
   python experiments/benchmark.py --sweep 8,16,32,64 --steps 8 --out runs/benchmark
   python experiments/benchmark.py --profile --conv_impl xla
+  python experiments/benchmark.py --input_only --image_size 224 --batch_size 128 \
+      --data_workers 2 [--data_dir prepared_shards]
 
 One line per path timed: 'train_loop' (--program loop: train.py's program off CPU, K
 steps per dispatch in an on-device loop), 'train_resident_step' (--program step:
@@ -29,6 +31,14 @@ forward + backward on its real shapes (resnet_jax/analysis/profile.py), and prin
 costs by layer type and by shape (JSON lines with 'profile' set, a table on stderr); the
 step's measured time minus the layers' sum is what the layers alone do not show
 (activations, additions, pooling, loss, optimizer, input).
+
+--input_only times the streaming input pipeline alone against Pillow decoding the same JPEGs
+in one process per core (resnet_jax/analysis/input_throughput.py): one JSON line with
+pipeline_img_per_sec, decode_limit_img_per_sec, fraction_of_limit, the load average, and
+cores_needed: the cores this pipeline needs to feed --accelerator_img_per_sec (7,300, an
+accelerator training ResNet-50), from its speed per worker process; cores_needed_by_cpu_time
+the same from its CPU time per image (pipeline_cpu_ms_per_image, which depends far less on
+the machine's other load; decode_cpu_ms_per_image for decoding alone).
 
 Bad input prints one `error:`
 line and exits with code 2 (--debug shows the traceback).
@@ -88,6 +98,54 @@ _OUT = flags.DEFINE_string('out', os.path.join('runs', 'benchmark'), 'Where --sw
                            'files.', flag_values=SCRIPT.flags)
 
 
+_INPUT_ONLY = flags.DEFINE_bool('input_only', False, 'Time the streaming input pipeline alone '
+                                '(decode + Inception crop to --image_size + flip + batch, '
+                                '--data_workers processes) next to Pillow decoding the same '
+                                'JPEGs in one process per core; no model.',
+                                flag_values=SCRIPT.flags)
+_DATA_DIR = flags.DEFINE_string('data_dir', None, '--input_only: prepared shards (index.json) '
+                                'to read; default: --input_images generated 256-px JPEGs in a '
+                                'temporary directory.', flag_values=SCRIPT.flags)
+_INPUT_IMAGES = flags.DEFINE_integer('input_images', 2048, '--input_only: pictures generated '
+                                     'when --data_dir is not given.', lower_bound=1,
+                                     flag_values=SCRIPT.flags)
+_DATA_WORKERS = flags.DEFINE_integer('data_workers', 2, '--input_only: decoding processes.',
+                                     lower_bound=0, flag_values=SCRIPT.flags)
+_INPUT_BATCHES = flags.DEFINE_integer('input_batches', 8, '--input_only: batches per timed '
+                                      'window.', lower_bound=1, flag_values=SCRIPT.flags)
+_ACCELERATOR_RATE = flags.DEFINE_float('accelerator_img_per_sec', 7300.0, '--input_only: the '
+                                       'training speed to say the needed cores for.',
+                                       lower_bound=1.0, flag_values=SCRIPT.flags)
+
+
+def _input_only() -> int:
+  """--input_only: one JSON line of the input pipeline's speed against the decode limit."""
+  import math
+  import tempfile
+
+  from resnet_jax.analysis import input_throughput
+  from resnet_jax.data import streamed
+  with tempfile.TemporaryDirectory() as scratch:
+    data_dir = _DATA_DIR.value or input_throughput.write_benchmark_shards(
+        os.path.join(scratch, 'shards'), _INPUT_IMAGES.value)
+    source = streamed.open_images(data_dir, _IMAGE_SIZE.value).train.source
+    record = input_throughput.measure_input(
+        source, image_size=_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value,
+        workers=_DATA_WORKERS.value, num_batches=_INPUT_BATCHES.value, windows=_WINDOWS.value)
+  # Cores the pipeline kept busy: its workers (the reading process itself with 0 workers).
+  cores = min(max(_DATA_WORKERS.value, 1), os.cpu_count() or 1)
+  per_core = record['pipeline_img_per_sec'] / cores
+  record.update(mode='input_only', data=_DATA_DIR.value or f'{_INPUT_IMAGES.value} generated '
+                '256-px JPEGs', load_average=os.getloadavg(), cpu_count=os.cpu_count(),
+                pipeline_img_per_sec_per_core=per_core,
+                accelerator_img_per_sec=_ACCELERATOR_RATE.value,
+                cores_needed=math.ceil(_ACCELERATOR_RATE.value / per_core),
+                cores_needed_by_cpu_time=math.ceil(
+                    _ACCELERATOR_RATE.value * record['pipeline_cpu_ms_per_image'] / 1e3))
+  print(json.dumps(record, allow_nan=False), flush=True)
+  return cli.EXIT_OK
+
+
 def _batch_sizes() -> list[int]:
   if not _SWEEP.value:
     return [_BATCH_SIZE.value]
@@ -104,6 +162,8 @@ def _batch_sizes() -> list[int]:
 def _main(argv: list) -> int:
   if argv:
     raise app.UsageError(f'unexpected arguments: {argv}')
+  if _INPUT_ONLY.value:
+    return _input_only()
   if _SWEEP.value and os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
     # Said before measuring, not after it.
     raise app.UsageError(f'--out={_OUT.value} is a file; expected a directory for the '

@@ -2,6 +2,12 @@
 
   python experiments/evaluate.py --workdir runs/signs_resnet50 --data_dir data/signs
   python experiments/evaluate.py --workdir runs/signs_resnet50 --synthetic_seed=1 --num_test=600
+  python experiments/evaluate.py --workdir runs/my_photos [--data_dir my_photos_prepared]
+
+For a run on streamed images (dataset 'images': imagenet_resnet50.py, folder_finetune.py)
+--data_dir is prepared shards or an image folder (default: the run's own data_dir) with the
+run's classes, and its validation split is evaluated as the run evaluates (centre crop);
+the line adds top5_accuracy with 10 or more classes.
 
 The first reads test_signs.h5 from a directory (the course's real files, say; --data_dir may
 also name the test file itself, and no train_signs.h5 is needed); the second
@@ -47,13 +53,58 @@ def accuracy(predictor, images: np.ndarray, labels: np.ndarray, batch_size: int)
   return float(np.mean(predicted == labels))
 
 
+def streamed_accuracy(predictor, split, batch_size: int) -> dict:
+  """{'accuracy', 'top5_accuracy' (10 or more classes), 'count'} of a streamed split, each
+  image seen as the run's evaluation sees it (grain_pipeline's evaluation view)."""
+  from resnet_jax.data import grain_pipeline
+  layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
+  batches = grain_pipeline.eval_dataset(split.source, layout, predictor.config.image_size)
+  correct = top5 = count = 0.0
+  for batch in grain_pipeline.iterate(batches, 1):
+    keep = batch['mask'][0] > 0
+    probs = predictor.probabilities(batch['image'][0][keep])
+    labels = batch['label'][0][keep]
+    ranks = (probs > probs[np.arange(len(labels)), labels][:, None]).sum(-1)
+    correct += float((ranks == 0).sum())
+    top5 += float((ranks < 5).sum())
+    count += len(labels)
+  result = {'accuracy': correct / count, 'count': int(count)}
+  if len(predictor.class_names) >= 10:
+    result['top5_accuracy'] = top5 / count
+  return result
+
+
+def _evaluate_images(predictor) -> int:
+  """A run on dataset 'images': the val split of --data_dir (default: the run's data)."""
+  from resnet_jax import data
+  from resnet_jax.errors import DatasetError
+  data_dir = _DATA_DIR.value or predictor.config.data_dir
+  dataset = data.open_images(data_dir, predictor.config.image_size)
+  if tuple(dataset.class_names) != tuple(predictor.class_names):
+    raise DatasetError(f'{data_dir} has the classes {list(dataset.class_names)[:10]} but the '
+                       f'model of {predictor.checkpoint} predicts '
+                       f'{list(predictor.class_names)[:10]}; expected the same classes in the '
+                       'same order')
+  result = streamed_accuracy(predictor, dataset.test, _BATCH.value)
+  print(json.dumps(dict(result, checkpoint=predictor.checkpoint, step=predictor.step,
+                        data=dataset.source)))
+  return cli.EXIT_OK
+
+
 def _main(argv: list) -> int:
   if argv:
     raise app.UsageError(f'unexpected arguments: {argv}')
-  if (_DATA_DIR.value is None) == (_SEED.value is None):
-    raise app.UsageError('give exactly one of --data_dir and --synthetic_seed')
   if _SEED.value == 0:
     raise app.UsageError('--synthetic_seed=0 is the training set; pick another seed')
+  if _DATA_DIR.value is not None and _SEED.value is not None:
+    raise app.UsageError('give exactly one of --data_dir and --synthetic_seed')
+  if _SEED.value is None:
+    from resnet_jax.train.workdir import load_saved_config
+    if load_saved_config(_WORKDIR.value).dataset == 'images':
+      from resnet_jax.train.inference import load_predictor
+      return _evaluate_images(load_predictor(_WORKDIR.value, _WHICH.value))
+    if _DATA_DIR.value is None:
+      raise app.UsageError('give exactly one of --data_dir and --synthetic_seed')
   from resnet_jax import data
   from resnet_jax.data.signs import signs_test_file
   from resnet_jax.train.inference import load_predictor

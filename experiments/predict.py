@@ -3,7 +3,9 @@
   python experiments/predict.py --workdir runs/signs_resnet50 my_hand.jpg other.png
 
 The course's "test with your own image": each image is read with Pillow, converted to RGB,
-resized to the run's image size and preprocessed as in training. Prints one line per image
+resized to the run's image size and preprocessed as in training (runs on streamed images,
+dataset 'images', see them as their evaluation does: shorter side to size / 0.875, centre
+crop; class names from the dataset's index or folder). Prints one line per image
 with the predicted class and the --top_k most probable classes (default: all of them for
 fewer than 10 classes, else 5), most probable first. --checkpoint=latest uses the newest
 checkpoint instead of the best by eval accuracy.
@@ -39,8 +41,18 @@ def default_top_k(num_classes: int) -> int:
   return num_classes if num_classes < 10 else 5
 
 
-def read_image(path: str, size: int) -> np.ndarray:
-  """uint8 [size, size, 3] from an image file; DatasetError naming the file if unreadable."""
+def read_image(path: str, size: int, center_crop: bool = False) -> np.ndarray:
+  """uint8 [size, size, 3] from an image file; DatasetError naming the file if unreadable.
+
+  center_crop: the evaluation view of streamed runs (dataset 'images'): decoded as their
+  training data were (EXIF orientation applied), the shorter side resized to size / 0.875,
+  the centre cut out; else the whole picture resized to size x size.
+  """
+  if center_crop:
+    from resnet_jax.data import host_augment, image_files
+    image = image_files.decode_rgb_image(path,
+                                         min_shorter_side=host_augment.resize_target(size))
+    return host_augment.center_crop(image, size)
   from PIL import Image, UnidentifiedImageError
 
   from resnet_jax.errors import DatasetError
@@ -66,11 +78,11 @@ def _main(argv: list) -> int:
   from resnet_jax.errors import DatasetError
   from resnet_jax.train.inference import load_predictor
   from resnet_jax.train.workdir import load_saved_config
-  size = load_saved_config(_WORKDIR.value).image_size
+  config = load_saved_config(_WORKDIR.value)
   readable, images, failed = [], [], 0
   for path in paths:  # All images are read before the checkpoint is loaded.
     try:
-      images.append(read_image(path, size))
+      images.append(read_image(path, config.image_size, config.dataset == 'images'))
       readable.append(path)
     except DatasetError as error:
       cli.report(error, SCRIPT.flags.debug)

@@ -2,8 +2,9 @@
 
 Used by test_multiprocess.py: `python _multiprocess_worker.py RECORD_JSON [train.py flags]`.
 The record holds this process's index and device layout, whether its metric writer was
-enabled, and for the first training batches it drew from the host pipeline their example
-positions in the global batch and a hash of their images.
+enabled, and for the first training batches it drew from the host pipeline (or the
+streaming pipeline) their example positions in the global batch and a hash of their images
+(for the streaming pipeline, one hash per local device).
 
 The network is helpers.TinyNet instead of the config's ResNet-20: the test is
 about processes, devices and data, and compiling a ResNet three times would take most of
@@ -15,7 +16,7 @@ import sys
 
 import helpers
 from experiments import train
-from resnet_jax.data import pipeline
+from resnet_jax.data import grain_pipeline, pipeline
 from resnet_jax.train import metrics as metrics_lib, setup
 
 RECORDED_BATCHES = 3
@@ -51,7 +52,18 @@ def main():
       super().__init__(*args, **kwargs)
       record['metric_writer_enabled'].append(self.enabled)
 
+  iterate = grain_pipeline.iterate
+
+  def recording_iterate(*args, **kwargs):  # The streaming feed's batches (dataset 'images').
+    for batch in iterate(*args, **kwargs):
+      if 'example_id' in batch and len(record['batches']) < RECORDED_BATCHES:
+        record['batches'].append({
+            'example_id': batch['example_id'].tolist(),
+            'device_sha256': [hashlib.sha256(x.tobytes()).hexdigest() for x in batch['image']]})
+      yield batch
+
   setup.build_model = lambda config: helpers.TinyNet(num_classes=config.num_classes)
+  grain_pipeline.iterate = recording_iterate
   pipeline.device_layout = recording_layout
   pipeline.train_batches = recording_batches
   metrics_lib.MetricWriter = RecordingWriter

@@ -11,6 +11,8 @@ from resnet_jax.data.types import Dataset
 from resnet_jax.errors import ConfigError, DamagedCacheError, DatasetError
 
 DATASET_NAMES = ('signs', 'digits', 'cifar10', 'fake_imagenet')
+# Datasets read while training (streamed.open_images), never loaded whole.
+STREAMED_DATASET_NAMES = ('images',)
 # Sizes the loaders produce; SIGNS and CIFAR-10 are not resized on loading.
 _NATIVE_SIZE = {'signs': 64, 'cifar10': 32}
 

@@ -30,7 +30,7 @@ MODEL_FIELDS = ('model', 'layout', 'num_classes', 'image_size', 'dataset', 'prep
 FREE_ON_RESUME = ('log_every_steps', 'eval_every_epochs', 'checkpoint_every_steps',
                   'keep_checkpoints', 'progress_bar', 'tensorboard', 'num_steps', 'num_epochs',
                   'steps_per_dispatch', 'loop_on_device', 'data_on_device', 'eval_batch_size',
-                  'cache_dir', 'allow_changes_on_resume')
+                  'cache_dir', 'allow_changes_on_resume', 'data_workers')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -59,7 +59,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.image_size = 64
   # 'scale' (/255), 'standardize' (per-channel, train split) or 'caffe' (Keras ImageNet weights).
   config.preprocess = 'scale'
-  config.augment = ml_collections.ConfigDict({'crop_padding': 0, 'flip': False})
+  # inception_crop: Inception's random-resized crop (8-100% of the area, aspect 3/4-4/3)
+  # instead of pad-and-crop; streamed data (dataset 'images') only, where the host augments.
+  config.augment = ml_collections.ConfigDict({'crop_padding': 0, 'flip': False,
+                                              'inception_crop': False})
+  # Processes decoding and augmenting streamed data (dataset 'images'); 0: the training
+  # process itself.
+  config.data_workers = 0
   # Before each evaluation, re-estimate BatchNorm's running statistics over this many
   # training batches with the current weights (see train/bn_recompute.py); 0: keep the
   # running averages, as Keras does.
@@ -162,6 +168,8 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       ('preprocess', _one_of(PREPROCESS_MODES), f'one of {PREPROCESS_MODES}'),
       ('augment.crop_padding', lambda v: _is_int(v) and v >= 0, 'an integer >= 0 (pixels)'),
       ('augment.flip', lambda v: isinstance(v, bool), 'True or False'),
+      ('augment.inception_crop', lambda v: isinstance(v, bool), 'True or False'),
+      ('data_workers', lambda v: _is_int(v) and v >= 0, 'an integer >= 0 (processes)'),
       ('bn_recompute_batches', lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
       ('data_on_device', lambda v: isinstance(v, bool), 'True or False'),
       ('batch_size', lambda v: all(c(v) for c in positive_int), 'a positive integer'),
@@ -212,8 +220,8 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
     ]
   if check_dataset:
     from resnet_jax import data
-    checks.insert(0, ('dataset', _one_of(data.DATASET_NAMES),
-                      f'one of {tuple(data.DATASET_NAMES)}'))
+    names = tuple(data.DATASET_NAMES) + tuple(data.STREAMED_DATASET_NAMES)
+    checks.insert(0, ('dataset', _one_of(names), f'one of {names}'))
   for field, ok, expected in checks:
     _check(config, field, ok, expected)
   if config.schedule == 'piecewise' and not config.lr_boundaries:
@@ -226,9 +234,27 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       raise ConfigError(f'config.zero_init_last_bn=True with config.model={config.model!r}: a '
                         'plain net has no skip to carry the signal past a zeroed block; '
                         'expected a residual model or zero_init_last_bn=False')
+  _check_streamed(config)
   if config.freeze_backbone and not config.init_from:
     raise ConfigError('config.freeze_backbone=True with config.init_from=None: expected '
                       'init_from to name the pretrained weights to freeze')
+
+
+def _check_streamed(config: ml_collections.ConfigDict) -> None:
+  """Streamed data are never held whole: what needs the whole split is refused."""
+  if config.dataset == 'images':
+    if config.preprocess == 'standardize':
+      raise ConfigError("config.preprocess='standardize' with config.dataset='images': the "
+                        'channel statistics need the whole split in memory; expected '
+                        "'scale' or 'caffe'")
+    if config.bn_recompute_batches:
+      raise ConfigError(f'config.bn_recompute_batches={config.bn_recompute_batches} with '
+                        "config.dataset='images': expected 0 (re-estimation reads the "
+                        'training split in memory)')
+  elif config.augment.inception_crop:
+    raise ConfigError(f'config.augment.inception_crop=True with config.dataset='
+                      f"{config.dataset!r}: expected dataset 'images' (the crop is made on "
+                      'the host, from the stored image)')
 
 
 def model_fields(config: ml_collections.ConfigDict) -> dict:

@@ -54,7 +54,11 @@ class Feed(Protocol):
     """
 
   def evaluate(self, state: TrainState) -> dict:
-    """{'eval_loss', 'eval_accuracy'} over the whole test split."""
+    """{'eval_loss', 'eval_accuracy'} (and 'eval_top5_accuracy' with 10 or more classes)
+    over the whole test split."""
+
+  def close(self) -> None:
+    """Releases what the feed holds besides device memory (worker processes)."""
 
 
 def dispatch_steps(run_step: Callable, state: TrainState, num_steps: int,
@@ -76,13 +80,17 @@ def dispatch_steps(run_step: Callable, state: TrainState, num_steps: int,
 
 
 def eval_metrics(outputs: list) -> dict:
-  """{'eval_loss', 'eval_accuracy'} from the replicated sums of `steps.eval_step`."""
-  sums = {'loss_sum': 0.0, 'correct_sum': 0.0, 'count': 0.0}
+  """{'eval_loss', 'eval_accuracy'} (and 'eval_top5_accuracy' where the sums have it)
+  from the replicated sums of `steps.eval_step`."""
+  sums = {}
   for out in outputs:
     out = unreplicate(out)
-    sums = {k: sums[k] + float(out[k]) for k in sums}
-  return {'eval_loss': sums['loss_sum'] / sums['count'],
-          'eval_accuracy': sums['correct_sum'] / sums['count']}
+    sums = {k: sums.get(k, 0.0) + float(out[k]) for k in out}
+  metrics = {'eval_loss': sums['loss_sum'] / sums['count'],
+             'eval_accuracy': sums['correct_sum'] / sums['count']}
+  if 'top5_correct_sum' in sums:
+    metrics['eval_top5_accuracy'] = sums['top5_correct_sum'] / sums['count']
+  return metrics
 
 
 class ResidentFeed:
@@ -122,6 +130,9 @@ class ResidentFeed:
         lambda s: self.fns.train_step_resident(s, self.train_data, self.device_index),
         state, num_steps, should_stop)
 
+  def close(self) -> None:
+    pass
+
   def evaluate(self, state) -> dict:
     if self.loop_on_device:
       return eval_metrics([self.fns.eval_on_device(state, self.eval_data, self.device_index)])
@@ -157,6 +168,9 @@ class HostFeed:
     self._next_step = step + done
     return state, sums, done
 
+  def close(self) -> None:
+    pass
+
   def evaluate(self, state) -> dict:
     batches = pipeline.prefetch_to_devices(
         pipeline.eval_batches(self.dataset.test, self.shape.eval), self.shape.local_devices)
@@ -165,8 +179,13 @@ class HostFeed:
 
 def make_feed(config: ml_collections.ConfigDict, dataset: Dataset, shape: RunShape,
               fns: steps.StepFunctions, data_key: jax.Array) -> Feed:
-  """The feed a config asks for: resident where config.data_on_device and the splits fit
-  (a quarter of a device's memory), else the host iterator."""
+  """The feed a config asks for: the Grain pipeline for streamed data (a
+  StreamedDataset), resident where config.data_on_device and the splits fit (a quarter
+  of a device's memory), else the host iterator."""
+  from resnet_jax.data.streamed import StreamedDataset
+  if isinstance(dataset, StreamedDataset):
+    from resnet_jax.train.grain_feed import GrainFeed
+    return GrainFeed(fns, dataset, shape, config)
   if config.data_on_device:
     if pipeline.fits_on_devices([dataset.train, dataset.test], shape.local_devices):
       return ResidentFeed(fns, dataset, shape, config.loop_on_device)

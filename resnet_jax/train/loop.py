@@ -154,7 +154,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       workdir_lib.save_config(workdir, config)
       if jax.process_index() == 0:
         metrics_lib.truncate_jsonl(os.path.join(workdir, metrics_lib.JSONL_NAME), start)
-      result = run.train(host_state, start, (meta or {}).get('pending_train'), stop)
+      try:
+        result = run.train(host_state, start, (meta or {}).get('pending_train'), stop)
+      finally:
+        run.feed.close()  # Stops a streaming feed's worker processes.
       return dict(result, **base)
     finally:
       checkpointer.close()

@@ -21,6 +21,10 @@ def load_data(config: ml_collections.ConfigDict):
   their seed train on the same data.
   """
   from resnet_jax import data
+  if config.dataset == 'images':
+    # Streamed: counts and classes from the index or the folder listing, no image loaded.
+    # A DatasetError here names the shard or file under data_dir itself.
+    return data.open_images(config.data_dir, config.image_size, seed=0)
   try:
     if config.dataset == 'signs':
       if config.data_dir is not None:

@@ -22,6 +22,8 @@ from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import TrainState
 
 AXIS = 'batch'
+# Evaluation reports top-5 accuracy too from this many classes on (as ImageNet results do).
+TOP5_MIN_CLASSES = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +42,16 @@ class StepSettings:
   @classmethod
   def from_config(cls, config, mean=None, std=None) -> 'StepSettings':
     """The settings a training config asks for; mean/std: per-channel statistics of the
-    training split, for preprocess='standardize'."""
+    training split, for preprocess='standardize'. Streamed data (dataset 'images') are
+    augmented on the host (grain_pipeline), so their steps augment nothing."""
+    on_device = config.dataset != 'images'
     return cls(
         num_classes=config.num_classes, label_smoothing=float(config.label_smoothing),
         preprocess=config.preprocess, mean=None if mean is None else tuple(mean),
-        std=None if std is None else tuple(std), crop_padding=int(config.augment.crop_padding),
-        flip=bool(config.augment.flip), nan_policy=config.nan_policy, sync_bn=config.sync_bn)
+        std=None if std is None else tuple(std),
+        crop_padding=int(config.augment.crop_padding) if on_device else 0,
+        flip=bool(config.augment.flip) and on_device, nan_policy=config.nan_policy,
+        sync_bn=config.sync_bn)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
@@ -124,18 +130,30 @@ def eval_step(state: TrainState, batch: dict, *, model: nn.Module, settings: Ste
     batch: {'image', 'label', 'mask'}; mask is 1.0 for real examples, 0.0 for padding.
 
   Returns:
-    {'loss_sum', 'correct_sum', 'count'} (float32): padding contributes nothing, so
-    summing over the batches counts every example once.
+    {'loss_sum', 'correct_sum', 'count'} (float32), and 'top5_correct_sum' with
+    TOP5_MIN_CLASSES classes or more: padding contributes nothing, so summing over the
+    batches counts every example once.
   """
   images = network_input(batch['image'], settings)
   logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images,
                        train=False)
   mask = batch['mask'].astype(jnp.float32)
-  loss = cross_entropy(logits, batch['label'], settings.num_classes)
-  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+  labels = batch['label']
+  loss = cross_entropy(logits, labels, settings.num_classes)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   sums = {'loss_sum': jnp.sum(loss * mask), 'correct_sum': jnp.sum(correct * mask),
           'count': jnp.sum(mask)}
+  if settings.num_classes >= TOP5_MIN_CLASSES:
+    _, top5 = jax.lax.top_k(logits, 5)
+    in_top5 = jnp.any(top5 == labels[:, None], axis=-1).astype(jnp.float32)
+    sums['top5_correct_sum'] = jnp.sum(in_top5 * mask)
   return jax.lax.psum(sums, AXIS)
+
+
+def eval_sum_names(num_classes: int) -> tuple[str, ...]:
+  """The names of the sums `eval_step` returns for a net with `num_classes` classes."""
+  names = ('loss_sum', 'correct_sum', 'count')
+  return names + ('top5_correct_sum',) if num_classes >= TOP5_MIN_CLASSES else names
 
 
 def empty_train_sums() -> dict:
@@ -246,7 +264,7 @@ def make_step_functions(model: nn.Module, tx: optax.GradientTransformation,
   def eval_on_device(state, padded, device_index):
     def body(index, sums):
       return jax.tree.map(jnp.add, sums, eval_batch_resident(state, padded, device_index, index))
-    zeros = {k: jnp.zeros((), jnp.float32) for k in ('loss_sum', 'correct_sum', 'count')}
+    zeros = {k: jnp.zeros((), jnp.float32) for k in eval_sum_names(settings.num_classes)}
     return jax.lax.fori_loop(0, shape.num_eval_batches, body, zeros)
 
   pmap = lambda f, **kw: jax.pmap(f, axis_name=AXIS, devices=devices, **kw)

@@ -1,0 +1,104 @@
+"""Image transforms on the host, one image at a time: what the Grain workers run.
+
+Each takes a Pillow RGB image and a numpy Generator (the example's own randomness, see
+grain_pipeline) and returns a uint8 array [size, size, 3]:
+- `random_resized_crop`: Inception's crop (Szegedy et al. 2015, as torchvision's
+  RandomResizedCrop): a box of 8-100% of the area and aspect ratio 3/4-4/3, resized to
+  size x size;
+- `resize_pad_crop`: the small pictures' augmentation (the course's): resized to size x size,
+  zero-padded by `padding` pixels per side and cropped back at a random offset;
+- `center_crop`: evaluation: the shorter side resized to size / 0.875, the centre cut out.
+A flip (left-right, probability 1/2) follows each random crop where asked.
+"""
+import math
+
+import numpy as np
+from PIL import Image
+
+AREA_RANGE = (0.08, 1.0)
+ASPECT_RANGE = (3 / 4, 4 / 3)
+CENTER_CROP_FRACTION = 0.875  # Evaluation keeps the central 87.5% (224 of 256).
+_ATTEMPTS = 10
+
+
+def crop_box(rng: np.random.Generator, width: int, height: int) -> tuple[int, int, int, int]:
+  """(left, top, right, bottom) of one Inception crop of a width x height image.
+
+  Ten tries at a random area and log-uniform aspect ratio; when none fits, the largest
+  central box of the nearest allowed aspect ratio (torchvision's fallback).
+  """
+  area = width * height
+  log_low, log_high = math.log(ASPECT_RANGE[0]), math.log(ASPECT_RANGE[1])
+  for _ in range(_ATTEMPTS):
+    target = area * rng.uniform(*AREA_RANGE)
+    ratio = math.exp(rng.uniform(log_low, log_high))
+    w = int(round(math.sqrt(target * ratio)))
+    h = int(round(math.sqrt(target / ratio)))
+    if 0 < w <= width and 0 < h <= height:
+      left = int(rng.integers(0, width - w + 1))
+      top = int(rng.integers(0, height - h + 1))
+      return left, top, left + w, top + h
+  ratio = width / height
+  if ratio < ASPECT_RANGE[0]:
+    w, h = width, int(round(width / ASPECT_RANGE[0]))
+  elif ratio > ASPECT_RANGE[1]:
+    w, h = int(round(height * ASPECT_RANGE[1])), height
+  else:
+    w, h = width, height
+  left, top = (width - w) // 2, (height - h) // 2
+  return left, top, left + w, top + h
+
+
+def random_resized_crop(image: Image.Image, rng: np.random.Generator, size: int,
+                        flip: bool) -> np.ndarray:
+  """Inception's crop of `image` resized to size x size (bilinear), flipped at random."""
+  box = crop_box(rng, *image.size)
+  # Resizing with a box crops and resizes in one pass, without an intermediate image.
+  image = image.resize((size, size), Image.BILINEAR, box=box)
+  if _heads(rng) and flip:
+    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+  return np.asarray(image)
+
+
+def resize_pad_crop(image: Image.Image, rng: np.random.Generator, size: int, padding: int,
+                    flip: bool) -> np.ndarray:
+  """`image` resized to size x size, then a random crop of its zero-padded copy and a flip."""
+  pixels = resize_square(image, size)
+  if padding:
+    padded = np.pad(pixels, ((padding, padding), (padding, padding), (0, 0)))
+    top, left = (int(v) for v in rng.integers(0, 2 * padding + 1, size=2))
+    pixels = padded[top:top + size, left:left + size]
+  return _maybe_flip(pixels, rng, flip)
+
+
+def resize_square(image: Image.Image, size: int) -> np.ndarray:
+  """`image` as a uint8 array [size, size, 3] (resized, bilinear, only if it is not so already)."""
+  if image.size != (size, size):
+    image = image.resize((size, size), Image.BILINEAR)
+  return np.asarray(image)
+
+
+def center_crop(image: Image.Image, size: int) -> np.ndarray:
+  """Evaluation's view: the shorter side resized to round(size / 0.875), the central size x size."""
+  width, height = image.size
+  short = resize_target(size)
+  scale = short / min(width, height)
+  new_w, new_h = max(size, int(round(width * scale))), max(size, int(round(height * scale)))
+  image = image.resize((new_w, new_h), Image.BILINEAR)
+  left, top = (new_w - size) // 2, (new_h - size) // 2
+  return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+def resize_target(size: int) -> int:
+  """The shorter side evaluation resizes to before its centre crop of `size`."""
+  return int(round(size / CENTER_CROP_FRACTION))
+
+
+def _heads(rng: np.random.Generator) -> bool:
+  """The flip's coin. It is tossed whether or not flips are on, so that turning them off
+  changes nothing else an example draws."""
+  return bool(rng.random() < 0.5)
+
+
+def _maybe_flip(pixels: np.ndarray, rng: np.random.Generator, flip: bool) -> np.ndarray:
+  return np.ascontiguousarray(pixels[:, ::-1]) if _heads(rng) and flip else pixels

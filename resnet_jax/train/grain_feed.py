@@ -1,0 +1,87 @@
+"""GrainFeed: the feed of streamed datasets (prepared shards or an image folder).
+
+Batches come from the Grain pipeline (resnet_jax.data.grain_pipeline), decoded and
+augmented on the host in config.data_workers processes, and reach the devices a few steps
+ahead (pipeline.prefetch_to_devices); the steps are the `*_fed` programs, so chunking, NaN
+checks and stop requests work as with the host feed. The pipeline's position is the step:
+`train` starts a new pipeline at `step` whenever it is not where the last call ended (the
+first call, a resume), and nothing else is saved for an exact resume.
+"""
+from typing import Iterator, Optional
+
+import ml_collections
+
+from resnet_jax.data import grain_pipeline, pipeline
+from resnet_jax.data.streamed import StreamedDataset
+from resnet_jax.train import steps
+from resnet_jax.train.feeds import dispatch_steps, eval_metrics
+from resnet_jax.train.run_shape import RunShape
+
+
+def batch_layout(layout: pipeline.DeviceLayout) -> grain_pipeline.BatchLayout:
+  """The JAX-free description of a DeviceLayout the Grain workers use."""
+  return grain_pipeline.BatchLayout(layout.global_batch,
+                                    tuple(int(i) for i in layout.global_device_indices),
+                                    layout.per_device_batch)
+
+
+def augmentation(config: ml_collections.ConfigDict) -> grain_pipeline.Augmentation:
+  """The config's training augmentation, done on the host for streamed data."""
+  return grain_pipeline.Augmentation(inception_crop=bool(config.augment.inception_crop),
+                                     crop_padding=int(config.augment.crop_padding),
+                                     flip=bool(config.augment.flip))
+
+
+class GrainFeed:
+  """Streams a StreamedDataset through the Grain pipeline, one dispatch per step.
+
+  Args:
+    fns: the run's programs.
+    dataset: the streamed splits.
+    shape: the run's shape.
+    config: seed, image_size, augment and data_workers are read.
+  """
+
+  def __init__(self, fns: steps.StepFunctions, dataset: StreamedDataset, shape: RunShape,
+               config: ml_collections.ConfigDict):
+    self.fns, self.dataset, self.shape = fns, dataset, shape
+    self.seed, self.image_size = int(config.seed), int(config.image_size)
+    self.workers, self.augmentation = int(config.data_workers), augmentation(config)
+    self._batches: Optional[Iterator[dict]] = None
+    self._host_batches = None
+    self._next_step = None
+
+  def _start(self, step: int) -> None:
+    self.close()
+    shape = self.shape
+    dataset = grain_pipeline.train_dataset(
+        self.dataset.train.source, batch_layout(shape.train), shape.steps_per_epoch,
+        self.seed, self.image_size, self.augmentation, step, shape.total_steps - step)
+    self._host_batches = grain_pipeline.iterate(dataset, len(shape.local_devices), self.workers)
+    self._batches = pipeline.prefetch_to_devices(self._host_batches, shape.local_devices)
+
+  def train(self, state, step, num_steps, should_stop=None):
+    if step != self._next_step:  # First call, or a jump: a pipeline from `step`.
+      self._start(step)
+    state, sums, done = dispatch_steps(
+        lambda s: self.fns.train_step_fed(s, next(self._batches)), state, num_steps,
+        should_stop)
+    self._next_step = step + done
+    return state, sums, done
+
+  def evaluate(self, state) -> dict:
+    dataset = grain_pipeline.eval_dataset(self.dataset.test.source, batch_layout(self.shape.eval),
+                                          self.image_size)
+    host_batches = grain_pipeline.iterate(dataset, len(self.shape.local_devices), self.workers)
+    try:
+      batches = pipeline.prefetch_to_devices(host_batches, self.shape.local_devices)
+      return eval_metrics([self.fns.eval_batch_fed(state, batch) for batch in batches])
+    finally:
+      host_batches.close()
+
+  def close(self) -> None:
+    """Stops the training pipeline's workers (a later `train` starts a new pipeline)."""
+    if self._host_batches is not None:
+      self._batches.close()
+      self._host_batches.close()
+    self._batches = self._host_batches = self._next_step = None

@@ -1,0 +1,110 @@
+"""Streamed images (dataset 'images') across processes: a run on prepared shards killed with
+SIGKILL in the middle of an epoch and rerun ends bitwise equal to an unbroken run; two
+processes with 2 devices each train like one process with 4, each reading its own part.
+
+Runs experiments/train.py through _multiprocess_worker.py (TinyNet instead of the config's
+ResNet-20; the tests are about data, processes and resume, not the network).
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import _image_data
+import numpy as np
+import pytest
+
+import _fault_helpers as fh
+
+pytestmark = pytest.mark.slow  # Subprocess runs of experiments/train.py.
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_multiprocess_worker.py')
+NUM_TRAIN, NUM_VAL = 240, 30  # tiny_test's batch 16: 15 steps per epoch.
+
+
+@pytest.fixture(scope='module')
+def shards(tmp_path_factory):
+  return _image_data.make_shards(str(tmp_path_factory.mktemp('shards')), NUM_TRAIN, NUM_VAL)
+
+
+def _flags(shards, *extra):
+  return (f'--config={fh.TINY_CONFIG}', '--config.dataset=images',
+          f'--config.data_dir={shards}', '--config.num_classes=3',
+          '--config.augment.inception_crop=True', '--config.augment.flip=True', *extra)
+
+
+def _command(record, workdir, shards, *extra):
+  return [sys.executable, WORKER, str(record), f'--workdir={workdir}', *_flags(shards, *extra)]
+
+
+def _start(command, log_path, devices=1):
+  log = open(log_path, 'ab')
+  process = subprocess.Popen(command, cwd=fh.REPO, stdout=log, stderr=subprocess.STDOUT,
+                             env=fh.subprocess_env(devices))
+  log.close()
+  process.log_path = log_path
+  return process
+
+
+def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(shards, tmp_path):
+  reference, workdir = tmp_path / 'unbroken', tmp_path / 'killed'
+  log = str(tmp_path / 'train.log')
+  # One worker process decodes: the kill leaves it orphaned, and it must go too.
+  extra = ('--config.data_workers=1',)
+  unbroken = _start(_command(tmp_path / 'r0.json', reference, shards), log)  # In-process.
+  process = _start(_command(tmp_path / 'r1.json', workdir, shards, *extra), log)
+  # Step 10: after the checkpoint at 8, in the middle of the first epoch (15 steps).
+  fh.wait_until(lambda: any(s >= 10 for s in fh.metric_steps(workdir)), process)
+  fh.kill_now(process)
+  assert process.returncode == -9
+  assert max(fh.committed_steps(workdir)) < 15
+  rerun = _start(_command(tmp_path / 'r2.json', workdir, shards, *extra), log)
+  assert fh.finish(rerun) == 0, fh.read_log(rerun)[-3000:]
+  assert fh.finish(unbroken) == 0, fh.read_log(unbroken)[-3000:]
+
+  state, _ = fh.read_checkpoint(workdir, fh.TINY_STEPS, tmp_path)
+  ref_state, _ = fh.read_checkpoint(reference, fh.TINY_STEPS, tmp_path)
+  fh.assert_states_equal(state, ref_state)
+  assert fh.records(workdir) == fh.records(reference)
+  steps = fh.metric_steps(workdir)
+  assert steps == sorted(set(steps)) and steps[-1] == fh.TINY_STEPS
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_read_disjoint_parts_and_train_like_one_with_four_devices(
+    shards, tmp_path):
+  extra = ('--config.num_steps=8',)
+  two, one = tmp_path / 'two', tmp_path / 'one'
+  address = f'localhost:{_free_port()}'
+  processes = [
+      _start(_command(tmp_path / f'record{i}.json', two, shards, *extra,
+                      f'--coordinator_address={address}', '--num_processes=2',
+                      f'--process_id={i}'), str(tmp_path / f'p{i}.log'), devices=2)
+      for i in range(2)]
+  processes.append(_start(_command(tmp_path / 'single.json', one, shards, *extra),
+                          str(tmp_path / 'single.log'), devices=4))
+  for process in processes:
+    assert fh.finish(process) == 0, fh.read_log(process)[-3000:]
+
+  records = [json.load(open(tmp_path / f'record{i}.json')) for i in range(2)]
+  single = json.load(open(tmp_path / 'single.json'))
+  for step in range(3):
+    ids = [np.asarray(r['batches'][step]['example_id']) for r in records]
+    np.testing.assert_array_equal(ids[0].ravel(), np.arange(8))  # Disjoint halves,
+    np.testing.assert_array_equal(ids[1].ravel(), np.arange(8, 16))
+    # ... holding the images the one process puts on its 4 devices.
+    assert (records[0]['batches'][step]['device_sha256']
+            + records[1]['batches'][step]['device_sha256']
+            == single['batches'][step]['device_sha256'])
+  two_records, one_records = fh.records(two), fh.records(one)
+  assert [r['step'] for r in two_records] == [2, 4, 6, 8]
+  for a, b in zip(two_records, one_records):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
