@@ -26,6 +26,23 @@ def write_text_atomic(path: str, text: str) -> None:
     raise
 
 
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """Writes `data` to `path` through a temporary file (flushed to disk) and os.replace."""
+  directory = os.path.dirname(os.path.abspath(path))
+  handle, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
+                                 suffix='.tmp')
+  try:
+    with os.fdopen(handle, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
 def write_json_atomic(path: str, obj) -> None:
   """`obj` as indented JSON with sorted keys, written atomically."""
   write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + '\n')
