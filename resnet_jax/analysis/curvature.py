@@ -62,31 +62,34 @@ def lanczos_eigenvalues(matvec, dimension: int, steps: int, key):
     raise ConfigError(f'Lanczos steps={steps}; expected between 1 and the number of '
                       f'parameters ({dimension})')
   keys = jax.random.split(key, steps + 1)
-  basis = []
+  # The basis lives on the host, in float64: a few vectors of the parameters' size, and
+  # numpy's products do not compile anew for every basis size as eager jnp ones would.
+  basis = np.zeros((steps, dimension))
   alphas, betas = np.zeros(steps), np.zeros(steps)
 
-  def orthogonalize(w):
-    # Twice ("twice is enough", Kahan/Parlett): float32 loses orthogonality otherwise.
-    stacked = jnp.stack(basis)
+  def orthogonalize(w, count):
+    # Twice ("twice is enough", Kahan/Parlett): orthogonality is otherwise lost.
     for _ in range(2):
-      w = w - stacked.T @ (stacked @ w)
+      w = w - basis[:count].T @ (basis[:count] @ w)
     return w
 
-  start = jax.random.normal(keys[0], (dimension,), jnp.float32)
-  basis.append(start / jnp.linalg.norm(start))
+  def random_unit(index, count):
+    w = orthogonalize(np.asarray(jax.random.normal(keys[index], (dimension,)), np.float64),
+                      count)
+    return w / np.linalg.norm(w)
+
+  basis[0] = random_unit(0, 0)
   for j in range(steps):
-    w = matvec(basis[j])
-    alphas[j] = float(jnp.dot(w, basis[j]))
+    w = np.asarray(matvec(jnp.asarray(basis[j], jnp.float32)), np.float64)
+    alphas[j] = w @ basis[j]
     if j + 1 == steps:
       break
-    w = orthogonalize(w)
-    beta = float(jnp.linalg.norm(w))
+    w = orthogonalize(w, j + 1)
+    beta = np.linalg.norm(w)
     if beta <= 1e-6 * (np.max(np.abs(alphas[:j + 1])) + 1e-30):
-      fresh = orthogonalize(jax.random.normal(keys[j + 1], (dimension,), jnp.float32))
-      basis.append(fresh / jnp.linalg.norm(fresh))
-      betas[j] = 0.0
+      basis[j + 1] = random_unit(j + 1, j + 1)  # betas[j] stays 0: T splits into blocks.
     else:
-      basis.append(w / beta)
+      basis[j + 1] = w / beta
       betas[j] = beta
   tridiagonal = np.diag(alphas) + np.diag(betas[:-1], 1) + np.diag(betas[:-1], -1)
   return np.linalg.eigvalsh(tridiagonal)

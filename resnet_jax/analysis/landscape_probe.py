@@ -47,10 +47,11 @@ def check_settings(settings, where: str = 'config') -> None:
     value = settings[name]
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
       raise ConfigError(f'{where}.{name}={value!r}; expected a {kind.__name__}')
+    if name == 'span' and not value > 0:
+      raise ConfigError(f'{where}.span={value!r}; expected a value > 0')
     smallest = 0 if name in ('direction_seed', 'ratio_threshold') else 1
-    if value < smallest or (name == 'span' and value <= 0):
-      raise ConfigError(f'{where}.{name}={value!r}; expected a value '
-                        f'{">" if name == "span" else ">="} {smallest}')
+    if value < smallest:
+      raise ConfigError(f'{where}.{name}={value!r}; expected a value >= {smallest}')
 
 
 def training_subset(dataset, size: int, preprocess: str, mean=None, std=None) -> dict:
