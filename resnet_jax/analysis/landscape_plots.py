@@ -37,7 +37,8 @@ def _contour(ax, result, levels=CONTOUR_LEVELS):
 
 def plot_model_landscape(result: dict, path: str, title: str = '') -> str:
   """Writes the four panels of one probe (see the module docstring) to `path`."""
-  fig = Figure(figsize=(17, 4.2))
+  fig = Figure(figsize=(18, 4.2))
+  fig.subplots_adjust(wspace=0.35)
   if title:
     fig.suptitle(title)
   xs, loss = np.asarray(result['xs']), np.asarray(result['loss'])
@@ -59,13 +60,13 @@ def plot_model_landscape(result: dict, path: str, title: str = '') -> str:
   ratio = curvature_ratio(np.asarray(result['lambda_min']), np.asarray(result['lambda_max']))
   mesh = ax.pcolormesh(cxs, cxs, ratio.T, cmap='viridis', vmin=0, vmax=max(0.5, ratio.max()),
                        shading='nearest')
-  fig.colorbar(mesh, ax=ax, fraction=0.046)
+  fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.04)
   ax.set_aspect('equal')
   ax.set_title('|λmin / λmax| (Lanczos)')
+  ax.set_xlabel('direction 1')
 
   ax = fig.add_subplot(1, 4, 4)
   ax.plot(result['alphas'], result['interpolation_loss'], '-', label='loss')
-  ax.set_yscale('log')
   ax.set_xlabel('t: (1 - t) initial + t final')
   ax.set_ylabel('training loss')
   other = ax.twinx()
