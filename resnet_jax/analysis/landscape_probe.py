@@ -141,6 +141,7 @@ def summarize(result: dict) -> dict:
       'lambda_max_grid_max': float(lambda_max.max()),
       'ratio_threshold': threshold,
       'nonconvex_fraction': float(np.mean(ratio > threshold)),
+      'ratio_median': float(np.median(ratio)),
       'interpolation_loss_max': float(np.max(result['interpolation_loss'])),
       'time_s': float(result['time_surface_s'] + result['time_curvature_s']
                       + result['time_interpolation_s']),
