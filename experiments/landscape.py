@@ -130,13 +130,15 @@ def _main(argv: list) -> int:
   written.append(jsonl)
 
   print('| model | seed | loss at 0 | loss min .. max | λmax at 0 | λmin at 0 | '
-        f'share |λmin/λmax| > {settings["ratio_threshold"]} | median |λmin/λmax| | probe s |')
+        f'share |λmin/λmax| > {settings["ratio_threshold"]} (inner) | median |λmin/λmax| | '
+        'probe s |')
   print('|---|---|---|---|---|---|---|---|---|')
   for line in lines:
     print(f"| {line['model']} | {line['seed']} | {line['loss_at_origin']:.3f} | "
           f"{line['loss_min']:.3f} .. {line['loss_max']:.2f} | "
           f"{line['lambda_max_at_origin']:.3g} | {line['lambda_min_at_origin']:.3g} | "
-          f"{line['nonconvex_fraction']:.2f} | {line['ratio_median']:.2f} | "
+          f"{line['nonconvex_fraction']:.2f} ({line['nonconvex_fraction_inner']:.2f}) | "
+          f"{line['ratio_median']:.2f} | "
           f"{line['time_s']:.0f} |")
   print(f'training (or reusing) {trained:.0f} s, total {time.perf_counter() - start:.0f} s')
   for path in written:

@@ -99,7 +99,7 @@ def plot_residual_vs_plain(results: dict, path: str, title: str = '') -> str:
         continue
       _contour(ax, result)
       loss = np.asarray(result['loss'])
-      ax.set_title(f'{name}: loss {loss.min():.2f} .. {loss.max():.1f}', fontsize=9)
+      ax.set_title(f'{name}: loss {loss.min():.3g} .. {loss.max():.3g}', fontsize=9)
       ax.tick_params(labelsize=7)
   _save(fig, path)
   return path

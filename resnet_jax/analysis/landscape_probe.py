@@ -125,12 +125,17 @@ def probe_run(run_directory: str, dataset, settings) -> dict:
 
 def summarize(result: dict) -> dict:
   """The numbers of one probe: the loss at the trained weights and its range over the grid,
-  the curvature there and the share of the curvature grid that is markedly non-convex."""
+  the curvature there and the share of the curvature grid (all of it, and its inner square
+  |coordinates| <= span / 2) where |lambda_min / lambda_max| > ratio_threshold."""
   loss = np.asarray(result['loss'])
   lambda_min, lambda_max = np.asarray(result['lambda_min']), np.asarray(result['lambda_max'])
   ratio = np.asarray(curvature.curvature_ratio(lambda_min, lambda_max))
   threshold = float(result['settings/ratio_threshold'])
   centre, ccentre = len(result['xs']) // 2, len(result['curvature_xs']) // 2
+  # The inner square, |coordinates| <= span / 2: around the minimum, where the loss is
+  # still of the order of the training loss rather than exploded.
+  cxs = np.abs(np.asarray(result['curvature_xs']))
+  inner = np.maximum.outer(cxs, cxs) <= cxs.max() / 2 + 1e-6
   return {
       'step': int(result['step']), 'subset_size': int(result['subset_size']),
       'loss_at_origin': float(loss[centre, centre]),
@@ -142,6 +147,7 @@ def summarize(result: dict) -> dict:
       'ratio_threshold': threshold,
       'nonconvex_fraction': float(np.mean(ratio > threshold)),
       'ratio_median': float(np.median(ratio)),
+      'nonconvex_fraction_inner': float(np.mean(ratio[inner] > threshold)),
       'interpolation_loss_max': float(np.max(result['interpolation_loss'])),
       'time_s': float(result['time_surface_s'] + result['time_curvature_s']
                       + result['time_interpolation_s']),
