@@ -22,14 +22,19 @@ def _default_mode() -> int:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file (flushed to disk) and os.replace."""
+  """Writes `text` (UTF-8) to `path` atomically (see write_bytes_atomic)."""
+  write_bytes_atomic(path, text.encode('utf-8'))
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """Writes `data` to `path` through a temporary file (flushed to disk) and os.replace."""
   directory = os.path.dirname(os.path.abspath(path))
   handle, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
                                  suffix='.tmp')
   try:
     os.fchmod(handle, _default_mode())  # mkstemp makes it private (0600); others read results.
-    with os.fdopen(handle, 'w') as f:
-      f.write(text)
+    with os.fdopen(handle, 'wb') as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -34,6 +34,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
   path = tmp_path / 'results.json'
   storage.write_json_atomic(str(path), {'kept': True})
   with pytest.raises(TypeError):  # Fails inside the write, after the temporary exists.
-    storage.write_text_atomic(str(path), b'not text')
+    storage.write_bytes_atomic(str(path), 'not bytes')
   assert path.read_text() == '{\n "kept": true\n}\n'
   assert os.listdir(tmp_path) == ['results.json']

@@ -6,6 +6,9 @@
   Figures, no pyplot: the caller's backend is left alone).
 - sweep: one ordinary training run per (model, seed), skipped when finished, resumed
   when interrupted; `run_sweep` is what experiments/ablation.py calls.
+- directions, landscape, curvature, landscape_probe, landscape_plots: loss surfaces along
+  filter-normalised random directions, Hessian eigenvalues by Lanczos on Hessian-vector
+  products, one run probed and saved, and their figures (Li et al. 2018; landscape.py).
 - benchmarking: training throughput of train.py's feeds and programs (benchmark.py);
   hardware: datasheet peaks and XLA's cost figures; throughput: its table and plot.
 
