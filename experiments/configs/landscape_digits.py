@@ -15,13 +15,14 @@ directions, |lambda_min / lambda_max| of the Hessian on a 5 x 5 grid of the same
 estimate from inside the spectrum, so the ratio errs low), and the loss from the starting
 weights to the final ones.
 
-Wall time here (2 cores shared with other jobs, load average 8.5-10.5): 1,907 s, of which 787
-s trained the four nets (reusing finished runs skips that); --quick 222 s at load 10 (87 s of
-CPU). Numbers and figure: README.md, section "Loss landscapes". What to look for (Li et al.):
-the residual surfaces stay smooth and bowl-shaped at both depths; the plain ones get rougher
-with depth, with higher loss around the minimum, more contour islands, and a larger share of
-the curvature grid with negative curvature comparable to the positive (|lambda_min /
-lambda_max| above ratio_threshold).
+Wall time here (2 cores shared with other jobs, load average 8.5-10.5): 1,907 s, of which
+787 s trained the four nets (reusing finished runs skips that); --quick 222 s at load 10
+(87 s of CPU), 84 s at load 1-3. Numbers and figure: README.md, "Loss landscapes".
+
+What to look for (Li et al.): the residual surfaces stay smooth and bowl-shaped at both
+depths; the plain ones get rougher with depth: a narrower basin, higher loss around the
+minimum, a larger lambda_max, and a larger share of the curvature grid with negative
+curvature comparable to the positive (|lambda_min / lambda_max| above ratio_threshold).
 
 Fields: everything of a sweep config (resnet_jax.analysis.sweep), plus `landscape`:
   subset_size           training digits the loss is computed on (the same for every net);
