@@ -9,7 +9,8 @@ import pytest
 
 from experiments import cli
 
-SCRIPTS = ('ablation', 'benchmark', 'convert_keras', 'evaluate', 'predict', 'summary', 'train')
+SCRIPTS = ('ablation', 'benchmark', 'convert_keras', 'evaluate', 'landscape', 'predict',
+           'prepare_images', 'summary', 'train')
 ONE_ERROR_LINE = re.compile(r'error: [A-Za-z]+: [^\n]+\n')
 
 
@@ -17,7 +18,7 @@ def _script(name):
   return importlib.import_module(f'experiments.{name}')
 
 
-def test_all_seven_scripts_import_into_one_process_and_print_their_help(capsys):
+def test_every_script_imports_into_one_process_and_prints_its_help(capsys):
   for name in SCRIPTS:
     module = _script(name)
     assert module.main(['--help']) == 0, name
@@ -44,6 +45,10 @@ BAD_INPUT = [
     ('predict', ['--workdir=/no/such/run', 'x.png'], 'ConfigError', '/no/such/run'),
     ('predict', [], 'UsageError', 'image files'),
     ('summary', ['--model=resnet51'], 'ConfigError', "'resnet51'"),
+    ('prepare_images', ['/no/such/folder', '/nonexistent/out'], 'DatasetError',
+     '/no/such/folder'),
+    ('landscape', ['--workdir=/nonexistent/x', '--config.landscape.grid_size=0'],
+     'ConfigError', 'grid_size'),
     ('summary', ['--input=abc'], 'IllegalFlagValueError', 'abc'),
 ]
 
