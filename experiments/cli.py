@@ -119,6 +119,10 @@ class Script:
         arg == '--config' or arg.startswith('--config=') for arg in argv):
       argv.insert(0, f'--config={self._config_default}')
     self._config_argv[:] = ['', *argv]
+    # ml_collections defines one flag per --config.field override while parsing; those of an
+    # earlier call would make the same override a DuplicateFlagError.
+    for name in [name for name in self.flags if name.startswith('config.')]:
+      delattr(self.flags, name)
     self.flags.unparse_flags()
     return self.flags(['', *argv])[1:]
 

@@ -23,6 +23,8 @@ def _default_mode() -> int:
 
 def write_text_atomic(path: str, text: str) -> None:
   """Writes `text` (UTF-8) to `path` atomically (see write_bytes_atomic)."""
+  if not isinstance(text, str):
+    raise TypeError(f'{path}: expected text (str) to write, got {type(text).__name__}')
   write_bytes_atomic(path, text.encode('utf-8'))
 
 

@@ -83,6 +83,8 @@ def test_config_overrides_apply_and_reset_between_calls():
   train = _script('train')
   train.SCRIPT.parse(['--config.num_steps=7', '--workdir=/tmp/w'])
   assert train._CONFIG.value.num_steps == 7 and train._WORKDIR.value == '/tmp/w'
+  train.SCRIPT.parse(['--config.num_steps=8'])  # The same override again: no duplicate flag.
+  assert train._CONFIG.value.num_steps == 8
   assert train.SCRIPT.config_path().endswith('signs_resnet50.py')
   train.SCRIPT.parse([])
   assert train._CONFIG.value.num_steps != 7 and train._WORKDIR.value is None
