@@ -12,8 +12,8 @@ The names, and what they say about a model (plain or residual, depth), are defin
                                    bottleneck blocks for d = 9n + 2 from 164 on (164, 1001),
                                    as the paper switches to bottlenecks at ResNet-164.
 
-MODEL_NAMES lists the names with an alias in resnet.py (CIFAR depths 20, 32, 44, 56, 110;
-pre-activation CIFAR depths 20, 110, 164, 1001).
+MODEL_NAMES lists names with an alias in resnet.py (CIFAR depths 20, 32, 44, 56, 110;
+pre-activation CIFAR depths 20, 110, 164; ResNet-1001 is a name by the grammar).
 """
 import dataclasses
 import numbers
@@ -48,7 +48,7 @@ _CIFAR = {(False, True): resnet.ResNet20, (False, False): resnet.Plain20,
           (True, True): resnet.PreactResNet20, (True, False): resnet.PreactPlain20}
 _CIFAR_BOTTLENECK = {True: resnet.PreactResNet164, False: resnet.PreactPlain164}
 _CIFAR_DEPTHS = (20, 32, 44, 56, 110)
-_PREACT_DEPTHS = (20, 110, 164, 1001)
+_PREACT_DEPTHS = (20, 110, 164)  # and 1001 (by the grammar): too big to list
 _PREACT_BOTTLENECK_FROM = 164
 MODEL_NAMES = (tuple(_IMAGENET)
                + tuple(f'cifar_{kind}{depth}' for kind in ('resnet', 'plain')
