@@ -46,6 +46,7 @@ def _last_bn_init(block):
 
 
 def _apply_ops(ops, y, make_bn, bn_name):
+  """`ops` (designs.BN / RELU) applied to `y` in order; a BN is `make_bn(bn_name)`."""
   for op in ops:
     y = make_bn(bn_name)(y) if op == BN else nn.relu(y)
   return y

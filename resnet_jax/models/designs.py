@@ -37,8 +37,7 @@ import dataclasses
 
 from resnet_jax.errors import ConfigError
 
-BN, RELU = 'bn', 'relu'
-OPS = (BN, RELU)
+BN, RELU = 'bn', 'relu'  # The ops a design places.
 
 
 @dataclasses.dataclass(frozen=True)
