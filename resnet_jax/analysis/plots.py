@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from resnet_jax import storage
 from resnet_jax.analysis.gradient_flow import stage_gradient_norms
 from resnet_jax.analysis.results import describe_model, describe_variant
+from resnet_jax.models.designs import DESIGN_NAMES, SHORTCUTS
 
 _KINDS = ('plain', 'residual')
 
@@ -52,7 +53,10 @@ def _curve_styles(models):
   colour and the label names them."""
   variants = {m: describe_variant(m) for m in models}
   several = len(set(variants.values())) > 1
-  keys = {m: (describe_model(m)[1],) + (variants[m] if several else ()) for m in models}
+  # Designs and shortcuts in the order designs.py lists them (the papers' order).
+  order = lambda design, shortcut: (DESIGN_NAMES.index(design), SHORTCUTS.index(shortcut))
+  keys = {m: (describe_model(m)[1],) + (order(*variants[m]) if several else ())
+          for m in models}
   colors = _depth_colors(set(keys.values()))
   styles = {}
   for m in models:
