@@ -109,9 +109,9 @@ class ShortcutOption:
   scale: float = 1.0
 
 
-SHORTCUT_OPTIONS = {
-    'projection': ShortcutOption('projection', reshape='projection'),
+SHORTCUT_OPTIONS = {  # In the papers' order: A, B, C, then the 2016 paper's.
     'zero_pad': ShortcutOption('zero_pad', reshape='zero_pad'),
+    'projection': ShortcutOption('projection', reshape='projection'),
     'projection_all': ShortcutOption('projection_all', reshape='projection',
                                      everywhere='projection'),
     'conv_all': ShortcutOption('conv_all', reshape='projection', everywhere='conv'),
