@@ -24,11 +24,14 @@ the shortcut and impedes information propagation; a ReLU before the addition mak
 branch's output non-negative, so the forward signal can only grow; pre-activation keeps
 the shortcut a clean identity and BN regularises the input of every weight layer.
 
-Here, measured on the 2-core development machine (see README.md, "Block designs and
-shortcuts"): 10 runs (depth 20, seeds 0 and 1) in the wall time the README records. The
-digits are a small, easy set: every design reaches ~0 % training error, and the test
-errors (of 360 images) differ by about the spread over seeds; what they can show is that
-no design breaks training at this depth, not the paper's 0.2-1.8 point gaps.
+Measured here (2026-12-01, the 2-core development machine, `nice -n 5`, while three other
+jobs kept the load average at 9-15): the full sweep, 10 runs (depth 20, seeds 0 and 1),
+1,178 s wall / 387 s CPU; `--quick`, 284 s wall / 119 s CPU (mostly compilation). Final
+training error 0.00 % for every design; test accuracy (360 digits, mean over the seeds)
+original 98.06, BN after addition 97.64, ReLU before addition 97.92, ReLU-only
+pre-activation 97.78, full pre-activation 97.78 % -- spreads of 0.0-0.8 points, so the
+digits at depth 20 separate no design; what they show is that every placement trains.
+README.md ("Block designs and shortcuts") has the table.
 """
 import importlib.util
 import os
