@@ -19,8 +19,9 @@ What to read it against -- the paper's ImageNet top-1 error of ResNet-34 (Table 
 A 25.03 %, B 24.52 %, C 24.19 %: all three far better than the plain net (28.54 %), the
 differences between them small ("projection shortcuts are not essential for addressing the
 degradation problem"); B over A because A's zero-padded channels learn no residual, C over
-B by the extra parameters of the 13 projections. Here the nets are CIFAR nets on 8x8 digits: only two blocks change shape, so A and B differ
-in two small projections and C adds one per block. Measured here (2026-12-01, 2-core
+B by the extra parameters of the 13 projections. Here the nets are CIFAR nets on 8x8
+digits: only two blocks change shape, so A and B differ in two small projections and C adds
+one per block. Measured here (2026-12-01, 2-core
 development machine, `nice -n 5`, load average 10-14 from other jobs): 6 runs (depth 32,
 seeds 0 and 1) in 874 s wall / 355 s CPU; `--quick` 232 s wall / 91 s CPU. Test accuracy
 A 97.64 ± 0.20, B 96.53 ± 0.20, C 96.67 ± 0.79 % (final training error 0.00 / 0.00 /
