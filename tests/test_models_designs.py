@@ -123,10 +123,3 @@ def test_config_fields_select_design_and_shortcut():
   with pytest.raises(ConfigError, match=r"config\.block_design='preact'.*full_preact"):
     config_lib.validate_config(config)
 
-
-def test_final_bn_of_preact_nets_counts_in_the_last_stage():
-  from resnet_jax.analysis.gradient_flow import stage_gradient_norms
-  norms = stage_gradient_norms({'stem_conv': 1.0, 'stage1_block1/conv1': 2.0,
-                                'stage2_block1/conv1': 3.0, 'post_bn': 4.0, 'head': 5.0})
-  assert list(norms) == ['stem', 'stage1', 'stage2', 'head']
-  assert norms['stage2'] == pytest.approx(((9 + 16) / 2) ** 0.5)
