@@ -2,7 +2,9 @@
 
 Variable names are a contract (the weight importer relies on them): `stem_conv`,
 `stem_bn`, blocks `stage{s}_block{b}` (s and b from 1; stage1 is Keras's "conv2"),
-and the classifier `head`. The model returns logits in the compute dtype.
+and the classifier `head`; the block design (models/designs.py) may drop `stem_bn` and
+add a final `post_bn` (full pre-activation, Keras's ResNetV2 names). The model returns
+logits in the compute dtype.
 """
 import functools
 from typing import Any, Callable, Sequence
