@@ -1,5 +1,5 @@
 """resnet_jax.models: residual blocks, the ResNet family, plain twins and layouts."""
-from resnet_jax.models.blocks import BasicBlock, BottleneckBlock, ConvolutionalBlock, IdentityBlock
+from resnet_jax.models.blocks import BasicBlock, ConvolutionalBlock, IdentityBlock
 from resnet_jax.models.designs import (
   DESIGN_NAMES,
   DESIGNS,

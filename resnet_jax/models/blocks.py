@@ -135,6 +135,11 @@ class IdentityBlock(nn.Module):
       'matmul' (models/conv.py); the parameters are nn.Conv's either way.
     conv, norm: partials of nn.Conv / nn.BatchNorm; None builds them from the layout.
     design: where BN and ReLU sit (models/designs.py); 'original' is the course's.
+    strides, shortcut, subsample_stride_only: for the blocks of a ResNet that do not open
+      a stage. The shortcut is the input itself unless the shortcut option
+      (designs.SHORTCUTS) puts a projection in every block, or the block is strided
+      (Keras's ResNetV2: the last block of a stage), which projects (option B) or, with
+      `subsample_stride_only`, subsamples the input (Keras's 1x1 max-pool).
   """
   filters: Sequence[int]
   kernel_size: int = 3
@@ -147,6 +152,9 @@ class IdentityBlock(nn.Module):
   conv: ModuleDef | None = None
   norm: ModuleDef | None = None
   design: Any = 'original'
+  strides: int = 1
+  shortcut: str = 'projection'
+  subsample_stride_only: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -155,7 +163,9 @@ class IdentityBlock(nn.Module):
           f'IdentityBlock.filters[2]={self.filters[-1]} differs from the input\'s '
           f'{x.shape[-1]} channels; expected them equal (a shape-changing block is '
           'a ConvolutionalBlock)')
-    return _residual_block(self, x, train, _bottleneck_branch(self, 1), 'identity')
+    kind = shortcut_kind(get_shortcut(self.shortcut), get_design(self.design), x.shape[-1],
+                         self.filters[-1], self.strides, self.subsample_stride_only)
+    return _residual_block(self, x, train, _bottleneck_branch(self, self.strides), kind)
 
 
 class ConvolutionalBlock(nn.Module):
@@ -179,46 +189,15 @@ class ConvolutionalBlock(nn.Module):
   norm: ModuleDef | None = None
   design: Any = 'original'
 
-  @nn.compact
-  def __call__(self, x, train: bool):
-    kind = 'projection' if get_design(self.design).projection_bn else 'conv'
-    return _residual_block(self, x, train, _bottleneck_branch(self, self.strides), kind)
-
-
-class BottleneckBlock(nn.Module):
-  """1x1 -> kxk -> 1x1 with the shortcut that `shortcut` and the shape call for.
-
-  What the ResNet builds its bottleneck stages from. `opens_stage`: the block's shortcut
-  is a projection even where the shape does not change (every bottleneck stage opens
-  with one, in the 2015 nets and in Keras's ResNetV2), unless the option says what every
-  shortcut is. `subsample_stride_only`: a block that changes only the resolution
-  subsamples its shortcut under option B (Keras's ResNetV2). Attributes otherwise as
-  ConvolutionalBlock, plus `shortcut` (designs.SHORTCUTS).
-  """
-  filters: Sequence[int]
-  kernel_size: int = 3
-  strides: int = 1
   shortcut: str = 'projection'
-  opens_stage: bool = False
-  subsample_stride_only: bool = False
-  layout: Any = 'coursera'
-  kernel_init: Callable | None = None
-  residual: bool = True
-  dtype: Any = jnp.float32
-  zero_init_last_bn: bool = False
-  conv_impl: str = 'auto'
-  conv: ModuleDef | None = None
-  norm: ModuleDef | None = None
-  design: Any = 'original'
 
   @nn.compact
   def __call__(self, x, train: bool):
     option, design = get_shortcut(self.shortcut), get_design(self.design)
-    if self.opens_stage and option.everywhere is None:
+    if option.everywhere is None:  # Every stage opens with a projection.
       kind = 'projection' if design.projection_bn else 'conv'
     else:
-      kind = shortcut_kind(option, design, x.shape[-1], self.filters[-1], self.strides,
-                           self.subsample_stride_only)
+      kind = shortcut_kind(option, design, x.shape[-1], self.filters[-1], self.strides)
     return _residual_block(self, x, train, _bottleneck_branch(self, self.strides), kind)
 
 
@@ -231,7 +210,7 @@ class BasicBlock(nn.Module):
   stride, channels padded with zeros; no parameters); 'projection_all' (C),
   'conv_all' and 'scaled' as designs.py says. Attributes as IdentityBlock, with a
   single `filters` count, plus `strides`, `shortcut` and `subsample_stride_only` (as
-  BottleneckBlock's).
+  IdentityBlock's).
   """
   filters: int
   kernel_size: int = 3

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.models.blocks import BasicBlock, BottleneckBlock
+from resnet_jax.models.blocks import BasicBlock, ConvolutionalBlock, IdentityBlock
 from resnet_jax.models.conv import CONV_IMPLS
 from resnet_jax.models.designs import BN, DESIGN_NAMES, SHORTCUTS, get_design
 from resnet_jax.models.layouts import conv_and_norm, get_layout
@@ -132,17 +132,21 @@ class ResNet(nn.Module):
 
     common = dict(kernel_size=self.kernel_size, layout=layout, residual=self.residual,
                   dtype=self.dtype, zero_init_last_bn=self.zero_init_last_bn,
-                  conv=conv, norm=norm, design=self.design, shortcut=self.shortcut,
-                  subsample_stride_only=design.preactivation and layout.preact_stride_last)
+                  conv=conv, norm=norm, design=self.design, shortcut=self.shortcut)
+    subsample = design.preactivation and layout.preact_stride_last
     for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
       for b in range(1, size + 1):
         strides = self._stage_strides(s, b, size)
         name = f'stage{s}_block{b}'
         if self.block == 'basic':
-          x = BasicBlock(width, strides=strides, name=name, **common)(x, bn_train)
+          x = BasicBlock(width, strides=strides, subsample_stride_only=subsample, name=name,
+                         **common)(x, bn_train)
+        elif b == 1:  # Every bottleneck stage opens with a projection.
+          x = ConvolutionalBlock((width, width, 4 * width), strides=strides, name=name,
+                                 **common)(x, bn_train)
         else:
-          x = BottleneckBlock((width, width, 4 * width), strides=strides, opens_stage=b == 1,
-                              name=name, **common)(x, bn_train)
+          x = IdentityBlock((width, width, 4 * width), strides=strides,
+                            subsample_stride_only=subsample, name=name, **common)(x, bn_train)
     for op in design.final:
       x = norm(use_running_average=not bn_train, name='post_bn')(x) if op == BN else nn.relu(x)
 
