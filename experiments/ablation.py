@@ -3,6 +3,10 @@
   python experiments/ablation.py --config experiments/configs/ablation_digits.py \
       --workdir runs/ablation
   python experiments/ablation.py --workdir /tmp/ablation_quick --quick   # smoke run, < 1 min
+  python experiments/ablation.py --config experiments/configs/ablation_block_design.py
+      # also ablation_shortcuts.py, ablation_depth_preact.py: block designs and shortcut
+      # options of He et al. 2016 / 2015, through model names such as
+      # 'cifar_resnet20:block_design=full_preact' (resnet_jax/analysis/sweep.py)
 
 Each (model, seed) is an ordinary training run in <workdir>/<model>/seed<k>: rerunning the
 same command resumes an interrupted run and skips finished ones. At the end the workdir

@@ -104,3 +104,11 @@ def test_deep_plain_net_first_stage_gradient_against_its_residual_twin(digits_ba
         stage1[name, train] = norms['stage1']
     assert stage1['plain', False] * 100 < stage1['residual', False], (seed, stage1)
     assert stage1['plain', True] > 10 * stage1['residual', True], (seed, stage1)
+
+
+def test_final_bn_of_preact_nets_counts_in_the_last_stage():
+  norms = gradient_flow.stage_gradient_norms({'stem_conv': 1.0, 'stage1_block1/conv1': 2.0,
+                                              'stage2_block1/conv1': 3.0, 'post_bn': 4.0,
+                                              'head': 5.0})
+  assert list(norms) == ['stem', 'stage1', 'stage2', 'head']
+  assert norms['stage2'] == pytest.approx(((9 + 16) / 2) ** 0.5)

@@ -274,3 +274,65 @@ def test_tf_and_torch_padding_differ_for_strided_convs():
   """The two conventions align a strided 3x3 differently on an even input."""
   assert _tf_same_pads(8, 3, 2) == (0, 1)
   assert get_layout('torchvision').conv_padding(3) == ((1, 1), (1, 1))
+
+
+# --- the placements of He et al. 2016, Fig. 4, each written out in keras.layers --------
+
+
+def _k_conv(x, name, filters, k, s, bias, pad):
+  if pad and k > 1:  # Keras ResNetV2's explicit symmetric padding before a 'valid' conv.
+    x = keras.layers.ZeroPadding2D(k // 2)(x)
+  return keras.layers.Conv2D(filters, k, strides=s, padding='valid' if pad else 'same',
+                             use_bias=bias, kernel_initializer='zeros', name=name)(x)
+
+
+def _k_bn(x, name, training):
+  return keras.layers.BatchNormalization(axis=3, epsilon=get_layout('keras').bn_epsilon,
+                                         name=name)(x, training=training)
+
+
+def _relu(x):
+  return keras.layers.Activation('relu')(x)
+
+
+def keras_design_block(x, design, filters, s, training):
+  """A basic block in the keras layout, in each placement of Fig. 4, written out."""
+  relu, bn = _relu, lambda y, name: _k_bn(y, name, training)
+  project = s != 1 or x.shape[-1] != filters
+  if design == 'original':  # (a)
+    y = bn(_k_conv(relu(bn(_k_conv(x, 'conv1', filters, 3, s, True, False), 'bn1')), 'conv2',
+                   filters, 3, 1, True, False), 'bn2')
+    short = bn(_k_conv(x, 'proj_conv', filters, 1, s, True, False), 'proj_bn') if project else x
+    return relu(keras.layers.Add()([y, short]))
+  if design == 'bn_after_add':  # (b)
+    y = _k_conv(relu(bn(_k_conv(x, 'conv1', filters, 3, s, True, False), 'bn1')), 'conv2',
+                filters, 3, 1, True, False)
+    short = bn(_k_conv(x, 'proj_conv', filters, 1, s, True, False), 'proj_bn') if project else x
+    return relu(bn(keras.layers.Add()([y, short]), 'add_bn'))
+  if design == 'relu_before_add':  # (c)
+    y = relu(bn(_k_conv(relu(bn(_k_conv(x, 'conv1', filters, 3, s, True, False), 'bn1')),
+                        'conv2', filters, 3, 1, True, False), 'bn2'))
+    short = bn(_k_conv(x, 'proj_conv', filters, 1, s, True, False), 'proj_bn') if project else x
+    return keras.layers.Add()([y, short])
+  if design == 'relu_preact':  # (d): biases only where no BN follows, as ResNetV2
+    p = relu(x)
+    y = bn(_k_conv(relu(bn(_k_conv(p, 'conv1', filters, 3, s, False, True), 'bn1')), 'conv2',
+                   filters, 3, 1, False, True), 'bn2')
+    short = bn(_k_conv(p, 'proj_conv', filters, 1, s, False, True), 'proj_bn') if project else x
+    return keras.layers.Add()([y, short])
+  # (e) full pre-activation: the projection takes the pre-activated input, no BN.
+  p = relu(bn(x, 'preact_bn'))
+  y = _k_conv(relu(bn(_k_conv(p, 'conv1', filters, 3, s, False, True), 'bn1')), 'conv2',
+              filters, 3, 1, True, True)
+  short = _k_conv(p, 'proj_conv', filters, 1, s, True, True) if project else x
+  return keras.layers.Add()([y, short])
+
+
+@pytest.mark.parametrize('design', ['original', 'bn_after_add', 'relu_before_add',
+                                    'relu_preact', 'full_preact'])
+@pytest.mark.parametrize('filters,strides,size,in_channels', [(5, 2, 8, 3), (4, 1, 6, 4)])
+def test_every_fig4_placement_equals_keras(design, filters, strides, size, in_channels):
+  x = _input(2, size, in_channels, seed=size + len(design))
+  build = lambda inp, training: keras_design_block(inp, design, filters, strides, training)
+  block = BasicBlock(filters, strides=strides, layout='keras', design=design, conv_impl='xla')
+  _compare(build, block, x, seed=filters)

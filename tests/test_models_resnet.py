@@ -77,6 +77,10 @@ REFERENCE_COUNTS = [
     ('resnet50', 224, dict(layout='keras'), 25_636_712, None),
     ('resnet101', 224, dict(layout='keras'), 44_707_176, None),
     ('resnet152', 224, dict(layout='keras'), 60_419_944, None),
+    # keras.applications: ResNet50V2 / ResNet101V2 / ResNet152V2 (weights=None).
+    ('resnet50v2', 224, {}, 25_613_800, None),
+    ('resnet101v2', 224, {}, 44_675_560, None),
+    ('resnet152v2', 224, {}, 60_380_648, None),
     # torchvision.models: parameters only (running statistics are buffers there).
     ('resnet18', 224, dict(layout='torchvision'), None, 11_689_512),
     ('resnet34', 224, dict(layout='torchvision'), None, 21_797_672),
@@ -116,6 +120,9 @@ def _without_projections(tree):
     ('resnet18', 'plain18', {'layout': 'torchvision'}),
     ('cifar_resnet20', 'cifar_plain20', {}),
     ('cifar_resnet20', 'cifar_plain20', {'shortcut': 'projection'}),
+    ('resnet50v2', 'plain50v2', {}),
+    ('cifar_preact_resnet20', 'cifar_preact_plain20', {}),
+    ('cifar_resnet20', 'cifar_plain20', {'design': 'bn_after_add', 'shortcut': 'conv_all'}),
 ])
 def test_plain_twin_is_the_residual_net_minus_projections(residual, plain, overrides):
   size = _intended_input(residual)
@@ -128,7 +135,7 @@ def test_plain_twin_is_the_residual_net_minus_projections(residual, plain, overr
   projection = sum(_size(block[k]) for block in res_vars['params'].values()
                    for k in block if k.startswith('proj_'))
   assert _size(plain_vars['params']) == _size(res_vars['params']) - projection
-  if overrides.get('shortcut') == 'projection' or not residual.startswith('cifar'):
+  if overrides.get('shortcut', 'zero_pad') != 'zero_pad' or not residual.startswith('cifar'):
     assert projection > 0
   else:  # option A shortcuts have no parameters
     assert projection == 0
@@ -364,7 +371,7 @@ def test_create_model_rejects_unknown_names_layouts_and_fields():
   with pytest.raises(ConfigError, match='shortcut'):
     create_model('resnet50', shortcut='zero_pad')
   assert set(LAYOUT_NAMES) == {'coursera', 'keras', 'torchvision'}
-  assert len(MODEL_NAMES) == 20
+  assert len(MODEL_NAMES) == 32  # 20, plus 6 ResNetV2 and 6 pre-activation CIFAR names
 
 
 def test_every_cifar_depth_6n_plus_2_is_a_name():

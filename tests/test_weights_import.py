@@ -448,3 +448,65 @@ def test_convert_with_new_head_and_mismatch(tmp_path, variables, plain_cifar_var
   with pytest.raises(WeightsError, match=r"'conv3_block1_0_conv'.*fits no variable"):
     convert_keras_h5(projected, tmp_path / 'no', model_name='cifar_resnet20')
   assert not (tmp_path / 'no').exists()
+
+
+# --- ResNetV2 (pre-activation) under Keras Applications' names ------------------------
+
+
+@pytest.fixture(scope='module')
+def v2_model():
+  return ResNet(stage_sizes=(2, 2), widths=(4, 8), num_classes=5, design='full_preact',
+                layout='keras')
+
+
+@pytest.fixture(scope='module')
+def v2_variables(v2_model):
+  shapes = jax.eval_shape(lambda: v2_model.init(jax.random.key(0), np.zeros((1, 32, 32, 3)),
+                                                train=False))
+  rng = np.random.default_rng(1)
+  return jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), shapes)
+
+
+def keras_v2_layers(variables):
+  """[(Keras Applications ResNetV2 name, [(weight name, array)])], in ResNetV2's order."""
+  params, stats = variables['params'], variables['batch_stats']
+
+  def conv(name, p):
+    return name, [('kernel', p['kernel'])] + ([('bias', p['bias'])] if 'bias' in p else [])
+
+  def bn(name, p, s):
+    return name, [('gamma', p['scale']), ('beta', p['bias']), ('moving_mean', s['mean']),
+                  ('moving_variance', s['var'])]
+
+  layers = [('input_layer', []), conv('conv1_conv', params['stem_conv'])]
+  for block in sorted(k for k in params if k.startswith('stage')):
+    stage, number = block.removeprefix('stage').split('_block')
+    prefix, p, s = f'conv{int(stage) + 1}_block{number}', params[block], stats[block]
+    layers.append(bn(f'{prefix}_preact_bn', p['preact_bn'], s['preact_bn']))
+    if 'proj_conv' in p:
+      layers.append(conv(f'{prefix}_0_conv', p['proj_conv']))
+    for i in (1, 2):
+      layers += [conv(f'{prefix}_{i}_conv', p[f'conv{i}']),
+                 bn(f'{prefix}_{i}_bn', p[f'bn{i}'], s[f'bn{i}'])]
+    layers.append(conv(f'{prefix}_3_conv', p['conv3']))
+  layers.append(bn('post_bn', params['post_bn'], stats['post_bn']))
+  head = params['head']
+  return layers + [('predictions', [('kernel', head['kernel']), ('bias', head['bias'])])]
+
+
+@pytest.mark.parametrize('full_model', [False, True])
+def test_resnetv2_round_trip(tmp_path, v2_model, v2_variables, full_model):
+  path = tmp_path / 'v2.h5'
+  write_h5(path, keras_v2_layers(v2_variables), full_model=full_model)
+  assert_same(load_keras_h5(path, v2_model), v2_variables)
+
+
+def test_resnetv2_notop_and_missing_preact_bn(tmp_path, v2_model, v2_variables):
+  layers = keras_v2_layers(v2_variables)
+  write_h5(tmp_path / 'notop.h5', layers[:-1])
+  assert_same(load_keras_h5(tmp_path / 'notop.h5', v2_model, init_variables=v2_variables),
+              v2_variables)
+  write_h5(tmp_path / 'broken.h5', [layer for layer in layers
+                                    if layer[0] != 'conv3_block2_preact_bn'])
+  with pytest.raises(WeightsError, match="no layer 'conv3_block2_preact_bn'.*stage2_block2"):
+    load_keras_h5(tmp_path / 'broken.h5', v2_model)

@@ -34,8 +34,8 @@ def randomize(model, seed):
       values = [rng.uniform(0.5, 1.5, c), rng.normal(0.0, 0.2, c),
                 rng.normal(0.0, 0.5, c), rng.uniform(0.5, 2.0, c)]
       layer.set_weights([v.astype(np.float32) for v in values])
-    elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-      kernel, bias = layer.get_weights()
+    elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.use_bias:
+      kernel, bias = layer.get_weights()  # Convs without a bias (ResNetV2's) keep theirs.
       layer.set_weights([kernel, rng.normal(0.0, 0.1, bias.shape).astype(np.float32)])
 
 

@@ -79,11 +79,17 @@ def stage_gradient_norms(layer_norms):
 
   Returns:
     {stage: float}, ordered stem, stage1, stage2, ..., then anything else
-    (the head) in the order first seen.
+    (the head) in the order first seen; a pre-activation net's post_bn counts in its
+    last stage.
   """
   groups = {}
   for layer, norm in layer_norms.items():
     groups.setdefault(stage_of(layer), []).append(float(norm))
+  # The final BN of a pre-activation net closes its last stage (Keras's ResNetV2 counts
+  # post_bn with conv5): every design then has the same stages on a figure's axis.
+  stages = sorted((s for s in groups if _stage_rank(s)[0] == 1), key=_stage_rank)
+  if 'post_bn' in groups and stages:
+    groups[stages[-1]].extend(groups.pop('post_bn'))
   return {stage: (sum(n * n for n in groups[stage]) / len(groups[stage])) ** 0.5
           for stage in sorted(groups, key=_stage_rank)}
 

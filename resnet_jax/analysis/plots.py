@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 
 from resnet_jax import storage
 from resnet_jax.analysis.gradient_flow import stage_gradient_norms
-from resnet_jax.analysis.results import describe_model
+from resnet_jax.analysis.results import describe_model, describe_variant
+from resnet_jax.models.designs import DESIGN_NAMES, SHORTCUTS
 
 _KINDS = ('plain', 'residual')
 
@@ -46,6 +47,26 @@ def _depth_colors(depths):
   return {d: cmap(0.85 * i / max(1, len(depths) - 1)) for i, d in enumerate(sorted(depths))}
 
 
+def _curve_styles(models):
+  """{model: (sort key, colour, label)}: colour is depth, as in Figure 6; where the sweep
+  holds several block designs or shortcuts, each (depth, design, shortcut) gets its own
+  colour and the label names them."""
+  variants = {m: describe_variant(m) for m in models}
+  several = len(set(variants.values())) > 1
+  # Designs and shortcuts in the order designs.py lists them (the papers' order).
+  order = lambda design, shortcut: (DESIGN_NAMES.index(design), SHORTCUTS.index(shortcut))
+  keys = {m: (describe_model(m)[1],) + (order(*variants[m]) if several else ())
+          for m in models}
+  colors = _depth_colors(set(keys.values()))
+  styles = {}
+  for m in models:
+    kind, depth = describe_model(m)
+    design, shortcut = variants[m]
+    label = f'{kind}-{depth}' + (f' {design}, {shortcut}' if several else '')
+    styles[m] = (keys[m], colors[keys[m]], label)
+  return styles
+
+
 def _new_figure(columns, width, height, title):
   fig = Figure(figsize=(width, height))
   axes = fig.subplots(1, columns, sharey=True, squeeze=False)[0]
@@ -62,19 +83,19 @@ def _save(fig, path):
 def plot_training_error(runs, path, title=None):
   """Writes the Figure-6-style training-error figure of `runs` (from collect_runs) to `path`."""
   groups = _group_by_model(runs)
-  colors = _depth_colors({describe_model(m)[1] for m in groups})
+  styles = _curve_styles(groups)
   fig, axes = _new_figure(2, 11, 4.2, title)
   train_error = lambda r: 100 * (1 - r['train_accuracy'])
   test_error = lambda r: 100 * (1 - r['eval_accuracy'])
   for ax, kind in zip(axes, _KINDS):
-    for model in sorted(groups, key=lambda m: describe_model(m)[1]):
-      model_kind, depth = describe_model(model)
-      if model_kind != kind:
+    for model in sorted(groups, key=lambda m: styles[m][0]):
+      if describe_model(model)[0] != kind:
         continue
-      ax.plot(*mean_curve(groups[model], 'train', train_error), '--', color=colors[depth],
+      _, color, label = styles[model]
+      ax.plot(*mean_curve(groups[model], 'train', train_error), '--', color=color,
               linewidth=1.0)
-      ax.plot(*mean_curve(groups[model], 'evals', test_error), '-', color=colors[depth],
-              linewidth=2.0, label=f'{kind}-{depth} ({_count(len(groups[model]), "seed")})')
+      ax.plot(*mean_curve(groups[model], 'evals', test_error), '-', color=color,
+              linewidth=2.0, label=f'{label} ({_count(len(groups[model]), "seed")})')
     ax.set_title(f'{kind} networks')
     ax.set_xlabel('iterations')
     ax.grid(alpha=0.3)
@@ -108,17 +129,18 @@ def plot_gradient_flow(runs, path, title=None):
   groups = {m: mean_stage_norms(rs) for m, rs in _group_by_model(runs).items()}
   groups = {m: g for m, g in groups.items() if g}
   steps = sorted(set().union(*(set(g) for g in groups.values()))) if groups else []
-  colors = _depth_colors({describe_model(m)[1] for m in groups})
+  styles = _curve_styles(groups)
   columns = max(1, len(steps))
   fig, axes = _new_figure(columns, 3.6 * columns, 4, title)
   for ax, step in zip(axes, steps):
-    for model in sorted(groups, key=describe_model):
+    for model in sorted(groups, key=lambda m: (describe_model(m), styles[m][0])):
       if step not in groups[model]:
         continue
-      kind, depth = describe_model(model)
+      kind = describe_model(model)[0]
+      _, color, label = styles[model]
       stages = groups[model][step]
       ax.plot(range(len(stages)), list(stages.values()), '--' if kind == 'plain' else '-',
-              marker='o', color=colors[depth], label=f'{kind}-{depth}')
+              marker='o', color=color, label=label)
       ax.set_xticks(range(len(stages)), list(stages), rotation=30)
     ax.set_yscale('log')
     ax.set_title('initialisation' if step == 0 else f'iteration {step}')

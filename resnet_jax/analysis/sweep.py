@@ -1,10 +1,14 @@
-"""Residual-against-plain sweeps: one ordinary training run per (model, seed).
+"""Sweeps of residual designs: one ordinary training run per (model, seed).
 
 A sweep config (see experiments/configs/ablation_digits.py) holds:
   train:  a training config (resnet_jax.train.config.base_config) shared by every run;
   models: model names (resnet_jax.models.registry), e.g. ('cifar_plain20', 'cifar_plain56',
           'cifar_resnet20', ...); 'cifar_plain<6n+2>' / 'cifar_resnet<6n+2>' give CIFAR nets
-          of any depth (tiny ones in experiments/configs/ablation_quick.py);
+          of any depth (tiny ones in experiments/configs/ablation_quick.py); a name may
+          set the block design and shortcut option of its runs after a ':', e.g.
+          'cifar_resnet110:block_design=bn_after_add' or 'resnet34:shortcut=zero_pad'
+          (analysis/results.py, parse_run_name), so that one sweep compares residual
+          against plain, block designs (He et al. 2016, Fig. 4) or shortcut options;
   seeds:  the seeds each model is trained with;
   probe_batch_size: training images in the fixed batch of the gradient-flow probe;
   title:  a line for the figures.
@@ -44,9 +48,13 @@ def run_dir(workdir, model_name, seed):
 
 
 def run_config(config, model_name, seed):
-  """The training config of one run: the sweep's shared one with the model and seed set."""
+  """The training config of one run: the sweep's shared one with the model (and the design
+  and shortcut its name sets, if any) and the seed set."""
   train = config.train.copy_and_resolve_references()
-  train.model = model_name
+  model, settings = results.parse_run_name(model_name)
+  train.model = model
+  for field, value in settings.items():
+    train[field] = value
   train.seed = int(seed)
   return train
 
@@ -243,7 +251,7 @@ def check_sweep_config(config):
   # the sweep here.
   for name in config.models:
     try:
-      models.parse_model_name(name)
+      models.parse_model_name(results.parse_run_name(name)[0])
       config_lib.validate_config(run_config(config, name, config.seeds[0]))
     except ConfigError as error:
       raise ConfigError(f'sweep config.models, the runs of {name!r}: {error}') from error

@@ -1,5 +1,15 @@
 """resnet_jax.models: residual blocks, the ResNet family, plain twins and layouts."""
 from resnet_jax.models.blocks import BasicBlock, ConvolutionalBlock, IdentityBlock
+from resnet_jax.models.designs import (
+  DESIGN_NAMES,
+  DESIGNS,
+  SHORTCUT_OPTIONS,
+  SHORTCUTS,
+  BlockDesign,
+  ShortcutOption,
+  get_design,
+  get_shortcut,
+)
 from resnet_jax.models.layouts import LAYOUT_NAMES, LAYOUTS, Layout, get_layout
 from resnet_jax.models.registry import (
   MODEL_NAMES,
@@ -17,10 +27,21 @@ from resnet_jax.models.resnet import (
   Plain34,
   Plain44,
   Plain50,
+  Plain50V2,
   Plain56,
   Plain101,
+  Plain101V2,
   Plain110,
   Plain152,
+  Plain152V2,
+  PreactPlain20,
+  PreactPlain110,
+  PreactPlain164,
+  PreactPlain1001,
+  PreactResNet20,
+  PreactResNet110,
+  PreactResNet164,
+  PreactResNet1001,
   ResNet,
   ResNet18,
   ResNet20,
@@ -28,9 +49,12 @@ from resnet_jax.models.resnet import (
   ResNet34,
   ResNet44,
   ResNet50,
+  ResNet50V2,
   ResNet56,
   ResNet101,
+  ResNet101V2,
   ResNet110,
   ResNet152,
+  ResNet152V2,
 )
 from resnet_jax.models.summary import LayerRow, Summary, summarize

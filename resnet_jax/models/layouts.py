@@ -45,6 +45,15 @@ class Layout:
       equals Keras's ZeroPadding2D as well as PyTorch's -inf padding.
     conv_init: the reference's default conv kernel initializer.
     dense_init: the reference's default classifier kernel initializer.
+    preact_stride_last: in pre-activation nets (models/designs.py), the stride sits on
+      the last block of every stage but the last (Keras Applications' ResNetV2), not on
+      the first block of every stage but the first; a block that then changes only the
+      resolution subsamples its shortcut (Keras's 1x1 max-pool) under option B.
+    preact_padding_convention: padding of the kxk convs of pre-activation nets; None:
+      `padding_convention` (Keras's ResNetV2 pads 1 on each side before a 'valid' 3x3).
+    preact_conv_bias: conv biases of pre-activation nets: 'all', 'none', or
+      'unless_bn_follows' (Keras's ResNetV2: no bias on a conv that BN follows); None:
+      'all' or 'none' as `conv_bias`.
   """
   name: str
   conv_bias: bool
@@ -56,15 +65,28 @@ class Layout:
   pool_padding: int
   conv_init: Initializer
   dense_init: Initializer
+  preact_stride_last: bool = False
+  preact_padding_convention: str | None = None
+  preact_conv_bias: str | None = None
 
-  def conv_padding(self, kernel_size: int):
+  def conv_padding(self, kernel_size: int, preactivation: bool = False):
     """Flax `padding` for a kxk conv that keeps the size at stride 1."""
-    if self.padding_convention == 'tf':
+    convention = self.padding_convention
+    if preactivation and self.preact_padding_convention:
+      convention = self.preact_padding_convention
+    if convention == 'tf':
       return 'SAME'
     # Symmetric k//2 for odd k, as torchvision. Even kernels (never used by
     # torchvision) put the extra pixel at the end, so shapes still match.
     lo, hi = (kernel_size - 1) // 2, kernel_size // 2
     return ((lo, hi), (lo, hi))
+
+  def has_conv_bias(self, preactivation: bool, bn_follows: bool) -> bool:
+    """Whether a conv has a bias: the reference's rule for its kind of network."""
+    if not preactivation:
+      return self.conv_bias
+    rule = self.preact_conv_bias or ('all' if self.conv_bias else 'none')
+    return rule == 'all' or (rule == 'unless_bn_follows' and not bn_follows)
 
 
 LAYOUTS = {
@@ -74,12 +96,13 @@ LAYOUTS = {
         stride_in_1x1=True, padding_convention='tf', stem_padding=3,
         pool_padding=0, conv_init=nn.initializers.glorot_uniform(),
         dense_init=nn.initializers.glorot_uniform()),
-    # keras.applications.ResNet50 (v1).
+    # keras.applications.ResNet50 (v1) and ResNet50V2 (pre-activation).
     'keras': Layout(
         name='keras', conv_bias=True, bn_epsilon=1.001e-5, bn_momentum=0.99,
         stride_in_1x1=True, padding_convention='tf', stem_padding=3,
         pool_padding=1, conv_init=nn.initializers.glorot_uniform(),
-        dense_init=nn.initializers.glorot_uniform()),
+        dense_init=nn.initializers.glorot_uniform(), preact_stride_last=True,
+        preact_padding_convention='torch', preact_conv_bias='unless_bn_follows'),
     # torchvision.models.resnet (v1.5).
     'torchvision': Layout(
         name='torchvision', conv_bias=False, bn_epsilon=1e-5, bn_momentum=0.9,

@@ -2,7 +2,9 @@
 
 Variable names are a contract (the weight importer relies on them): `stem_conv`,
 `stem_bn`, blocks `stage{s}_block{b}` (s and b from 1; stage1 is Keras's "conv2"),
-and the classifier `head`. The model returns logits in the compute dtype.
+and the classifier `head`; the block design (models/designs.py) may drop `stem_bn` and
+add a final `post_bn` (full pre-activation, Keras's ResNetV2 names). The model returns
+logits in the compute dtype.
 """
 import functools
 from typing import Any, Callable, Sequence
@@ -11,8 +13,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.models.blocks import SHORTCUTS, BasicBlock, ConvolutionalBlock, IdentityBlock
+from resnet_jax.models.blocks import BasicBlock, ConvolutionalBlock, IdentityBlock
 from resnet_jax.models.conv import CONV_IMPLS
+from resnet_jax.models.designs import BN, DESIGN_NAMES, SHORTCUTS, get_design
 from resnet_jax.models.layouts import conv_and_norm, get_layout
 
 BLOCKS = ('bottleneck', 'basic')
@@ -33,7 +36,11 @@ class ResNet(nn.Module):
     num_classes: size of the logits.
     layout: a layout name or Layout; see layouts.py.
     residual: False gives the plain twin (no skips, no projection branches).
-    shortcut: for basic blocks that change shape, 'projection' or 'zero_pad'.
+    shortcut: the shortcut option (models/designs.py): 'projection' (B), 'zero_pad' (A,
+      basic blocks only), 'projection_all' (C), 'conv_all' or 'scaled'.
+    design: where BN and ReLU sit in the blocks and around them (models/designs.py):
+      'original' (the 2015 nets), 'full_preact' (He et al. 2016; Keras's ResNetV2), or a
+      placement of the 2016 paper's Fig. 4 between them.
     kernel_size: size of the blocks' kxk convs.
     dtype: compute dtype; parameters are float32.
     kernel_init: initializer of every conv and the head; None means the layout's.
@@ -62,17 +69,20 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None
   zero_init_last_bn: bool = False
   conv_impl: str = 'auto'
+  design: str = 'original'
 
   def __post_init__(self):
     _check_choice('block', self.block, BLOCKS)
     _check_choice('stem', self.stem, STEMS)
     _check_choice('shortcut', self.shortcut, SHORTCUTS)
     _check_choice('conv_impl', self.conv_impl, CONV_IMPLS)
+    _check_choice('design', self.design, DESIGN_NAMES)
     get_layout(self.layout)
-    if self.block == 'bottleneck' and self.shortcut != 'projection':
+    if self.block == 'bottleneck' and self.shortcut == 'zero_pad':
       raise ConfigError(
-          f"ResNet.shortcut={self.shortcut!r} with block='bottleneck'; expected "
-          "'projection' (bottleneck stages always open with a ConvolutionalBlock)")
+          f"ResNet.shortcut={self.shortcut!r} with block='bottleneck'; expected one of "
+          f"{tuple(s for s in SHORTCUTS if s != 'zero_pad')} (bottleneck stages always "
+          'open with a projection)')
     if len(self.widths) != len(self.stage_sizes):
       raise ConfigError(
           f'ResNet.widths has {len(self.widths)} entries and stage_sizes '
@@ -85,41 +95,60 @@ class ResNet(nn.Module):
     stem = 4 if self.stem == 'imagenet' else 1
     return stem * 2 ** (len(self.stage_sizes) - 1)
 
+  def _stage_strides(self, stage: int, block: int, size: int) -> int:
+    """2 where the stage halves the resolution, else 1: on the first block of every stage
+    but the first, or (pre-activation nets in a layout that says so: Keras's ResNetV2) on
+    the last block of every stage but the last."""
+    if get_design(self.design).preactivation and get_layout(self.layout).preact_stride_last:
+      return 2 if stage < len(self.stage_sizes) and block == size else 1
+    return 2 if stage > 1 and block == 1 else 1
+
   @nn.compact
   def __call__(self, x, train: bool):
-    layout = get_layout(self.layout)
+    layout, design = get_layout(self.layout), get_design(self.design)
     conv, norm = conv_and_norm(layout, self.dtype, self.kernel_init,
                                self.bn_axis_name, self.conv_impl)
     bn_train = train and not self.frozen_bn
     x = jnp.asarray(x, self.dtype)
 
+    stem_bias = layout.has_conv_bias(design.preactivation, design.stem[:1] == (BN,))
     if self.stem == 'imagenet':
       pad = layout.stem_padding
-      x = conv(self.stem_width, (7, 7), strides=(2, 2),
-               padding=((pad, pad), (pad, pad)), name='stem_conv')(x)
+      x = conv(self.stem_width, (7, 7), strides=(2, 2), padding=((pad, pad), (pad, pad)),
+               use_bias=stem_bias, name='stem_conv')(x)
     else:
-      x = conv(self.stem_width, (3, 3), padding=layout.conv_padding(3),
-               name='stem_conv')(x)
-    x = nn.relu(norm(use_running_average=not bn_train, name='stem_bn')(x))
+      x = conv(self.stem_width, (3, 3), padding=layout.conv_padding(3, design.preactivation),
+               use_bias=stem_bias, name='stem_conv')(x)
+    for op in design.stem:
+      x = norm(use_running_average=not bn_train, name='stem_bn')(x) if op == BN else nn.relu(x)
     if self.stem == 'imagenet':
-      pad = layout.pool_padding
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((pad, pad), (pad, pad)))
+      pad = ((0, 0), (layout.pool_padding,) * 2, (layout.pool_padding,) * 2, (0, 0))
+      if not design.stem_relu:
+        # Without a ReLU before it the map has negative values: pad with zeros, as
+        # Keras's ZeroPadding2D (the -inf of max_pool's padding would differ).
+        x = jnp.pad(x, pad)
+      x = nn.max_pool(x, (3, 3), strides=(2, 2),
+                      padding=pad[1:3] if design.stem_relu else 'VALID')
 
     common = dict(kernel_size=self.kernel_size, layout=layout, residual=self.residual,
                   dtype=self.dtype, zero_init_last_bn=self.zero_init_last_bn,
-                  conv=conv, norm=norm)
+                  conv=conv, norm=norm, design=self.design, shortcut=self.shortcut)
+    subsample = design.preactivation and layout.preact_stride_last
     for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
       for b in range(1, size + 1):
-        strides = 2 if s > 1 and b == 1 else 1
+        strides = self._stage_strides(s, b, size)
         name = f'stage{s}_block{b}'
         if self.block == 'basic':
-          x = BasicBlock(width, strides=strides, shortcut=self.shortcut, name=name,
+          x = BasicBlock(width, strides=strides, subsample_stride_only=subsample, name=name,
                          **common)(x, bn_train)
-        elif b == 1:
-          x = ConvolutionalBlock((width, width, 4 * width), strides=strides,
-                                 name=name, **common)(x, bn_train)
+        elif b == 1:  # Every bottleneck stage opens with a projection.
+          x = ConvolutionalBlock((width, width, 4 * width), strides=strides, name=name,
+                                 **common)(x, bn_train)
         else:
-          x = IdentityBlock((width, width, 4 * width), name=name, **common)(x, bn_train)
+          x = IdentityBlock((width, width, 4 * width), strides=strides,
+                            subsample_stride_only=subsample, name=name, **common)(x, bn_train)
+    for op in design.final:
+      x = norm(use_running_average=not bn_train, name='post_bn')(x) if op == BN else nn.relu(x)
 
     # Global average pooling; on the course's 64x64 input the last map is 2x2, so
     # this equals its AveragePooling2D((2, 2)) + Flatten.
@@ -164,3 +193,27 @@ Plain32 = functools.partial(ResNet32, residual=False)
 Plain44 = functools.partial(ResNet44, residual=False)
 Plain56 = functools.partial(ResNet56, residual=False)
 Plain110 = functools.partial(ResNet110, residual=False)
+
+# Pre-activation family (He et al. 2016) in Keras Applications' layout: ResNet50V2,
+# ResNet101V2, ResNet152V2 (the stride on the last block of a stage, see layouts.py).
+ResNet50V2 = functools.partial(ResNet50, design='full_preact', layout='keras')
+ResNet101V2 = functools.partial(ResNet101, design='full_preact', layout='keras')
+ResNet152V2 = functools.partial(ResNet152, design='full_preact', layout='keras')
+Plain50V2 = functools.partial(ResNet50V2, residual=False)
+Plain101V2 = functools.partial(ResNet101V2, residual=False)
+Plain152V2 = functools.partial(ResNet152V2, residual=False)
+
+# The CIFAR nets of He et al. 2016: basic blocks (depth 6n + 2, option A, as the 2015
+# CIFAR nets) and, from ResNet-164 on, bottleneck blocks of widths 16/32/64 (x4 out,
+# depth 9n + 2, projections where the shape changes, as the paper's code).
+_CifarPreactResNet = functools.partial(_CifarResNet, design='full_preact')
+_CifarPreactBottleneck = functools.partial(_CifarPreactResNet, block='bottleneck',
+                                           shortcut='projection')
+PreactResNet20 = functools.partial(_CifarPreactResNet, stage_sizes=(3, 3, 3))
+PreactResNet110 = functools.partial(_CifarPreactResNet, stage_sizes=(18, 18, 18))
+PreactResNet164 = functools.partial(_CifarPreactBottleneck, stage_sizes=(18, 18, 18))
+PreactResNet1001 = functools.partial(_CifarPreactBottleneck, stage_sizes=(111, 111, 111))
+PreactPlain20 = functools.partial(PreactResNet20, residual=False)
+PreactPlain110 = functools.partial(PreactResNet110, residual=False)
+PreactPlain164 = functools.partial(PreactResNet164, residual=False)
+PreactPlain1001 = functools.partial(PreactResNet1001, residual=False)

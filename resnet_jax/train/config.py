@@ -20,7 +20,8 @@ CONV_IMPLS = ('auto', 'xla', 'matmul')  # resnet_jax.models.conv.CONV_IMPLS
 PREPROCESS_MODES = ('scale', 'standardize', 'caffe')
 # Fields that define the network and its input: a workdir trained with one value cannot be
 # continued with another, and predict.py rebuilds the model from them.
-MODEL_FIELDS = ('model', 'layout', 'num_classes', 'image_size', 'dataset', 'preprocess')
+MODEL_FIELDS = ('model', 'layout', 'num_classes', 'image_size', 'dataset', 'preprocess',
+                'block_design', 'shortcut')
 # Fields that cannot change what a run computes: a resumed run may change them freely. Every
 # other field (a new one too, until it is listed here) must keep its saved value on resume
 # unless allow_changes_on_resume is set (see train/config_changes.py). Conditions:
@@ -45,6 +46,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Start each residual block's last BatchNorm scale at zero, so that every block begins as
   # the identity (Goyal et al. 2017): an initialisation, not a change to the architecture.
   config.zero_init_last_bn = False
+  # Block design and shortcut option (resnet_jax/models/designs.py): '' keeps the model's
+  # own ('original' and its shortcut for resnet<d>, 'full_preact' for the pre-activation
+  # nets); e.g. block_design='bn_after_add' or shortcut='projection_all' (option C).
+  config.block_design = ''
+  config.shortcut = ''
   # How convolutions compute (never what they compute, nor their parameters): 'auto' takes
   # matmul formulations on CPU for the shapes where XLA:CPU's convolution is slow and XLA's
   # convolution elsewhere; 'xla' or 'matmul' force one (see resnet_jax/models/conv.py).
@@ -217,6 +223,10 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
         ('model', models.is_model_name,
          f'one of {tuple(models.MODEL_NAMES)} or {models.NAME_GRAMMAR}'),
         ('layout', _one_of(models.LAYOUT_NAMES), f'one of {tuple(models.LAYOUT_NAMES)}'),
+        ('block_design', _one_of(('',) + models.DESIGN_NAMES),
+         f"'' (the model's own) or one of {models.DESIGN_NAMES}"),
+        ('shortcut', _one_of(('',) + models.SHORTCUTS),
+         f"'' (the model's own) or one of {models.SHORTCUTS}"),
     ]
   if check_dataset:
     from resnet_jax import data

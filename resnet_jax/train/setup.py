@@ -58,7 +58,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   """The config's network, as every run builds it (training, and each run of a sweep).
 
   create_model(config.model) with the config's num_classes, layout, compute dtype, sync BN
-  (bn_axis_name 'batch'), frozen BN for a frozen backbone and zero-initialised last BNs;
+  (bn_axis_name 'batch'), frozen BN for a frozen backbone, zero-initialised last BNs, and
+  the block design and shortcut option where the config names them;
   ConfigError if config.image_size is too small for it.
   """
   from resnet_jax import models
@@ -71,6 +72,10 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     overrides['frozen_bn'] = True
   if config.zero_init_last_bn:
     overrides['zero_init_last_bn'] = True
+  if config.get('block_design'):
+    overrides['design'] = config.block_design
+  if config.get('shortcut'):
+    overrides['shortcut'] = config.shortcut
   model = models.create_model(config.model, **overrides)
   models.check_input_size(model, config.image_size)
   return model

@@ -10,6 +10,10 @@
   variables = load_keras_h5('resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5',
                             model, init_variables=fresh)
 
+Keras Applications' ResNet50V2 / 101V2 / 152V2 files load into create_model('resnet50v2')
+(and 101v2, 152v2), whose layout is 'keras'; those weights expect inputs scaled to [-1, 1]
+(keras.applications.resnet_v2.preprocess_input), not caffe_preprocess.
+
 Keras Applications files need layout='keras' and the course's files
 layout='coursera': a file does not record the BN epsilon or the stem's pooling, so
 the importer checks names and shapes only.

@@ -2,15 +2,18 @@
 
 Our side (the models' naming contract): `stem_conv`, `stem_bn`, blocks
 `stage{s}_block{b}` holding `conv1`, `bn1`, `conv2`, `bn2`, `conv3`, `bn3` and the
-projection shortcut `proj_conv`, `proj_bn`, and the classifier `head`.
+projection shortcut `proj_conv`, `proj_bn`, and the classifier `head`; pre-activation
+nets (models/designs.py) add each block's `preact_bn` and the final `post_bn`, and have
+no `stem_bn`.
 
 Keras side, three naming schemes, told apart by the file's layer names:
 
 * Keras Applications (Keras >= 2.2.5 / keras-applications 1.0.7, and Keras 3)
   names every layer: `conv1_conv`, `conv1_bn`, then `conv{s+1}_block{b}_{i}_conv`
   / `_bn` for the i-th main-path conv of our `stage{s}_block{b}` and `_0_conv` /
-  `_0_bn` for its shortcut, and `predictions`. Matched by name (any depth:
-  ResNet50/101/152).
+  `_0_bn` for its shortcut, and `predictions`; ResNetV2 adds `conv{s+1}_block{b}_
+  preact_bn` (our block's `preact_bn`) and `post_bn`. Matched by name (any depth:
+  ResNet50/101/152 and ResNet50V2/101V2/152V2).
 * The Caffe-derived names of the first Keras ResNet50 and of the 2018 course:
   `conv1`, `bn_conv1`, `res2a_branch2a` ... `res2a_branch2c`, `res2a_branch1`
   (shortcut), `bn2a_branch2a`, ..., `fc1000` / `fc6`. Matched by name.
@@ -153,7 +156,11 @@ def _block_parts(layer: ModelLayer):
 def keras_applications_name(layer: ModelLayer) -> str | None:
   """Keras Applications' name of one of our conv/BN layers, e.g. 'conv2_block1_0_bn'."""
   if len(layer.path) == 1:
-    return {'stem_conv': 'conv1_conv', 'stem_bn': 'conv1_bn'}.get(layer.path[0])
+    return {'stem_conv': 'conv1_conv', 'stem_bn': 'conv1_bn',
+            'post_bn': 'post_bn'}.get(layer.path[0])
+  match = _BLOCK_RE.fullmatch(layer.path[0])
+  if match and layer.path[1:] == ('preact_bn',):
+    return f'conv{int(match.group(1)) + 1}_block{match.group(2)}_preact_bn'
   parts = _block_parts(layer)
   if parts is None:
     return None
@@ -181,7 +188,7 @@ def caffe_style_name(layer: ModelLayer) -> str | None:
 # Layer naming schemes matched by name: (a name only that scheme uses, namer).
 NAMING_SCHEMES = {
     'keras_applications': (
-        re.compile(r'conv1_(conv|bn)|conv\d+_block\d+_\d+_(conv|bn)'),
+        re.compile(r'conv1_(conv|bn)|conv\d+_block\d+_(\d+_(conv|bn)|preact_bn)'),
         keras_applications_name),
     'caffe': (re.compile(r'bn_conv1|(res|bn)\d+[a-z]_branch(1|2[a-z])'),
               caffe_style_name),
