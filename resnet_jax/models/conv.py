@@ -123,6 +123,14 @@ def auto_choice(pointwise: bool, kernel_hw: Sequence[int], in_hw: Sequence[int],
   return covers_map or in_channels < _IM2COL_MAX_CHANNELS
 
 
+def closed_form_bn_grad(conv_impl: str) -> bool:
+  """Whether batch norm takes its closed-form training gradient (models/batch_norm.py)
+  under `conv_impl`: with the matmul formulations, i.e. 'matmul', and 'auto' on CPU,
+  where XLA runs autodiff's separate passes over each activation slowly (BENCHMARKS.md)."""
+  check_conv_impl(conv_impl)
+  return conv_impl == 'matmul' or (conv_impl == 'auto' and jax.default_backend() == 'cpu')
+
+
 def matmul_1x1(lhs, rhs, strides, pads, *, precision=None, preferred_element_type=None):
   """A 1x1 convolution (padding <= 0, i.e. only cropping) as one product over channels."""
   x = _crop(lhs, pads)

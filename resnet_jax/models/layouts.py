@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.models import conv as conv_lib
+from resnet_jax.models import batch_norm as batch_norm_lib, conv as conv_lib
 
 Initializer = Callable[..., Any]
 
@@ -127,7 +127,10 @@ def conv_and_norm(layout: Layout, dtype=jnp.float32, kernel_init=None,
   """The `conv` and `norm` partials a model configures once for all its blocks.
 
   `conv` is always `nn.Conv` (its parameters are nn.Conv's whatever `conv_impl`);
-  `conv_impl` only picks how it computes, see models/conv.py.
+  `conv_impl` only picks how it computes, see models/conv.py. It picks batch norm's
+  training gradient by the same rule: 'xla' keeps nn.BatchNorm itself, 'matmul' takes the
+  closed form of models/batch_norm.py, 'auto' takes it on CPU (same parameters and
+  forward pass either way).
 
   `norm` still takes `use_running_average` (and optionally `scale_init`) per call.
   Variance is computed in two passes, as Keras and PyTorch do; the one-pass
@@ -137,8 +140,10 @@ def conv_and_norm(layout: Layout, dtype=jnp.float32, kernel_init=None,
       nn.Conv, use_bias=layout.conv_bias, dtype=dtype, param_dtype=jnp.float32,
       kernel_init=kernel_init or layout.conv_init,
       conv_general_dilated=conv_lib.conv_general_dilated_fn(conv_impl))
+  closed_form = conv_lib.closed_form_bn_grad(conv_impl)
   norm = functools.partial(
-      nn.BatchNorm, momentum=layout.bn_momentum, epsilon=layout.bn_epsilon,
+      batch_norm_lib.BatchNorm if closed_form else nn.BatchNorm,
+      momentum=layout.bn_momentum, epsilon=layout.bn_epsilon,
       dtype=dtype, param_dtype=jnp.float32, axis_name=bn_axis_name,
       use_fast_variance=False)
   return conv, norm
