@@ -43,11 +43,8 @@ def _main(argv: list) -> int:
   config = _CONFIG.value
   if _QUICK.value:
     config = ablation_quick.quick(config)
-  workdir = _WORKDIR.value or cli.default_workdir(SCRIPT.config_path(),
-                                                 '_quick' if _QUICK.value else '')
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise app.UsageError(f'--workdir={workdir} is a file; expected a directory (new or the '
-                         'sweep to continue)')
+  workdir = cli.sweep_workdir(_WORKDIR.value, SCRIPT.config_path(), _QUICK.value,
+                              'new or the sweep to continue')
   start = time.perf_counter()
   out = sweep.run_sweep(config, workdir)
   if out['preempted']:

@@ -156,6 +156,19 @@ def default_workdir(config_path: str, suffix: str = '') -> str:
   return os.path.join('runs', os.path.splitext(os.path.basename(config_path))[0] + suffix)
 
 
+def sweep_workdir(workdir: str | None, config_path: str, quick: bool, expected: str) -> str:
+  """The directory of a sweep script (ablation.py, landscape.py): `workdir` (--workdir), else
+  runs/<config file name>, with '_quick' for a --quick run.
+
+  Raises:
+    app.UsageError: it is a file; the message says it should be a directory (`expected`).
+  """
+  workdir = workdir or default_workdir(config_path, '_quick' if quick else '')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise app.UsageError(f'--workdir={workdir} is a file; expected a directory ({expected})')
+  return workdir
+
+
 def error_line(error: BaseException, hint: str = '') -> str:
   """The one line every script prints for bad input: 'error: <ErrorType>: <message>'."""
   message = ' '.join(str(error).splitlines()).strip()

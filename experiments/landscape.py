@@ -40,15 +40,6 @@ _QUICK = flags.DEFINE_bool('quick', False, 'Depth 8 only, a few steps, a 5x5 gri
 LANDSCAPE_DIR = 'landscape'
 
 
-def _quick(config):
-  import importlib.util
-  path = os.path.join(os.path.dirname(DEFAULT_CONFIG), 'landscape_digits.py')
-  spec = importlib.util.spec_from_file_location('landscape_digits', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.quick(config)
-
-
 def _check(config):
   """Every field, before anything is written."""
   from resnet_jax.analysis import landscape_probe, sweep
@@ -77,14 +68,12 @@ def _reusable(path, settings, step):
 def _main(argv: list) -> int:
   if argv:
     raise app.UsageError(f'unexpected arguments: {argv}')
+  from experiments.configs import landscape_digits
   config = _CONFIG.value
   if _QUICK.value:
-    config = _quick(config)
-  workdir = _WORKDIR.value or cli.default_workdir(SCRIPT.config_path(),
-                                                 '_quick' if _QUICK.value else '')
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise app.UsageError(f'--workdir={workdir} is a file; expected a directory (new, or a '
-                         'sweep whose runs to probe)')
+    config = landscape_digits.quick(config)
+  workdir = cli.sweep_workdir(_WORKDIR.value, SCRIPT.config_path(), _QUICK.value,
+                              'new, or a sweep whose runs to probe')
   _check(config)
   from resnet_jax import storage
   from resnet_jax.analysis import landscape_plots, landscape_probe, sweep

@@ -73,16 +73,17 @@ def _main(argv: list) -> int:
     raise app.UsageError(f'expected SRC and OUT: prepare_images.py SRC OUT; got {argv}')
   if _SHARD_SIZE.value is not None and _NUM_SHARDS.value is not None:
     raise app.UsageError('give --shard_size or --num_shards, not both')
-  from resnet_jax.data.prepare_images import BAD_FILES_NAME, prepare_images
+  from resnet_jax.data.prepare_images import BAD_FILES_NAME, PrepareOptions, prepare_images
   src, out = argv
   bar = _Bar()
   handler = signal.signal(signal.SIGTERM, _interrupt)
   try:
+    options = PrepareOptions(max_size=_MAX_SIZE.value, val_fraction=_VAL_FRACTION.value,
+                             seed=_SEED.value, shard_size=_SHARD_SIZE.value,
+                             num_shards=_NUM_SHARDS.value)
     done = prepare_images(
-        src, out, max_size=_MAX_SIZE.value, val_fraction=_VAL_FRACTION.value, seed=_SEED.value,
-        workers=(os.cpu_count() or 1) if _WORKERS.value is None else _WORKERS.value,
-        shard_size=_SHARD_SIZE.value,
-        num_shards=_NUM_SHARDS.value, overwrite=_OVERWRITE.value, progress=bar)
+        src, out, options, overwrite=_OVERWRITE.value, progress=bar,
+        workers=(os.cpu_count() or 1) if _WORKERS.value is None else _WORKERS.value)
   except KeyboardInterrupt:
     bar.close()
     print('interrupted: finished shards are kept; run the same command again to continue',

@@ -2,8 +2,10 @@
 
 Every writer goes through a temporary file in the target's directory and `os.replace`, so
 that a crash (or an exception while producing the contents) never leaves half a file and
-never replaces a good one.
+never replaces a good one; `replaced_on_success` is that rule for writers that take a file
+name (h5py, matplotlib).
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -28,22 +30,32 @@ def write_text_atomic(path: str, text: str) -> None:
   write_bytes_atomic(path, text.encode('utf-8'))
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-  """Writes `data` to `path` through a temporary file (flushed to disk) and os.replace."""
+@contextlib.contextmanager
+def replaced_on_success(path: str, suffix: str = '.tmp'):
+  """Yields a new temporary file's name beside `path` (ending in `suffix`) to write the
+  whole file at: on leaving the block it replaces `path`, or is removed if the block raised.
+  """
   directory = os.path.dirname(os.path.abspath(path))
   handle, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
-                                 suffix='.tmp')
+                                 suffix=suffix)
   try:
     os.fchmod(handle, _default_mode())  # mkstemp makes it private (0600); others read results.
-    with os.fdopen(handle, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
+  finally:
+    os.close(handle)
+  try:
+    yield tmp
     os.replace(tmp, path)
-  except BaseException:
+  finally:
     if os.path.exists(tmp):
       os.remove(tmp)
-    raise
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """Writes `data` to `path` through a temporary file (flushed to disk) and os.replace."""
+  with replaced_on_success(path) as tmp, open(tmp, 'wb') as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -53,17 +65,8 @@ def write_json_atomic(path: str, obj) -> None:
 
 def save_figure_atomic(fig, path: str, **savefig_kwargs) -> None:
   """`fig.savefig` through a temporary file; the format is taken from `path`'s extension."""
-  directory = os.path.dirname(os.path.abspath(path))
-  root, extension = os.path.splitext(os.path.basename(path))
-  handle, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{root}.', suffix=extension)
-  os.fchmod(handle, _default_mode())
-  os.close(handle)
-  try:
+  with replaced_on_success(path, suffix=os.path.splitext(path)[1]) as tmp:
     fig.savefig(tmp, **savefig_kwargs)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def as_json(value):

@@ -23,7 +23,12 @@ from PIL import Image
 from experiments import prepare_images as script
 from resnet_jax.data import image_records
 from resnet_jax.data.image_files import decode_rgb
-from resnet_jax.data.prepare_images import BAD_FILES_NAME, PROGRESS_DIR, prepare_images
+from resnet_jax.data.prepare_images import (
+    BAD_FILES_NAME,
+    PROGRESS_DIR,
+    PrepareOptions,
+    prepare_images as prepare_with_options,
+)
 from resnet_jax.errors import ConfigError, DatasetError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +47,12 @@ def _records(out, split):
 def _shard_bytes(out):
   return {name: (out / name).read_bytes() for name in sorted(os.listdir(out))
           if name.endswith('.array_record')}
+
+
+def prepare_images(src, out, *, workers=1, overwrite=False, progress=None, **options):
+  """The library's prepare_images with PrepareOptions' fields as keywords (shorter tests)."""
+  return prepare_with_options(src, out, PrepareOptions(**options), workers=workers,
+                              overwrite=overwrite, progress=progress)
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,7 @@ from PIL import Image
 import _fault_helpers as fh
 import helpers as fx
 from resnet_jax.data import image_records, pipeline
-from resnet_jax.data.prepare_images import prepare_images
+from resnet_jax.data.prepare_images import PrepareOptions, prepare_images
 from resnet_jax.errors import DatasetError
 from resnet_jax.train import checkpoint as checkpoint_lib, feeds, optim, setup, steps
 from resnet_jax.train.loop import train_and_evaluate
@@ -73,7 +73,7 @@ def folder(tmp_path_factory):
 @pytest.mark.slow  # Two short training runs (~10 s on the idle machine).
 def test_a_folder_prepared_and_the_same_folder_raw_both_learn_the_classes(folder, tmp_path):
   prepared = str(tmp_path / 'prepared')
-  prepare_images(folder, prepared, max_size=32, num_shards=2)
+  prepare_images(folder, prepared, PrepareOptions(max_size=32, num_shards=2))
   for data_dir, source in ((prepared, 'prepared images'), (folder, 'image folder')):
     config = images_config(data_dir, num_classes=4)
     result = train_and_evaluate(config, str(tmp_path / f'run_{len(source)}'),

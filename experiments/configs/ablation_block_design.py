@@ -33,33 +33,22 @@ pre-activation 97.78, full pre-activation 97.78 % -- spreads of 0.0-0.8 points, 
 digits at depth 20 separate no design; what they show is that every placement trains.
 README.md ("Block designs and shortcuts") has the table.
 """
-import importlib.util
-import os
-
 import ml_collections
 
+from experiments.configs import ablation_cifar10, ablation_digits
 from resnet_jax.models import DESIGN_NAMES
 
 DEPTH = 20
 SEEDS = (0, 1)
 
 
-def _sibling(name):
-  """Another config file of this directory, loaded by path as ml_collections loads them."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def train_recipe(data='digits'):
   """The shared training config: the digits sweep's ('digits') or the 2015 paper's CIFAR-10
   recipe ('cifar10'), as ablation_digits.py and ablation_cifar10.py set them."""
-  configs = {'digits': 'ablation_digits', 'cifar10': 'ablation_cifar10'}
+  configs = {'digits': ablation_digits, 'cifar10': ablation_cifar10}
   if data not in configs:
     raise ValueError(f'config argument {data!r}; expected one of {tuple(configs)}')
-  train = _sibling(configs[data]).get_config().train
+  train = configs[data].get_config().train
   if data == 'digits':
     # Gradient-flow snapshots at 0, 100 and 200 steps rather than every 50: on this CPU a
     # probe of a deep net costs about as much as a hundred training steps.

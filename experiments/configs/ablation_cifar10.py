@@ -3,9 +3,10 @@
   python experiments/ablation.py --config experiments/configs/ablation_cifar10.py \
       --workdir runs/ablation_cifar10 --config.train.data_dir=/path/to/cifar-10-batches-bin
 
-The paper's recipe for every run: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128,
-the rate divided by 10 at 32k and 48k iterations, 64k iterations, 4-pixel padding + random
-crop + horizontal flip, per-channel standardisation; option-A (zero-padding) shortcuts.
+The paper's recipe for every run, as cifar10_resnet.py sets it: SGD 0.1, momentum 0.9,
+weight decay 1e-4, batch 128, the rate divided by 10 at 32k and 48k iterations, 64k
+iterations, 4-pixel padding + random crop + horizontal flip, per-channel standardisation;
+option-A (zero-padding) shortcuts.
 Needs a local CIFAR-10 (nothing is downloaded) and an accelerator: eight runs of 64k
 iterations. The paper's Figure 6 is what to expect: the plain nets' training error rises
 with depth (plain-56 worse than plain-20 throughout), the residual nets' falls with depth;
@@ -13,32 +14,11 @@ Table 6 reports 8.75 / 7.51 / 7.17 / 6.97% test error for ResNet-20 / 32 / 44 / 
 """
 import ml_collections
 
-from resnet_jax.train.config import base_config
+from experiments.configs import cifar10_resnet
 
 
 def get_config():
-  train = base_config()
-  train.model = 'cifar_resnet20'  # Replaced by each run's model.
-  train.layout = 'torchvision'
-  train.num_classes = 10
-  train.dataset = 'cifar10'
-  train.image_size = 32
-  train.preprocess = 'standardize'
-  train.augment.crop_padding = 4
-  train.augment.flip = True
-  train.optimizer = 'sgd'
-  train.learning_rate = 0.1
-  train.momentum = 0.9
-  train.weight_decay = 1e-4
-  train.schedule = 'piecewise'
-  train.lr_boundaries = (32000, 48000)
-  train.lr_decay = 0.1
-  train.batch_size = 128
-  train.num_steps = 64000
-  train.eval_batch_size = 1000
-  train.steps_per_dispatch = 130
-  train.log_every_steps = 390
-  train.eval_every_epochs = 5
+  train = cifar10_resnet.get_config()  # The paper's recipe; each run replaces the model.
   train.checkpoint_every_steps = 8000  # Gradient-flow snapshots every 8k iterations.
   train.keep_checkpoints = 8
   train.progress_bar = False

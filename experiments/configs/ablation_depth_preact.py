@@ -30,26 +30,17 @@ still far from fitting the digits, the pre-activation one is not -- easier optim
 depth, the paper's point, on one seed; not CIFAR-10's errors (README.md, "Block designs and
 shortcuts").
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from experiments.configs.ablation_block_design import train_recipe
 
 DEPTHS = (20, 110)
 SEEDS = (0,)
 
 
-def _recipe(data):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_block_design.py')
-  spec = importlib.util.spec_from_file_location('ablation_block_design', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.train_recipe(data)
-
-
 def get_config(data='digits'):
   config = ml_collections.ConfigDict()
-  config.train = _recipe(data)
+  config.train = train_recipe(data)
   config.models = tuple(f'cifar_{kind}{depth}' for kind in ('resnet', 'preact_resnet')
                         for depth in DEPTHS)
   config.seeds = SEEDS

@@ -12,9 +12,7 @@ CIFAR net of depth 8, and of depth 14 too if the sweep compares depths. What it 
 that the pipeline runs end to end (training, probes, table, figures); its numbers mean
 nothing.
 """
-import importlib.util
-import os
-
+from experiments.configs import ablation_digits
 from resnet_jax import models
 from resnet_jax.analysis import results
 
@@ -62,15 +60,5 @@ def quick(config):
   return quick_config
 
 
-def _sibling_config(name):
-  """get_config() of another config file of this directory: config files are loaded by
-  path (ml_collections' --config), not imported from a package."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def get_config():
-  return quick(_sibling_config('ablation_digits'))
+  return quick(ablation_digits.get_config())

@@ -28,27 +28,18 @@ A 97.64 ± 0.20, B 96.53 ± 0.20, C 96.67 ± 0.79 % (final training error 0.00 /
 0.21 %): A ahead by about four test images, the reverse of the paper's ImageNet order, on
 two seeds of a small set; README.md ("Block designs and shortcuts") has the table.
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from experiments.configs.ablation_block_design import train_recipe
 
 DEPTH = 32
 SEEDS = (0, 1)
 OPTIONS = ('zero_pad', 'projection', 'projection_all')  # A, B, C
 
 
-def _recipe(data):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ablation_block_design.py')
-  spec = importlib.util.spec_from_file_location('ablation_block_design', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.train_recipe(data)
-
-
 def get_config(data='digits'):
   config = ml_collections.ConfigDict()
-  config.train = _recipe(data)
+  config.train = train_recipe(data)
   depth = DEPTH if data == 'digits' else 56
   config.models = tuple(f'cifar_resnet{depth}:shortcut={option}' for option in OPTIONS)
   config.seeds = SEEDS

@@ -34,25 +34,15 @@ Fields: everything of a sweep config (resnet_jax.analysis.sweep), plus `landscap
   direction_seed        seed of the two random directions (saved with the results too);
   ratio_threshold       |lambda_min / lambda_max| above this counts as markedly non-convex.
 """
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _sibling_config(name):
-  """get_config() of another config file of this directory (configs are loaded by path)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from experiments.configs import ablation_digits, ablation_quick
 
 
 def quick(config):
   """A copy of `config` cut to a smoke run: the sweep's quick cut with depth 8 only, and a
   5 x 5 grid, 3 x 3 curvature points of 3 products, on 32 digits."""
-  quick_config = _sibling_config('ablation_quick').quick(config)
+  quick_config = ablation_quick.quick(config)
   quick_config.models = ('cifar_resnet8', 'cifar_plain8')
   landscape = quick_config.landscape
   landscape.subset_size = 32
@@ -64,7 +54,7 @@ def quick(config):
 
 
 def get_config():
-  config = _sibling_config('ablation_digits').get_config()
+  config = ablation_digits.get_config()
   config.models = ('cifar_resnet20', 'cifar_plain20', 'cifar_resnet56', 'cifar_plain56')
   config.seeds = (0,)
   config.title = 'CIFAR-style nets on 8x8 handwritten digits'

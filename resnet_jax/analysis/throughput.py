@@ -1,15 +1,13 @@
 """Throughput records (from resnet_jax.analysis.benchmarking) as a markdown table and a plot.
 
-The plot is drawn on a `matplotlib.figure.Figure` with the Agg canvas, so the caller's
-backend (pyplot's state included) is left alone.
+The plot is drawn on a `matplotlib.figure.Figure` and written with `fig.savefig` (as every
+figure of the library: no pyplot), so the caller's backend and pyplot's state are left alone.
 """
 import os
-import tempfile
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from resnet_jax.analysis.results import write_text_atomic
+from resnet_jax import storage
 
 _COLUMNS = (
     ('path', 'path', '{}'),
@@ -55,7 +53,6 @@ def describe_setting(record: dict) -> str:
 def plot_throughput(records: list[dict], path: str) -> None:
   """Images per second against batch size, one line per path; written atomically (PNG)."""
   fig = Figure(figsize=(6.4, 4.2))
-  FigureCanvasAgg(fig)
   ax = fig.add_subplot()
   for name in sorted({r['path'] for r in records}):
     points = sorted((r['batch_size'], r['img_per_sec']) for r in records if r['path'] == name)
@@ -66,15 +63,7 @@ def plot_throughput(records: list[dict], path: str) -> None:
   ax.set_title(describe_setting(records[0]), fontsize=8)
   ax.grid(True, alpha=0.3)
   ax.legend()
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.throughput', suffix='.png')
-  os.close(fd)
-  try:
-    fig.savefig(tmp, dpi=120, bbox_inches='tight')
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  storage.save_figure_atomic(fig, path, dpi=120, bbox_inches='tight')
 
 
 def write_sweep(records: list[dict], out_dir: str) -> dict:
@@ -82,6 +71,6 @@ def write_sweep(records: list[dict], out_dir: str) -> dict:
   os.makedirs(out_dir, exist_ok=True)
   paths = {'table': os.path.join(out_dir, 'sweep.md'), 'plot': os.path.join(out_dir, 'sweep.png')}
   text = f'Training throughput: {describe_setting(records[0])}\n\n' + throughput_table(records)
-  write_text_atomic(paths['table'], text)
+  storage.write_text_atomic(paths['table'], text)
   plot_throughput(records, paths['plot'])
   return paths

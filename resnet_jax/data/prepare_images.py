@@ -1,6 +1,6 @@
 """Converting an image folder into a prepared dataset: ArrayRecord shards and index.json.
 
-`prepare_images(src, out)` lists SRC (ImageFolder layout, see `image_files`), holds out a
+`prepare_images(src, out, options)` lists SRC (ImageFolder layout, see `image_files`), holds out a
 seeded, stratified validation split when SRC has no val folder, shuffles each split with
 the seed, cuts it into shards and writes every image as `image_files.stored_jpeg` gives it
 (upright RGB, shorter side at most `max_size`, JPEG at quality 95), in parallel processes.
@@ -52,6 +52,28 @@ class ShardPlan:
 
 
 @dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+  """What the shards hold: with SRC's files, these make the plan and its digest.
+
+  Attributes:
+    max_size: the cap on the shorter side of stored images (never enlarged).
+    val_fraction: the share of each class held out as the 'val' split when SRC has no val
+      folder (default `image_files.DEFAULT_VAL_FRACTION`; 0: no val split); see
+      `image_files.split_train_val`.
+    seed: the seed of the holdout and of the order of the images in the shards.
+    shard_size: images per shard (default `DEFAULT_SHARD_SIZE`); or
+    num_shards: shards per split (at most one per image).
+    max_pixels: images with more pixels are bad (default: Pillow's limit).
+  """
+  max_size: int = DEFAULT_MAX_SIZE
+  val_fraction: float | None = None
+  seed: int = 0
+  shard_size: int | None = None
+  num_shards: int | None = None
+  max_pixels: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class PreparedImages:
   """What `prepare_images` did.
 
@@ -70,26 +92,17 @@ class PreparedImages:
   shards_written: int
 
 
-def prepare_images(src: str, out: str, *, max_size: int = DEFAULT_MAX_SIZE,
-                   val_fraction: float | None = None, seed: int = 0, workers: int = 1,
-                   shard_size: int | None = None, num_shards: int | None = None,
-                   overwrite: bool = False, max_pixels: int | None = None,
+def prepare_images(src: str, out: str, options: PrepareOptions = PrepareOptions(), *,
+                   workers: int = 1, overwrite: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> PreparedImages:
   """Converts the image folder `src` into a prepared dataset in `out` (see the module doc).
 
   Args:
     src: an image folder in ImageFolder layout.
     out: the dataset directory (created if missing); must not be SRC or inside it.
-    max_size: the cap on the shorter side of stored images (never enlarged).
-    val_fraction: the share of each class held out as the 'val' split when SRC has no val
-      folder (default `image_files.DEFAULT_VAL_FRACTION`; 0: no val split); see
-      `image_files.split_train_val`.
-    seed: the seed of the holdout and of the order of the images in the shards.
+    options: what the shards hold (PrepareOptions: size cap, holdout, seed, sharding).
     workers: processes that decode and encode (1: in this process).
-    shard_size: images per shard (default `DEFAULT_SHARD_SIZE`); or
-    num_shards: shards per split (at most one per image).
     overwrite: replace shards of another dataset (or other options) found in `out`.
-    max_pixels: images with more pixels are bad (default: Pillow's limit).
     progress: called as `progress(images done, images in total)` as the work advances.
 
   Returns:
@@ -101,19 +114,20 @@ def prepare_images(src: str, out: str, *, max_size: int = DEFAULT_MAX_SIZE,
       OUT is SRC, lies inside it, is a file or holds another dataset's shards, or every
       image of a class turned out bad.
   """
-  _check_options(max_size, workers, shard_size, num_shards)
+  _check_options(options, workers)
   out_dir = _check_out(src, out)
   folder = image_files.list_image_folder(src)
-  splits = image_files.split_train_val(folder, val_fraction, seed)
-  plan = plan_shards(splits, seed, shard_size, num_shards)
-  options = {'encoding': 'jpeg', 'quality': image_files.JPEG_QUALITY,
-             'subsampling': image_files.JPEG_SUBSAMPLING, 'max_size': max_size,
-             'resample': 'bicubic', 'alpha_background': list(image_files.ALPHA_BACKGROUND),
-             'exif_orientation': 'applied', 'seed': seed,
-             'val': 'folder' if folder.has_val_folder else (
-                 image_files.DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction),
-             'max_pixels': max_pixels, 'pillow': PIL.__version__}
-  digest = plan_digest(src, folder.classes, plan, options)
+  splits = image_files.split_train_val(folder, options.val_fraction, options.seed)
+  plan = plan_shards(splits, options.seed, options.shard_size, options.num_shards)
+  stored = {'encoding': 'jpeg', 'quality': image_files.JPEG_QUALITY,
+            'subsampling': image_files.JPEG_SUBSAMPLING, 'max_size': options.max_size,
+            'resample': 'bicubic', 'alpha_background': list(image_files.ALPHA_BACKGROUND),
+            'exif_orientation': 'applied', 'seed': options.seed,
+            'val': 'folder' if folder.has_val_folder else (
+                image_files.DEFAULT_VAL_FRACTION if options.val_fraction is None
+                else options.val_fraction),
+            'max_pixels': options.max_pixels, 'pillow': PIL.__version__}
+  digest = plan_digest(src, folder.classes, plan, stored)
   if _claim_out(out_dir, digest, overwrite) == 'finished':
     try:
       return _finished(out_dir)
@@ -133,15 +147,16 @@ def prepare_images(src: str, out: str, *, max_size: int = DEFAULT_MAX_SIZE,
       progress(before + count, total)
 
   advanced(0)
-  for shard, note in _convert(pending, out_dir, digest, folder.classes, max_size, max_pixels,
-                              workers, advanced):
+  for shard, note in _convert(pending, out_dir, digest, folder.classes, options, workers,
+                              advanced):
     notes[shard.name] = note
-  return _finish(src, out_dir, folder, plan, notes, options | {'plan_digest': digest},
+  return _finish(src, out_dir, folder, plan, notes, stored | {'plan_digest': digest},
                  shards_kept=len(plan) - len(pending))
 
 
-def _check_options(max_size, workers, shard_size, num_shards) -> None:
-  for name, value in (('max_size', max_size), ('workers', workers),
+def _check_options(options: PrepareOptions, workers: int) -> None:
+  shard_size, num_shards = options.shard_size, options.num_shards
+  for name, value in (('max_size', options.max_size), ('workers', workers),
                       ('shard_size', shard_size), ('num_shards', num_shards)):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
                               value < 1):
@@ -275,10 +290,10 @@ def convert_image(task: tuple) -> tuple[bytes | None, str | None]:
     return None, error.reason
 
 
-def _convert(pending: list, out_dir: str, digest: str, classes, max_size: int,
-             max_pixels: int | None, workers: int, advanced: Callable[[int], None]):
+def _convert(pending: list, out_dir: str, digest: str, classes, options: PrepareOptions,
+             workers: int, advanced: Callable[[int], None]):
   """Converts the pending shards in order; yields (shard, note) as each is on disk."""
-  tasks = [(path, label, max_size, max_pixels) for shard in pending
+  tasks = [(path, label, options.max_size, options.max_pixels) for shard in pending
            for path, label in shard.examples]
   if not tasks:
     return

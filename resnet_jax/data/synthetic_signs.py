@@ -7,12 +7,13 @@ folded fingers leave their knuckles and a curled-tip crease on the palm. Pose, s
 lengths and spread, skin tone, lighting, background, blur and noise vary per picture so that
 the count is easy for a small CNN but hard for a linear model on raw pixels.
 """
+import contextlib
 import os
-import tempfile
 
 import h5py
 import numpy as np
 
+from resnet_jax import storage
 from resnet_jax.data.signs import SIGNS_FILES
 from resnet_jax.errors import ConfigError, DatasetError
 
@@ -56,33 +57,20 @@ def make_synthetic_signs(out_dir: str, num_train: int = 1080, num_test: int = 12
   # Separate streams: the test set does not change when num_train does.
   seeds = np.random.SeedSequence([seed, GENERATOR_VERSION]).spawn(2)
   splits = (('train', num_train, seeds[0]), ('test', num_test, seeds[1]))
-  temps = []
-  try:
+  # Both files are written before either replaces what is there: all or nothing.
+  with contextlib.ExitStack() as files:
     for (split, num, seq), path in zip(splits, paths):
+      temp = files.enter_context(storage.replaced_on_success(path, suffix='.h5.tmp'))
       images, labels = render_signs(num, np.random.default_rng(seq))
-      temps.append(_write_split(path, split, images, labels))
-    for temp, path in zip(temps, paths):
-      os.replace(temp, path)
-  finally:
-    for temp in temps:
-      if os.path.exists(temp):
-        os.remove(temp)
+      _write_split(temp, split, images, labels)
   return paths
 
 
-def _write_split(path: str, split: str, images: np.ndarray, labels: np.ndarray) -> str:
-  fd, temp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix=f'.{split}_signs.',
-                              suffix='.h5.tmp')
-  os.close(fd)
-  try:
-    with h5py.File(temp, 'w') as f:
-      f.create_dataset(f'{split}_set_x', data=images)
-      f.create_dataset(f'{split}_set_y', data=labels.astype(np.int64))
-      f.create_dataset('list_classes', data=np.arange(NUM_CLASSES, dtype=np.int64))
-  except BaseException:
-    os.remove(temp)
-    raise
-  return temp
+def _write_split(path: str, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+  with h5py.File(path, 'w') as f:
+    f.create_dataset(f'{split}_set_x', data=images)
+    f.create_dataset(f'{split}_set_y', data=labels.astype(np.int64))
+    f.create_dataset('list_classes', data=np.arange(NUM_CLASSES, dtype=np.int64))
 
 
 def balanced_labels(num: int, rng: np.random.Generator) -> np.ndarray:

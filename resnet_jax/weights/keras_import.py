@@ -7,13 +7,13 @@ caller's fresh variables where the file has none by design.
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from resnet_jax.errors import WeightsError
 from resnet_jax.weights.keras_h5 import read_keras_h5
 from resnet_jax.weights.keras_mapping import (
   ROLES,
   describe,
-  flatten_tree,
   match_layers,
   model_layers,
   weights_by_role,
@@ -78,7 +78,7 @@ def load_keras_h5(path, model=None, *, init_variables=None, skip_head: bool = Fa
       collection, leaf = ROLES[layer.kind][keras_name]
       _set(variables[collection], layer.path + (leaf,), np.asarray(array, np.float32))
   wanted = {k: template[k] for k in ('params', 'batch_stats') if k in template}
-  missing = set(flatten_tree(wanted)) - set(flatten_tree(variables))
+  missing = set(traverse_util.flatten_dict(wanted)) - set(traverse_util.flatten_dict(variables))
   if missing:  # model_layers accounts for every variable; this guards that promise.
     raise WeightsError(
         f'{weights.path} filled no value for the model variables {sorted(missing)[:5]}')

@@ -53,6 +53,7 @@ import dataclasses
 import re
 
 import numpy as np
+from flax import traverse_util
 
 from resnet_jax.errors import WeightsError
 from resnet_jax.weights.keras_h5 import KerasLayer, KerasWeights
@@ -96,7 +97,7 @@ def model_layers(template) -> list[ModelLayer]:
   """
   modules = {}
   for collection in ('params', 'batch_stats'):
-    flat = flatten_tree(template.get(collection, {}))
+    flat = traverse_util.flatten_dict(template.get(collection, {}))
     for path, leaf in flat.items():
       modules.setdefault(path[:-1], {})[(collection, path[-1])] = tuple(leaf.shape)
   layers = []
@@ -390,14 +391,3 @@ def weights_by_role(mine: ModelLayer, their: KerasLayer) -> dict[str, np.ndarray
 
 def describe(shapes: dict) -> str:
   return '[' + ', '.join(f'{k} {tuple(s)}' for k, s in shapes.items()) + ']'
-
-
-def flatten_tree(tree, prefix=()):
-  """{path tuple: leaf} of nested mappings (dicts or FrozenDicts)."""
-  flat = {}
-  for key, value in tree.items():
-    if hasattr(value, 'items'):
-      flat.update(flatten_tree(value, prefix + (key,)))
-    else:
-      flat[prefix + (key,)] = value
-  return flat
