@@ -21,7 +21,7 @@ import time
 
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, malloc_tuning
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
                               'ablation_digits.py')
@@ -66,4 +66,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  malloc_tuning.reexec_with_tuned_malloc()
   sys.exit(main())

@@ -49,7 +49,7 @@ import sys
 
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, malloc_tuning
 
 SCRIPT = cli.Script(__doc__)
 _MODEL = flags.DEFINE_string('model', 'resnet50', 'A model name of create_model.',
@@ -229,4 +229,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  malloc_tuning.reexec_with_tuned_malloc()
   sys.exit(main())

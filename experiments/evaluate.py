@@ -27,7 +27,7 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, malloc_tuning
 
 SCRIPT = cli.Script(__doc__)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/signs_resnet50', "A training run's workdir.",
@@ -134,4 +134,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  malloc_tuning.reexec_with_tuned_malloc()
   sys.exit(main())

@@ -23,7 +23,7 @@ import time
 
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, malloc_tuning
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
                               'landscape_digits.py')
@@ -142,4 +142,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  malloc_tuning.reexec_with_tuned_malloc()
   sys.exit(main())

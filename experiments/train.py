@@ -27,7 +27,7 @@ import threading
 
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, malloc_tuning
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
                               'signs_resnet50.py')
@@ -129,4 +129,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  malloc_tuning.reexec_with_tuned_malloc()
   sys.exit(main())
