@@ -185,12 +185,24 @@ def setup_logging(library_level: int = logging.WARNING) -> None:
     absl_logger.addFilter(_OrbaxMetricsNote())
   root = logging.getLogger()
   root.setLevel(library_level)
+  # absl's first log call before any handler exists (orbax's, while the config file imports
+  # resnet_jax.train) runs logging.basicConfig(): its handler would print every library
+  # warning a second time, as 'WARNING:absl:...'.
+  for handler in [h for h in root.handlers if _from_basic_config(h)]:
+    root.removeHandler(handler)
   ours = logging.getLogger('resnet_jax')
   ours.setLevel(logging.INFO)
   ours.propagate = False
   for logger in (root, ours):
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
       logger.addHandler(_StderrHandler())
+
+
+def _from_basic_config(handler: logging.Handler) -> bool:
+  """Whether `handler` is the one logging.basicConfig() adds (a plain stderr stream with
+  logging's BASIC_FORMAT)."""
+  return (type(handler) is logging.StreamHandler and handler.formatter is not None
+          and handler.formatter._fmt == logging.BASIC_FORMAT)
 
 
 class _OrbaxMetricsNote(logging.Filter):

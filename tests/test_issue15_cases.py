@@ -2,10 +2,11 @@
 swallowed while jax loads, a library warning printed twice, a sweep rejected at its first
 run that leaves its directory, a benchmark that fails on --out after measuring."""
 import gc
+import logging
 import os
 import signal
 
-from experiments import train as train_script
+from experiments import cli, train as train_script
 
 TINY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            'experiments', 'configs', 'tiny_test.py')
@@ -44,3 +45,15 @@ def test_a_stop_swallowed_by_a_gc_callback_still_ends_the_script(monkeypatch, ca
                  'rerun the same command to continue\n'), err
   assert signal.getsignal(signal.SIGINT) is before
   assert not (tmp_path / 'run').exists()
+
+
+def test_a_library_warning_is_printed_once(monkeypatch, capsys):
+  # The config file imports resnet_jax.train, whose orbax logs through absl before any
+  # handler exists: absl then calls logging.basicConfig(), and every library warning (a
+  # half-deleted checkpoint after a kill -9, say) came out twice.
+  monkeypatch.setattr(logging.getLogger(), 'handlers', [])
+  logging.basicConfig()
+  cli.setup_logging()
+  logging.getLogger('absl').warning('Metadata file does not exist: /w/checkpoints/12')
+  assert capsys.readouterr().err == (
+      'WARNING absl: Metadata file does not exist: /w/checkpoints/12\n')
