@@ -6,7 +6,12 @@ import logging
 import os
 import signal
 
+import pytest
+
 from experiments import cli, train as train_script
+from experiments.configs import ablation_quick
+from resnet_jax.analysis import sweep
+from resnet_jax.errors import ConfigError
 
 TINY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            'experiments', 'configs', 'tiny_test.py')
@@ -57,3 +62,32 @@ def test_a_library_warning_is_printed_once(monkeypatch, capsys):
   logging.getLogger('absl').warning('Metadata file does not exist: /w/checkpoints/12')
   assert capsys.readouterr().err == (
       'WARNING absl: Metadata file does not exist: /w/checkpoints/12\n')
+
+
+def _quick_sweep_config(**train_overrides):
+  config = ablation_quick.get_config()
+  config.models = ('cifar_plain8',)
+  config.train.update(train_overrides)
+  return config
+
+
+def test_a_sweep_whose_first_run_is_rejected_leaves_no_new_directory(tmp_path):
+  # ablation.py --workdir new/sweep --config.train.batch_size=100000 used to leave
+  # new/sweep/sweep_config.json behind (the run itself removed its own directory).
+  workdir = tmp_path / 'new' / 'sweep'
+  with pytest.raises(ConfigError, match='batch_size=100000'):
+    sweep.run_sweep(_quick_sweep_config(batch_size=100000), str(workdir))
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_rejected_sweep_leaves_an_existing_sweep_directory_as_it_was(tmp_path):
+  (tmp_path / 'sweep_config.json').write_text('{"title": "the earlier sweep"}\n')
+  (tmp_path / 'notes.txt').write_text('mine')
+
+  def rejected(*args, **kwargs):
+    raise ConfigError('rejected at its start')
+
+  with pytest.raises(ConfigError, match='rejected at its start'):
+    sweep.run_sweep(_quick_sweep_config(), str(tmp_path), train_fn=rejected)
+  assert sorted(os.listdir(tmp_path)) == ['notes.txt', 'sweep_config.json']
+  assert (tmp_path / 'sweep_config.json').read_text() == '{"title": "the earlier sweep"}\n'
