@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from experiments import cli, train as train_script
+from experiments import benchmark, cli, train as train_script
 from experiments.configs import ablation_quick
 from resnet_jax.analysis import sweep
 from resnet_jax.errors import ConfigError
@@ -91,3 +91,22 @@ def test_a_rejected_sweep_leaves_an_existing_sweep_directory_as_it_was(tmp_path)
     sweep.run_sweep(_quick_sweep_config(), str(tmp_path), train_fn=rejected)
   assert sorted(os.listdir(tmp_path)) == ['notes.txt', 'sweep_config.json']
   assert (tmp_path / 'sweep_config.json').read_text() == '{"title": "the earlier sweep"}\n'
+
+
+@pytest.mark.parametrize('out', ['a_file', 'a_file/sweep'])
+def test_benchmark_refuses_an_out_under_a_file_before_measuring(out, tmp_path, capsys,
+                                                                monkeypatch):
+  # --out=a_file/sweep used to fail with a NotADirectoryError traceback after the whole
+  # sweep had been measured.
+  (tmp_path / 'a_file').write_text('notes')
+
+  def measure(*args, **kwargs):
+    raise AssertionError('measured before checking --out')
+
+  monkeypatch.setattr('resnet_jax.analysis.benchmarking.measure', measure)
+  assert benchmark.main(['--sweep=1,2', f'--out={tmp_path / out}']) == cli.EXIT_BAD_INPUT
+  err = capsys.readouterr().err
+  what = 'a file' if out == 'a_file' else f'under a file ({tmp_path / "a_file"})'
+  assert err == (f'error: UsageError: --out={tmp_path / out} is {what}; expected a directory '
+                 "for the sweep's table and plot\n"), err
+  assert os.listdir(tmp_path) == ['a_file'] and (tmp_path / 'a_file').read_text() == 'notes'
