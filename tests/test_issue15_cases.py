@@ -4,14 +4,18 @@ run that leaves its directory, a benchmark that fails on --out after measuring."
 import gc
 import logging
 import os
+import re
 import signal
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from experiments import benchmark, cli, train as train_script
 from experiments.configs import ablation_quick
 from resnet_jax.analysis import sweep
 from resnet_jax.errors import ConfigError
+from resnet_jax.models import create_model
 
 TINY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            'experiments', 'configs', 'tiny_test.py')
@@ -110,3 +114,16 @@ def test_benchmark_refuses_an_out_under_a_file_before_measuring(out, tmp_path, c
   assert err == (f'error: UsageError: --out={tmp_path / out} is {what}; expected a directory '
                  "for the sweep's table and plot\n"), err
   assert os.listdir(tmp_path) == ['a_file'] and (tmp_path / 'a_file').read_text() == 'notes'
+
+
+@pytest.mark.parametrize('dtype', ['float17', 'int8', 3])
+def test_create_model_refuses_a_dtype_that_is_not_floating(dtype):
+  # Was accepted, then failed deep inside init (TypeError / 'Dtype must be inexact').
+  with pytest.raises(ConfigError, match=rf"dtype={re.escape(repr(dtype))}; expected a "
+                     'floating-point type'):
+    create_model('cifar_resnet8', dtype=dtype)
+
+
+def test_create_model_takes_floating_dtypes():
+  for dtype in ('float32', 'bfloat16', jnp.float16, np.float32):
+    assert create_model('cifar_resnet8', dtype=dtype).dtype == dtype
