@@ -11,22 +11,28 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import benchmark, cli, train as train_script
+from experiments import ablation as ablation_script, benchmark, cli, train as train_script
 from experiments.configs import ablation_quick
 from resnet_jax.analysis import sweep
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model
 
-TINY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           'experiments', 'configs', 'tiny_test.py')
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       'experiments', 'configs')
+TINY_CONFIG = os.path.join(CONFIGS, 'tiny_test.py')
+ABLATION_QUICK = os.path.join(CONFIGS, 'ablation_quick.py')
 
 
-def test_a_stop_swallowed_by_a_gc_callback_still_ends_the_script(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize('script,work', [
+    (train_script, 'resnet_jax.train.train_and_evaluate'),
+    (ablation_script, 'resnet_jax.analysis.sweep.run_sweep')], ids=['train', 'ablation'])
+def test_a_stop_swallowed_by_a_gc_callback_still_ends_the_script(script, work, monkeypatch,
+                                                                 capsys, tmp_path):
   # A Ctrl-C in the first second lands, often, in jax's garbage-collector callback while
   # jax is imported (or in numpy's extension, which makes it an ImportError); Python prints
   # such an exception as 'Exception ignored' and goes on, so the run used to train to its
   # end as if no key had been pressed. The signal now waits until the imports are done.
-  def interrupted_inside_a_gc_callback():
+  def interrupted_inside_a_gc_callback(*args, **kwargs):
     def callback(phase, _info):
       if phase == 'start' and not fired:
         fired.append(phase)
@@ -39,15 +45,17 @@ def test_a_stop_swallowed_by_a_gc_callback_still_ends_the_script(monkeypatch, ca
     finally:
       gc.callbacks.remove(callback)
     assert fired
+    setup_logging(*args, **kwargs)
 
-  def train_and_evaluate(*args, **kwargs):
+  def the_work(*args, **kwargs):
     raise AssertionError('the run started although Ctrl-C was pressed before it')
 
-  monkeypatch.setattr(train_script, 'initialize_distributed', interrupted_inside_a_gc_callback)
-  monkeypatch.setattr('resnet_jax.train.train_and_evaluate', train_and_evaluate)
+  setup_logging = cli.setup_logging
+  monkeypatch.setattr(cli, 'setup_logging', interrupted_inside_a_gc_callback)
+  monkeypatch.setattr(work, the_work)
   before = signal.getsignal(signal.SIGINT)
-  code = train_script.main([f'--config={TINY_CONFIG}',
-                            f'--workdir={tmp_path / "run"}'])
+  config = TINY_CONFIG if script is train_script else ABLATION_QUICK
+  code = script.main([f'--config={config}', f'--workdir={tmp_path / "run"}'])
   err = capsys.readouterr().err
   assert code == 0, err
   assert err == ('stopped by SIGINT outside the training loop; what the run saved is kept; '
