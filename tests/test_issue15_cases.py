@@ -1,6 +1,7 @@
-"""Cases of issue 15 ("Nothing lost, round two") found still open by its audit: a Ctrl-C
-swallowed while jax loads, a library warning printed twice, a sweep rejected at its first
-run that leaves its directory, a benchmark that fails on --out after measuring."""
+"""Cases of issue 15 ("Nothing lost, round two") found open, or untested, by its audit: a
+Ctrl-C swallowed while jax loads, a library warning printed twice, a sweep rejected at its
+first run that leaves its directory, a benchmark that fails on --out after measuring, a
+dtype create_model did not check."""
 import gc
 import logging
 import os
@@ -135,3 +136,4 @@ def test_create_model_refuses_a_dtype_that_is_not_floating(dtype):
 def test_create_model_takes_floating_dtypes():
   for dtype in ('float32', 'bfloat16', jnp.float16, np.float32):
     assert create_model('cifar_resnet8', dtype=dtype).dtype == dtype
+
