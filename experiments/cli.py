@@ -116,7 +116,8 @@ class Script:
       return report(error, debug)
 
   def run_stoppable(self, body: Callable[[list], int | None],
-                    argv: Sequence[str] | None = None) -> int:
+                    argv: Sequence[str] | None = None, *,
+                    library_level: int = logging.WARNING) -> int:
     """`run`, for a script that trains: SIGTERM/SIGINT outside the training loop (which
     takes them over while it runs) end the script with one line and EXIT_OK.
 
@@ -128,14 +129,14 @@ class Script:
     script there.
     """
     if threading.current_thread() is not threading.main_thread():
-      return self.run(body, argv)
+      return self.run(body, argv, library_level=library_level)
     previous = {number: signal.signal(number, _stop_outside_the_loop)
                 for number in _STOP_SIGNALS}
     try:
       if hasattr(signal, 'pthread_sigmask'):  # POSIX.
         _held_masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS))
       try:
-        return self.run(body, argv)
+        return self.run(body, argv, library_level=library_level)
       finally:
         release_stop_signals()  # If the script ended before its body let them through.
     except _StoppedOutsideTheLoop as stop:
