@@ -40,6 +40,7 @@ def _main(argv: list) -> int:
     raise app.UsageError(f'unexpected arguments: {argv}')
   from experiments.configs import ablation_quick
   from resnet_jax.analysis import sweep
+  cli.release_stop_signals()  # Imported: a signal that waited stops the script here.
   config = _CONFIG.value
   if _QUICK.value:
     config = ablation_quick.quick(config)
@@ -62,7 +63,7 @@ def _main(argv: list) -> int:
 
 def main(argv=None) -> int:
   """Runs the script with `argv` (the arguments after the program's name)."""
-  return SCRIPT.run(_main, argv)
+  return SCRIPT.run_stoppable(_main, argv)
 
 
 if __name__ == '__main__':

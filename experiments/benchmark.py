@@ -159,15 +159,25 @@ def _batch_sizes() -> list[int]:
   return values
 
 
+def _check_out_dir(out: str) -> None:
+  """UsageError unless `out` is a directory or can be made one (its nearest existing
+  ancestor a directory)."""
+  path = os.path.abspath(out)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    what = 'a file' if path == os.path.abspath(out) else f'under a file ({path})'
+    raise app.UsageError(f"--out={out} is {what}; expected a directory for the sweep's "
+                         'table and plot')
+
+
 def _main(argv: list) -> int:
   if argv:
     raise app.UsageError(f'unexpected arguments: {argv}')
   if _INPUT_ONLY.value:
     return _input_only()
-  if _SWEEP.value and os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
-    # Said before measuring, not after it.
-    raise app.UsageError(f'--out={_OUT.value} is a file; expected a directory for the '
-                         "sweep's table and plot")
+  if _SWEEP.value:
+    _check_out_dir(_OUT.value)  # Said before measuring, not after it.
   from resnet_jax.analysis import benchmarking, throughput
 
   num_classes = _NUM_CLASSES.value or (6 if _LAYOUT.value == 'coursera' else 1000)

@@ -25,12 +25,18 @@ an ill-typed flag value, a misspelled or ill-typed `--config.field=value` overri
 file that cannot be loaded, or a usage error (`absl.app.UsageError`: wrong positional
 arguments, conflicting flags). Anything else is a bug and keeps its traceback (exit code 1).
 
+A script that trains (train.py, ablation.py) runs its body with `Script.run_stoppable`:
+SIGTERM/SIGINT outside the training loop, start-up included, end it with one line and
+exit code 0 instead of a KeyboardInterrupt traceback or a silent kill.
+
 A dash in a flag's name is read as an underscore (`--image-size 64` is `--image_size=64`),
 so either spelling works.
 """
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable, Sequence
 
@@ -109,6 +115,39 @@ class Script:
     except (ResNetJaxError, app.UsageError) as error:
       return report(error, debug)
 
+  def run_stoppable(self, body: Callable[[list], int | None],
+                    argv: Sequence[str] | None = None, *,
+                    library_level: int = logging.WARNING) -> int:
+    """`run`, for a script that trains: SIGTERM/SIGINT outside the training loop (which
+    takes them over while it runs) end the script with one line and EXIT_OK.
+
+    While the flags are parsed and the libraries imported the signals are held (blocked
+    at the OS level): raised inside an import, the stop would be mangled by it (numpy's
+    extension turns it into an ImportError, jax's garbage-collector callback prints it as
+    'Exception ignored' and the run goes on as if no key had been pressed). `body` calls
+    `release_stop_signals()` once its imports are done; a signal that waited stops the
+    script there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+      return self.run(body, argv, library_level=library_level)
+    previous = {number: signal.signal(number, _stop_outside_the_loop)
+                for number in _STOP_SIGNALS}
+    try:
+      if hasattr(signal, 'pthread_sigmask'):  # POSIX.
+        _held_masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS))
+      try:
+        return self.run(body, argv, library_level=library_level)
+      finally:
+        release_stop_signals()  # If the script ended before its body let them through.
+    except _StoppedOutsideTheLoop as stop:
+      print(f'stopped by {signal.Signals(stop.args[0]).name} outside the training loop; '
+            'what the run saved is kept; rerun the same command to continue',
+            file=sys.stderr)
+      return EXIT_OK
+    finally:
+      for number, handler in previous.items():
+        signal.signal(number, handler)
+
   def parse(self, argv: Sequence[str]) -> list:
     """absl's parsing of `argv` (without the program's name); returns the positionals.
 
@@ -149,6 +188,25 @@ class Script:
       from resnet_jax.errors import ConfigError
       raise ConfigError(f'--config={self.config_path()} cannot be loaded: '
                         f'{type(error).__name__}: {error}') from error
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_held_masks = []  # The signal mask to restore when the held signals are let through.
+
+
+class _StoppedOutsideTheLoop(BaseException):
+  """SIGTERM/SIGINT before the training loop installed its own handlers (or after)."""
+
+
+def _stop_outside_the_loop(number, _frame):
+  raise _StoppedOutsideTheLoop(number)
+
+
+def release_stop_signals() -> None:
+  """Lets SIGTERM/SIGINT through again (see `Script.run_stoppable`); one that waited is
+  delivered here and now."""
+  while _held_masks:
+    signal.pthread_sigmask(signal.SIG_SETMASK, _held_masks.pop())
 
 
 def default_workdir(config_path: str, suffix: str = '') -> str:
@@ -198,12 +256,24 @@ def setup_logging(library_level: int = logging.WARNING) -> None:
     absl_logger.addFilter(_OrbaxMetricsNote())
   root = logging.getLogger()
   root.setLevel(library_level)
+  # absl's first log call before any handler exists (orbax's, while the config file imports
+  # resnet_jax.train) runs logging.basicConfig(): its handler would print every library
+  # warning a second time, as 'WARNING:absl:...'.
+  for handler in [h for h in root.handlers if _from_basic_config(h)]:
+    root.removeHandler(handler)
   ours = logging.getLogger('resnet_jax')
   ours.setLevel(logging.INFO)
   ours.propagate = False
   for logger in (root, ours):
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
       logger.addHandler(_StderrHandler())
+
+
+def _from_basic_config(handler: logging.Handler) -> bool:
+  """Whether `handler` is the one logging.basicConfig() adds (a plain stderr stream with
+  logging's BASIC_FORMAT)."""
+  return (type(handler) is logging.StreamHandler and handler.formatter is not None
+          and handler.formatter._fmt == logging.BASIC_FORMAT)
 
 
 class _OrbaxMetricsNote(logging.Filter):

@@ -21,9 +21,7 @@ Several hosts: start the same command on every host, adding
 config.batch_size is the global batch; --workdir must be one directory all hosts share.
 """
 import os
-import signal
 import sys
-import threading
 
 from absl import app, flags
 
@@ -95,37 +93,17 @@ def _main(argv: list) -> int:
     raise app.UsageError(f'unexpected arguments: {argv}')
   initialize_distributed()
   from resnet_jax.train import train_and_evaluate
+  cli.release_stop_signals()  # Imported: a signal that waited stops the script here.
   workdir = _WORKDIR.value or cli.default_workdir(SCRIPT.config_path())
   print(summary(train_and_evaluate(_CONFIG.value, workdir)))
   return cli.EXIT_OK
 
 
-class _StoppedOutsideTheLoop(BaseException):
-  """SIGTERM/SIGINT before the training loop installed its own handlers (or after)."""
-
-
-def _stop_outside_the_loop(number, _frame):
-  raise _StoppedOutsideTheLoop(number)
-
-
 def main(argv=None) -> int:
   """Runs the script with `argv` (the arguments after the program's name)."""
-  if threading.current_thread() is not threading.main_thread():
-    return SCRIPT.run(_main, argv)
   # Until train_and_evaluate takes over the signals (its first act) nothing is written:
-  # a signal while the libraries load ends the script with one line instead of a
-  # KeyboardInterrupt traceback (SIGINT) or a silent kill (SIGTERM).
-  numbers = (signal.SIGTERM, signal.SIGINT)
-  previous = {number: signal.signal(number, _stop_outside_the_loop) for number in numbers}
-  try:
-    return SCRIPT.run(_main, argv)
-  except _StoppedOutsideTheLoop as stop:
-    print(f'stopped by {signal.Signals(stop.args[0]).name} outside the training loop; what '
-          'the run saved is kept; rerun the same command to continue', file=sys.stderr)
-    return cli.EXIT_OK
-  finally:
-    for number, handler in previous.items():
-      signal.signal(number, handler)
+  # a signal while the libraries load ends the script with one line.
+  return SCRIPT.run_stoppable(_main, argv)
 
 
 if __name__ == '__main__':

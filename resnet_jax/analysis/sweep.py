@@ -38,7 +38,14 @@ from resnet_jax.analysis import plots, results
 from resnet_jax.analysis.gradient_flow import layer_gradient_norms
 from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
-from resnet_jax.train import checkpoint, config as config_lib, loop, setup, state as state_lib
+from resnet_jax.train import (
+  checkpoint,
+  config as config_lib,
+  loop,
+  setup,
+  state as state_lib,
+  workdir_claim,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,19 +208,73 @@ def run_sweep(config, workdir, *, train_fn=None):
   """
   train_fn = train_fn or loop.train_and_evaluate
   check_sweep_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  storage.write_text_atomic(os.path.join(workdir, 'sweep_config.json'),
-                            config.to_json_best_effort(indent=2) + '\n')
-  dataset = setup.load_data(config.train)
+  start = _SweepStart(workdir)
+  storage.write_text_atomic(start.config_path, config.to_json_best_effort(indent=2) + '\n')
   status = {}
-  # Seed-major, so that a sweep cut short already holds every model once.
-  for seed in config.seeds:
-    for model_name in config.models:
-      log.info('sweep: %s seed %d', model_name, seed)
-      status[(model_name, seed)] = run_one(config, workdir, model_name, seed, dataset, train_fn)
-      if status[(model_name, seed)] == 'preempted':
-        return {'status': status, 'rows': [], 'markdown': '', 'paths': [], 'preempted': True}
+  try:
+    dataset = setup.load_data(config.train)
+    # Seed-major, so that a sweep cut short already holds every model once.
+    for seed in config.seeds:
+      for model_name in config.models:
+        log.info('sweep: %s seed %d', model_name, seed)
+        status[(model_name, seed)] = 'started'
+        status[(model_name, seed)] = run_one(config, workdir, model_name, seed, dataset,
+                                             train_fn)
+        if status[(model_name, seed)] == 'preempted':
+          start.undo_unless_a_run_started(status)
+          return {'status': status, 'rows': [], 'markdown': '', 'paths': [], 'preempted': True}
+  except BaseException:
+    start.undo_unless_a_run_started(status)
+    raise
   return dict(write_report(workdir, config.get('title')), status=status, preempted=False)
+
+
+class _SweepStart:
+  """The sweep directory and its sweep_config.json, undone by a sweep that ends (rejected,
+  failed or stopped) before any new run of it has started training or any run has finished:
+  a run rejected or stopped at its start leaves nothing behind (train_and_evaluate's workdir
+  claim), and neither does the sweep (an existing sweep_config.json gets its old text back).
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.config_path = os.path.join(workdir, 'sweep_config.json')
+    self.created_dirs = workdir_claim.missing_directories(workdir)
+    self.previous_config = None
+    if os.path.isfile(self.config_path):
+      with open(self.config_path) as f:
+        self.previous_config = f.read()
+    self.runs_before = {(model, seed) for model, seed in _run_dirs(workdir)}
+    os.makedirs(workdir, exist_ok=True)
+
+  def undo_unless_a_run_started(self, status: dict) -> None:
+    started = [key for key in status if key not in self.runs_before
+               and os.path.isdir(run_dir(self.workdir, *key))]
+    if started or 'done' in status.values():
+      return
+    if self.previous_config is None:
+      if os.path.isfile(self.config_path):
+        os.remove(self.config_path)
+    else:
+      storage.write_text_atomic(self.config_path, self.previous_config)
+    for directory in self.created_dirs:
+      try:
+        os.rmdir(directory)  # Only if empty.
+      except OSError:
+        break
+
+
+def _run_dirs(workdir: str) -> list:
+  """(model directory name, seed) of the run directories under `workdir`."""
+  found = []
+  if not os.path.isdir(workdir):
+    return found
+  for model in os.listdir(workdir):
+    model_dir = os.path.join(workdir, model)
+    if os.path.isdir(model_dir):
+      found += [(model, int(name[4:])) for name in os.listdir(model_dir)
+                if name.startswith('seed') and name[4:].isdigit()]
+  return found
 
 
 def write_report(workdir, title=None):

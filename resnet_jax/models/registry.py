@@ -20,6 +20,7 @@ import numbers
 import re
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import resnet
@@ -118,6 +119,8 @@ def create_model(name: str, **overrides) -> nn.Module:
         f'model overrides {unknown} are not fields of ResNet; expected some of {_FIELDS}')
   if 'num_classes' in overrides:
     check_num_classes(overrides['num_classes'])
+  if 'dtype' in overrides:
+    check_dtype(overrides['dtype'])
   if parsed.family == 'imagenet':
     return _IMAGENET[name](**overrides)
   if parsed.preactivation and parsed.depth >= _PREACT_BOTTLENECK_FROM:
@@ -134,6 +137,17 @@ def check_num_classes(num_classes) -> None:
   if not integral or num_classes < 1:
     raise ConfigError(f'num_classes={num_classes!r} ({type(num_classes).__name__}); expected a '
                       'positive int, the number of classes the model predicts')
+
+
+def check_dtype(dtype) -> None:
+  """ConfigError unless `dtype` names a floating-point type (the compute precision)."""
+  try:
+    floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+  except TypeError:
+    floating = False
+  if not floating:
+    raise ConfigError(f'dtype={dtype!r}; expected a floating-point type such as float32 or '
+                      'bfloat16 (the compute precision; parameters stay float32)')
 
 
 def check_input_size(model: nn.Module, image_size: int) -> None:

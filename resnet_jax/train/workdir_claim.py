@@ -31,7 +31,7 @@ def _writable_error(workdir: str, error: OSError) -> ConfigError:
                      'expected a directory this process can create files in')
 
 
-def _missing_directories(path: str) -> list:
+def missing_directories(path: str) -> list:
   """`path` and those of its parents that do not exist yet, deepest first."""
   missing = []
   path = os.path.abspath(path)
@@ -122,7 +122,7 @@ class WorkdirClaim:
   def __enter__(self):
     busy = None
     if self.writer:
-      self._created_dirs = _missing_directories(self.workdir)
+      self._created_dirs = missing_directories(self.workdir)
       try:
         os.makedirs(self.workdir, exist_ok=True)
       except OSError as error:
