@@ -7,12 +7,15 @@ Like the in-memory pipeline (pipeline.py), its position is the step: epoch e's o
 draws from `example_rng(seed, epoch, index)`. A run resumed at step s builds the pipeline
 from s and sees exactly the batches an unbroken run would; no iterator state is saved.
 
-The pipeline is a `grain.MapDataset` over the elements of the run (element k is example
-k % local_batch of step start + k // local_batch), mapped through decode + augment and
-batched to this process's share [local_devices * per_device]; iterated, it is prefetched
-by `workers` worker processes (Grain's multiprocessing prefetch; 0: in this process), each
-making whole batches. Each process reads only its own positions of every global batch
-(`positions`: device d of the run takes positions d * per_device ... + per_device - 1).
+The training pipeline is a `grain.MapDataset` over the steps of the run: element i is step
+start + i's batch, this process's share [local_devices * per_device], each of its examples
+decoded and augmented straight into the batch's arrays (no per-example array, no stacking);
+iterated, it is prefetched by `workers` worker processes (Grain's multiprocessing prefetch;
+0: in this process), each making whole batches. With `Augmentation.canvas_size`, the
+Inception crop's resize is left to the train step (box_resize): the batch holds each
+example's box on a canvas and its geometry ('box'). Each process reads only its own
+positions of every global batch (`positions`: device d of the run takes positions
+d * per_device ... + per_device - 1).
 
 This module does not import JAX: Grain's worker processes import it.
 """
@@ -43,6 +46,14 @@ class Augmentation:
   inception_crop: bool = False
   crop_padding: int = 0
   flip: bool = False
+  # With inception_crop: 0 resizes each box on the host; else the side of the canvas that
+  # carries it to the device, which resizes (host_augment.canvas_size, box_resize).
+  canvas_size: int = 0
+
+  def image_shape(self, image_size: int) -> tuple[int, int, int]:
+    """The shape of the example images a training batch carries."""
+    side = self.canvas_size if self.inception_crop and self.canvas_size else image_size
+    return (side, side, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,15 +142,44 @@ class TrainExample:
     return epoch, index, position
 
   def __call__(self, element: int) -> dict:
+    """Element `element` as a dict of its own arrays (see `fill`)."""
+    image = np.zeros(self.augmentation.image_shape(self.image_size), np.uint8)
+    return {'image': image, **self.fill(element, image)}
+
+  def fill(self, element: int, image: np.ndarray) -> dict:
+    """Writes element `element`'s augmented image into `image` (zeros, of
+    `augmentation.image_shape`) and returns its 'label', 'example_id' and, on a canvas, 'box'
+    (its geometry, box_resize.BOX_FIELDS)."""
     epoch, index, position = self.index_of(element)
-    label, image = decode(self.source, index)
+    label, decoded = decode(self.source, index)
     rng, how = example_rng(self.seed, epoch, index), self.augmentation
-    if how.inception_crop:
-      pixels = host_augment.random_resized_crop(image, rng, self.image_size, how.flip)
+    fields = {'label': np.int32(label), 'example_id': np.int32(position)}
+    if how.inception_crop and how.canvas_size:
+      *geometry, heads = host_augment.crop_to_canvas(decoded, rng, self.image_size, image)
+      # The device flips; without flips the coin is tossed all the same (see host_augment).
+      fields['box'] = np.asarray(geometry + [heads if how.flip else 0], np.int32)
+    elif how.inception_crop:
+      image[...] = host_augment.random_resized_crop(decoded, rng, self.image_size, how.flip)
     else:
-      pixels = host_augment.resize_pad_crop(image, rng, self.image_size, how.crop_padding,
-                                            how.flip)
-    return {'image': pixels, 'label': np.int32(label), 'example_id': np.int32(position)}
+      image[...] = host_augment.resize_pad_crop(decoded, rng, self.image_size,
+                                                how.crop_padding, how.flip)
+    return fields
+
+
+class TrainBatch:
+  """Element i of a training pipeline -> this process's batch of step start_step + i, each
+  example written into the batch's arrays as it is made. Picklable (Grain's workers)."""
+
+  def __init__(self, example: TrainExample):
+    self.example = example
+
+  def __call__(self, step: int) -> dict:
+    example = self.example
+    local = example.layout.local_batch
+    images = np.zeros((local,) + example.augmentation.image_shape(example.image_size),
+                      np.uint8)
+    fields = [example.fill(int(step) * local + slot, images[slot]) for slot in range(local)]
+    return {'image': images, **{k: np.stack([f[k] for f in fields]) for k in fields[0]}}
 
 
 class EvalExample:
@@ -171,12 +211,12 @@ def train_dataset(source, layout: BatchLayout, steps_per_epoch: int, seed: int,
                   image_size: int, augmentation: Augmentation, start_step: int,
                   num_steps: int):
   """A grain.MapDataset of `num_steps` batches from `start_step`: element i is step
-  start_step + i's local batch {'image' [local_batch, H, W, 3] uint8, 'label', 'example_id'}."""
+  start_step + i's local batch {'image' [local_batch, H, W, 3] uint8, 'label', 'example_id'}
+  (and 'box' [local_batch, 7] int32 when the images are canvases; see Augmentation)."""
   import grain
   example = TrainExample(source, layout, steps_per_epoch, start_step, seed, image_size,
                          augmentation)
-  return (grain.MapDataset.range(num_steps * layout.local_batch).map(example)
-          .batch(layout.local_batch, drop_remainder=True))
+  return grain.MapDataset.range(num_steps).map(TrainBatch(example))
 
 
 def eval_dataset(source, layout: BatchLayout, image_size: int):
