@@ -51,9 +51,10 @@ def write_benchmark_shards(out: str, num_images: int, shorter_side: int = 256,
   image_records.write_shard(os.path.join(out, name), records)
   val_name = image_records.shard_name('val', 0, 1)
   image_records.write_shard(os.path.join(out, val_name), records[:num_classes])
-  per_class = tuple(labels.count(c) for c in range(num_classes))
-  splits = {'train': image_records.SplitIndex((name,), (num_images,), per_class),
-            'val': image_records.SplitIndex((val_name,), (num_classes,), (1,) * num_classes)}
+  count = lambda some: tuple(some.count(c) for c in range(num_classes))
+  splits = {'train': image_records.SplitIndex((name,), (num_images,), count(labels)),
+            'val': image_records.SplitIndex((val_name,), (len(records[:num_classes]),),
+                                            count(labels[:num_classes]))}
   image_records.write_index(out, image_records.ImageRecordIndex(
       tuple(f'class_{c:02d}' for c in range(num_classes)), splits,
       {'encoding': 'jpeg', 'quality': 95, 'max_size': shorter_side}))

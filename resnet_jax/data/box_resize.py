@@ -8,9 +8,11 @@ module resizes every box to size x size with Pillow's BILINEAR filter as
 triangle filter stretched by the scale when shrinking (antialiased), its weights normalised
 over the image's pixels (so the margin, where the image has one, takes part at the box's
 edges), horizontal pass first, each pass in Pillow's 22-bit fixed point rounded to uint8.
-The weights are computed in integers, as exact as Pillow's float64 ones, so the result equals
-Pillow's bit for bit (tests/test_box_resize.py; a weight that falls exactly halfway between
-two fixed-point values, which Pillow's float64 rounding may put either way, could differ).
+The weights are computed in integers, as exact as Pillow's float64 ones, so where Pillow
+runs its horizontal pass first the result equals Pillow's bit for bit. Pillow 13 runs the
+vertical pass first for some boxes (its choice; older versions always went horizontal
+first), rounding its intermediate image along the other axis: there a pixel may differ by
+one grey level (tests/test_box_resize.py states the tolerance).
 
 Why not `jax.image.scale_and_translate`: it normalises over the whole input array (here the
 canvas, whose unused part is not image) and computes in float without Pillow's intermediate
