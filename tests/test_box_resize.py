@@ -6,15 +6,21 @@ train step fed canvases, and the configuration that chooses where the resize run
 import functools
 
 import _image_data
-import helpers as fx
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
+import helpers as fx
 from resnet_jax.analysis import input_throughput
-from resnet_jax.data import box_resize, grain_pipeline, host_augment, image_files, pipeline
-from resnet_jax.data import streamed
+from resnet_jax.data import (
+  box_resize,
+  grain_pipeline,
+  host_augment,
+  image_files,
+  pipeline,
+  streamed,
+)
 from resnet_jax.train import grain_feed, optim, steps
 from resnet_jax.train.state import create_train_state
 
