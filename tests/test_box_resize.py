@@ -28,12 +28,13 @@ SIZE = 8
 HOST = grain_pipeline.Augmentation(inception_crop=True, flip=True)
 
 
-def assert_like_pillow(resized, pillow):
-  """The tolerance: equal where Pillow runs its horizontal pass first (as box_resize does;
-  Pillow 13 runs the vertical pass first for some boxes, and rounds its intermediate
-  differently there), so no pixel off by more than 1 and most pixels equal."""
+def assert_like_pillow(resized, pillow, differing=0.25):
+  """The tolerance: no pixel off by more than 2 grey levels, and at most `differing` of them
+  off at all. box_resize sums in float32 where Pillow sums 22-bit integers (a value within
+  about 1e-5 of a half may round the other way, in each pass), and Pillow 13 runs the
+  vertical pass first for some boxes (rounding its intermediate image differently)."""
   difference = np.abs(resized.astype(np.int32) - pillow.astype(np.int32))
-  assert difference.max() <= 1 and np.mean(difference > 0) < 0.25, (
+  assert difference.max() <= 2 and np.mean(difference > 0) < differing, (
       difference.max(), np.mean(difference > 0))
 
 
@@ -72,9 +73,9 @@ def test_the_device_resize_matches_pillows_box_resize(tmp_path, size):
   resized = _resize(canvases, box_resize.box_array(boxes), size)
   assert_like_pillow(resized, np.stack(expected))
   # Landscape pictures (every other one), which Pillow resizes horizontal pass first here,
-  # come out equal bit for bit.
+  # differ only where float32 rounds a near-half the other way.
   landscape = [k for k in range(len(canvases)) if k % len(images) % 2 == 0]
-  np.testing.assert_array_equal(resized[landscape], np.stack(expected)[landscape])
+  assert_like_pillow(resized[landscape], np.stack(expected)[landscape], differing=0.01)
 
 
 def test_a_box_larger_than_the_canvas_is_resized_on_the_host():

@@ -33,7 +33,8 @@ FREE_ON_RESUME = ('log_every_steps', 'eval_every_epochs', 'checkpoint_every_step
                   'keep_checkpoints', 'progress_bar', 'tensorboard', 'num_steps', 'num_epochs',
                   'steps_per_dispatch', 'loop_on_device', 'data_on_device', 'eval_batch_size',
                   'cache_dir', 'allow_changes_on_resume', 'data_workers',
-                  'augment.crop_resize')  # The device resizes bit for bit as the host does.
+                  # Host and device resize as Pillow does (box_resize: within 2 grey levels).
+                  'augment.crop_resize')
 
 
 def base_config() -> ml_collections.ConfigDict:
