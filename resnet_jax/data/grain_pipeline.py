@@ -36,6 +36,9 @@ from resnet_jax.errors import BadImageError, DatasetError
 _WORKER_BUFFER = 2
 _READ_BUFFER = 2
 _PARENT_POLL_SECONDS = 0.5
+# True in Grain's worker processes (set by _init_worker): batches are then made in shared
+# memory, which Grain hands to the reading process without copying them.
+_in_worker = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,10 +179,23 @@ class TrainBatch:
   def __call__(self, step: int) -> dict:
     example = self.example
     local = example.layout.local_batch
-    images = np.zeros((local,) + example.augmentation.image_shape(example.image_size),
-                      np.uint8)
-    fields = [example.fill(int(step) * local + slot, images[slot]) for slot in range(local)]
+    images = _zeros((local,) + example.augmentation.image_shape(example.image_size))
+    try:
+      fields = [example.fill(int(step) * local + slot, images[slot]) for slot in range(local)]
+    except BaseException:
+      if hasattr(images, 'unlink_on_del'):
+        images.unlink_on_del()  # A batch never sent: its shared memory goes with it.
+      raise
     return {'image': images, **{k: np.stack([f[k] for f in fields]) for k in fields[0]}}
+
+
+def _zeros(shape: tuple[int, ...]) -> np.ndarray:
+  """A uint8 array of zeros: in shared memory in a Grain worker (new shared memory is zeros),
+  where Grain would otherwise copy a batch into shared memory to hand it over."""
+  if not _in_worker:
+    return np.zeros(shape, np.uint8)
+  from grain.python import SharedMemoryArray
+  return SharedMemoryArray(shape, np.uint8)
 
 
 class EvalExample:
@@ -245,7 +261,7 @@ def iterate(dataset, local_devices: int, workers: int = 0,
     _allow_worker_flags()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=workers, per_worker_buffer_size=_WORKER_BUFFER),
-        worker_init_fn=_exit_with_parent)
+        worker_init_fn=_init_worker)
   iterator = iter(stream)
   try:
     for batch in iterator:
@@ -254,10 +270,13 @@ def iterate(dataset, local_devices: int, workers: int = 0,
     iterator.close()
 
 
-def _exit_with_parent(worker_index: int, worker_count: int) -> None:
-  """Run in each worker: exits it when the process that started it is gone (a run killed
-  with SIGKILL cannot stop its workers, which would otherwise live on as orphans)."""
+def _init_worker(worker_index: int, worker_count: int) -> None:
+  """Run in each worker: batches in shared memory (see `_zeros`), and an exit when the
+  process that started it is gone (a run killed with SIGKILL cannot stop its workers, which
+  would otherwise live on as orphans)."""
   del worker_index, worker_count
+  global _in_worker
+  _in_worker = True
   parent = os.getppid()
 
   def watch():
