@@ -34,11 +34,16 @@ step's measured time minus the layers' sum is what the layers alone do not show
 
 --input_only times the streaming input pipeline alone against Pillow decoding the same JPEGs
 in one process per core (resnet_jax/analysis/input_throughput.py): one JSON line with
-pipeline_img_per_sec, decode_limit_img_per_sec, fraction_of_limit, the load average, and
-cores_needed: the cores this pipeline needs to feed --accelerator_img_per_sec (7,300, an
-accelerator training ResNet-50), from its speed per worker process; cores_needed_by_cpu_time
-the same from its CPU time per image (pipeline_cpu_ms_per_image, which depends far less on
-the machine's other load; decode_cpu_ms_per_image for decoding alone).
+pipeline_img_per_sec, decode_limit_img_per_sec, fraction_of_limit, the load average (at the
+start and end, and per window), and cores_needed: the cores this pipeline needs to feed
+--accelerator_img_per_sec (7,300, an accelerator training ResNet-50), from its speed per
+worker process; cores_needed_by_cpu_time the same from its CPU time per image
+(pipeline_cpu_ms_per_image, which depends far less on the machine's other load;
+decode_cpu_ms_per_image for decoding alone, stage_cpu_ms_per_image stage by stage).
+--crop_resize device (the default a GPU run gets) times the pipeline that leaves the crop's
+resize and flip to the train step, and adds device_resize_*_ms_per_image: that resize on
+this machine's default JAX device (jitted, one batch); host times the pipeline that resizes
+with Pillow.
 
 Bad input prints one `error:`
 line and exits with code 2 (--debug shows the traceback).
@@ -113,6 +118,9 @@ _DATA_WORKERS = flags.DEFINE_integer('data_workers', 2, '--input_only: decoding 
                                      lower_bound=0, flag_values=SCRIPT.flags)
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 8, '--input_only: batches per timed '
                                       'window.', lower_bound=1, flag_values=SCRIPT.flags)
+_CROP_RESIZE = flags.DEFINE_enum('crop_resize', 'device', ['device', 'host'], '--input_only: '
+                                  "config.augment.crop_resize of the timed pipeline.",
+                                  flag_values=SCRIPT.flags)
 _ACCELERATOR_RATE = flags.DEFINE_float('accelerator_img_per_sec', 7300.0, '--input_only: the '
                                        'training speed to say the needed cores for.',
                                        lower_bound=1.0, flag_values=SCRIPT.flags)
@@ -124,19 +132,29 @@ def _input_only() -> int:
   import tempfile
 
   from resnet_jax.analysis import input_throughput
-  from resnet_jax.data import streamed
+  from resnet_jax.data import host_augment, streamed
+  load_at_start = os.getloadavg()
   with tempfile.TemporaryDirectory() as scratch:
     data_dir = _DATA_DIR.value or input_throughput.write_benchmark_shards(
         os.path.join(scratch, 'shards'), _INPUT_IMAGES.value)
-    source = streamed.open_images(data_dir, _IMAGE_SIZE.value).train.source
+    dataset = streamed.open_images(data_dir, _IMAGE_SIZE.value)
+    canvas = 0
+    if _CROP_RESIZE.value == 'device':
+      if not dataset.max_size:
+        raise app.UsageError(f'--data_dir={data_dir}: its index states no max_size; expected '
+                             'prepared shards (or --crop_resize=host)')
+      canvas = host_augment.canvas_size(dataset.max_size, _IMAGE_SIZE.value)
     record = input_throughput.measure_input(
-        source, image_size=_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value,
-        workers=_DATA_WORKERS.value, num_batches=_INPUT_BATCHES.value, windows=_WINDOWS.value)
+        dataset.train.source, image_size=_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value,
+        workers=_DATA_WORKERS.value, num_batches=_INPUT_BATCHES.value, windows=_WINDOWS.value,
+        canvas_size=canvas)
   # Cores the pipeline kept busy: its workers (the reading process itself with 0 workers).
   cores = min(max(_DATA_WORKERS.value, 1), os.cpu_count() or 1)
   per_core = record['pipeline_img_per_sec'] / cores
   record.update(mode='input_only', data=_DATA_DIR.value or f'{_INPUT_IMAGES.value} generated '
-                '256-px JPEGs', load_average=os.getloadavg(), cpu_count=os.cpu_count(),
+                '256-px JPEGs', crop_resize=_CROP_RESIZE.value,
+                load_average_at_start=load_at_start, load_average=os.getloadavg(),
+                cpu_count=os.cpu_count(),
                 pipeline_img_per_sec_per_core=per_core,
                 accelerator_img_per_sec=_ACCELERATOR_RATE.value,
                 cores_needed=math.ceil(_ACCELERATOR_RATE.value / per_core),

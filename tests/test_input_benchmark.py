@@ -26,3 +26,9 @@ def test_input_only_reports_the_pipeline_against_the_decode_limit(capsys):
   assert record['pipeline_cpu_ms_per_image'] > 0 and record['decode_cpu_ms_per_image'] > 0
   assert record['cores_needed_by_cpu_time'] == math.ceil(
       record['pipeline_cpu_ms_per_image'])  # 1000 img/s x ms per image / 1000.
+  # The default leaves the resize to the device: canvases for 256-px images, and its cost.
+  assert record['crop_resize'] == 'device' and record['canvas_size'] == 343 + 2 * 11
+  assert record['device_resize_cpu_ms_per_image'] > 0 and record['device_resize_batch'] == 8
+  assert set(record['stage_cpu_ms_per_image']) == {
+      'read_record', 'decode_rgb', 'crop_box_copy_to_canvas', 'crop_box_resize_flip_on_host'}
+  assert 'load_average' in record['windows'][0]

@@ -2,14 +2,18 @@
 
 `measure_input` times, in alternating windows of one run:
 - 'pipeline': the training pipeline alone (grain_pipeline: read + decode + Inception crop +
-  flip + batch to [1, batch, size, size, 3]) with `workers` decoding processes, as a run
-  gets its batches (no device, no training);
+  batch) with `workers` decoding processes, as a run gets its batches (no device, no
+  training). With a `canvas_size` (config.augment.crop_resize='device') the host copies each
+  crop box onto a canvas and the resize and flip are left to the train step; without, the
+  host resizes (Pillow) and flips;
 - 'decode_limit': Pillow decoding the same JPEG records to RGB and nothing else, in one
   process per core: an upper bound on what any decoding pipeline on this machine delivers.
 Each window of the pipeline starts a fresh iterator (its start-up is excluded: the first
 batches are drawn before the clock starts), so neither phase inherits the other's buffers.
-Wall-clock rates depend on what else the machine runs; `cpu_ms_per_image` adds the CPU
-time per image of both, which says what one free core delivers.
+Wall-clock rates depend on what else the machine runs, so each window records the load
+average; `cpu_ms_per_image` adds the CPU time per image of each stage in one process, which
+says what one free core delivers, and `device_resize_ms_per_image` what the resize left to
+the train step costs on this machine's default JAX device.
 """
 import io
 import multiprocessing
@@ -21,7 +25,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from resnet_jax.data import grain_pipeline, image_records
+from resnet_jax.data import grain_pipeline, host_augment, image_files, image_records
 
 _STARTUP_BATCHES = 2  # Drawn before timing: worker start-up and first fills.
 
@@ -51,9 +55,10 @@ def write_benchmark_shards(out: str, num_images: int, shorter_side: int = 256,
   image_records.write_shard(os.path.join(out, name), records)
   val_name = image_records.shard_name('val', 0, 1)
   image_records.write_shard(os.path.join(out, val_name), records[:num_classes])
-  per_class = tuple(labels.count(c) for c in range(num_classes))
-  splits = {'train': image_records.SplitIndex((name,), (num_images,), per_class),
-            'val': image_records.SplitIndex((val_name,), (num_classes,), (1,) * num_classes)}
+  count = lambda some: tuple(some.count(c) for c in range(num_classes))
+  splits = {'train': image_records.SplitIndex((name,), (num_images,), count(labels)),
+            'val': image_records.SplitIndex((val_name,), (len(records[:num_classes]),),
+                                            count(labels[:num_classes]))}
   image_records.write_index(out, image_records.ImageRecordIndex(
       tuple(f'class_{c:02d}' for c in range(num_classes)), splits,
       {'encoding': 'jpeg', 'quality': 95, 'max_size': shorter_side}))
@@ -70,14 +75,17 @@ def _decode_range(task) -> int:
   return stop - start
 
 
+def _augmentation(canvas_size: int) -> grain_pipeline.Augmentation:
+  return grain_pipeline.Augmentation(inception_crop=True, flip=True, canvas_size=canvas_size)
+
+
 def _time_pipeline(source, image_size: int, batch_size: int, workers: int,
-                   num_batches: int, epoch: int) -> float:
+                   num_batches: int, epoch: int, canvas_size: int = 0) -> float:
   """Images per second of one window of the training pipeline (start-up excluded)."""
   layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
   steps_per_epoch = len(source) // batch_size
   dataset = grain_pipeline.train_dataset(
-      source, layout, steps_per_epoch, 0, image_size,
-      grain_pipeline.Augmentation(inception_crop=True, flip=True),
+      source, layout, steps_per_epoch, 0, image_size, _augmentation(canvas_size),
       epoch * steps_per_epoch, _STARTUP_BATCHES + num_batches)
   batches = grain_pipeline.iterate(dataset, 1, workers)
   try:
@@ -89,7 +97,8 @@ def _time_pipeline(source, image_size: int, batch_size: int, workers: int,
     elapsed = time.perf_counter() - start
   finally:
     batches.close()
-  assert batch['image'].shape == (1, batch_size, image_size, image_size, 3)
+  side = canvas_size or image_size
+  assert batch['image'].shape == (1, batch_size, side, side, 3)
   return num_batches * batch_size / elapsed
 
 
@@ -102,60 +111,121 @@ def _time_decode(pool, source, num_images: int, processes: int) -> float:
   return done / (time.perf_counter() - start)
 
 
-def cpu_ms_per_image(source, image_size: int, batch_size: int, num_images: int) -> dict:
-  """CPU milliseconds per image in this process, for the pipeline's work (an example's
-  read + decode + crop + flip, and its share of stacking the batch) and for decoding alone.
+def cpu_ms_per_image(source, image_size: int, batch_size: int, num_images: int,
+                     canvas_size: int = 0) -> dict:
+  """CPU milliseconds per image in this process: the pipeline's whole work (each batch as
+  a Grain worker makes it: read + decode + crop, written into the batch), the same with
+  the resize on the host (for comparison), decoding alone, and the stages one at a time.
 
   CPU time, unlike wall time, hardly depends on what else the machine runs, so it says
   what a core delivers: cores needed = images/s x CPU seconds per image (worker start-up and
   the transfer between processes not included).
   """
   layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
-  example = grain_pipeline.TrainExample(
-      source, layout, max(1, len(source) // batch_size), 0, 0, image_size,
-      grain_pipeline.Augmentation(inception_crop=True, flip=True))
-  num_images = min(num_images, len(source) // batch_size * batch_size)
-  start = time.process_time()
-  for first in range(0, num_images, batch_size):
-    examples = [example(k) for k in range(first, first + batch_size)]
-    np.stack([e['image'] for e in examples])
-  pipeline = (time.process_time() - start) / num_images
+  num_images = max(1, min(num_images, len(source)) // batch_size) * batch_size
+  steps = max(1, len(source) // batch_size)
+
+  def batches_ms(canvas):
+    example = grain_pipeline.TrainExample(source, layout, steps, 0, 0, image_size,
+                                          _augmentation(canvas))
+    make_batch = grain_pipeline.TrainBatch(example)
+    start = time.process_time()
+    for step in range(num_images // batch_size):
+      make_batch(step)
+    return (time.process_time() - start) / num_images * 1e3
+
+  def stage_ms(work, items):
+    start = time.process_time()
+    results = [work(item) for item in items]
+    return (time.process_time() - start) / len(items) * 1e3, results
+
+  indices = range(num_images)
+  read, records = stage_ms(lambda i: source[i][1], indices)
+  decode_pil, images = stage_ms(
+      image_files.decode_rgb_image, records)
+  rng = lambda i: grain_pipeline.example_rng(0, 0, i)
+  side = canvas_size or host_augment.canvas_size(min(images[0].size), image_size)
+  canvas = np.zeros((side, side, 3), np.uint8)
+  copy, _ = stage_ms(lambda i: host_augment.crop_to_canvas(images[i], rng(i), image_size,
+                                                            canvas), indices)
+  resize, _ = stage_ms(lambda i: host_augment.random_resized_crop(images[i], rng(i),
+                                                                  image_size, True), indices)
+  pipeline = batches_ms(canvas_size)
+  host_resize = batches_ms(0) if canvas_size else pipeline
   start = time.process_time()
   _decode_range((source, 0, num_images))
-  decode = (time.process_time() - start) / num_images
-  return {'pipeline_cpu_ms_per_image': pipeline * 1e3, 'decode_cpu_ms_per_image': decode * 1e3}
+  decode = (time.process_time() - start) / num_images * 1e3
+  return {'pipeline_cpu_ms_per_image': pipeline, 'decode_cpu_ms_per_image': decode,
+          'host_resize_pipeline_cpu_ms_per_image': host_resize,
+          'stage_cpu_ms_per_image': {'read_record': read, 'decode_rgb': decode_pil,
+                                     'crop_box_copy_to_canvas': copy,
+                                     'crop_box_resize_flip_on_host': resize}}
+
+
+def device_resize_ms_per_image(canvas_batch: dict, image_size: int, repeats: int = 3) -> dict:
+  """The cost of the resize left to the train step (box_resize) on the default JAX device:
+  one jitted call on a batch of canvases, timed (after compiling) `repeats` times."""
+  import jax
+
+  from resnet_jax.data import box_resize
+  resize = jax.jit(box_resize.resize_boxes, static_argnums=2)
+  canvases, boxes = (jax.device_put(canvas_batch[k].reshape((-1,) + canvas_batch[k].shape[2:]))
+                     for k in ('image', 'box'))
+  jax.block_until_ready(resize(canvases, boxes, image_size))
+  wall, cpu = time.perf_counter(), time.process_time()
+  for _ in range(repeats):
+    jax.block_until_ready(resize(canvases, boxes, image_size))
+  count = repeats * canvases.shape[0]
+  return {'device_resize_wall_ms_per_image': (time.perf_counter() - wall) / count * 1e3,
+          'device_resize_cpu_ms_per_image': (time.process_time() - cpu) / count * 1e3,
+          'device_resize_device': str(jax.devices()[0].device_kind),
+          'device_resize_batch': int(canvases.shape[0])}
 
 
 def measure_input(source, *, image_size: int = 224, batch_size: int = 128, workers: int = 2,
                   num_batches: int = 8, windows: int = 3,
-                  processes: Optional[int] = None) -> dict:
+                  processes: Optional[int] = None, canvas_size: int = 0) -> dict:
   """Alternating windows of the pipeline and of the decode limit over the same records.
 
   Args:
     source: a RecordSource (streamed.open_images(...).train.source) of JPEG records.
     processes: decode-limit processes (default: one per core, os.cpu_count()).
+    canvas_size: the pipeline leaves the crop's resize to the device with canvases of this
+      side (host_augment.canvas_size); 0: it resizes on the host.
 
   Returns:
     {'pipeline_img_per_sec', 'decode_limit_img_per_sec' (medians over windows),
-     'fraction_of_limit', 'windows': [{'pipeline': ..., 'decode_limit': ...}], and the
+     'fraction_of_limit', 'windows': [{'pipeline', 'decode_limit', 'load_average'}], the CPU
+     times per image (cpu_ms_per_image), the device resize's cost with a canvas, and the
      settings}.
   """
   processes = processes or os.cpu_count() or 1
   decode_images = min(len(source), num_batches * batch_size)
-  pipeline_rates, limit_rates = [], []
+  pipeline_rates, limit_rates, loads = [], [], []
   # The decode pool is started (and its processes imported) before any clock runs.
   with multiprocessing.get_context('spawn').Pool(processes) as pool:
     pool.map(_decode_range, [(source, 0, 1)] * processes)
     for window in range(windows):
+      loads.append(os.getloadavg()[0])
       pipeline_rates.append(_time_pipeline(source, image_size, batch_size, workers,
-                                           num_batches, window))
+                                           num_batches, window, canvas_size))
       limit_rates.append(_time_decode(pool, source, decode_images, processes))
   pipeline, limit = statistics.median(pipeline_rates), statistics.median(limit_rates)
-  cpu = cpu_ms_per_image(source, image_size, batch_size, decode_images)
-  return {**cpu, 'pipeline_img_per_sec': pipeline, 'decode_limit_img_per_sec': limit,
+  cpu = cpu_ms_per_image(source, image_size, batch_size, decode_images, canvas_size)
+  device = {}
+  if canvas_size:
+    layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
+    data = grain_pipeline.train_dataset(source, layout, max(1, len(source) // batch_size), 0,
+                                        image_size, _augmentation(canvas_size), 0, 1)
+    batches = grain_pipeline.iterate(data, 1)
+    try:
+      device = device_resize_ms_per_image(next(batches), image_size)
+    finally:
+      batches.close()
+  return {**cpu, **device, 'pipeline_img_per_sec': pipeline, 'decode_limit_img_per_sec': limit,
           'fraction_of_limit': pipeline / limit,
-          'windows': [{'pipeline': p, 'decode_limit': d}
-                      for p, d in zip(pipeline_rates, limit_rates)],
+          'windows': [{'pipeline': p, 'decode_limit': d, 'load_average': a}
+                      for p, d, a in zip(pipeline_rates, limit_rates, loads)],
           'image_size': image_size, 'batch_size': batch_size, 'workers': workers,
-          'decode_processes': processes, 'images_per_window': num_batches * batch_size,
-          'records': len(source)}
+          'canvas_size': canvas_size, 'decode_processes': processes,
+          'images_per_window': num_batches * batch_size, 'records': len(source)}

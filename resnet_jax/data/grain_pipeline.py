@@ -7,12 +7,15 @@ Like the in-memory pipeline (pipeline.py), its position is the step: epoch e's o
 draws from `example_rng(seed, epoch, index)`. A run resumed at step s builds the pipeline
 from s and sees exactly the batches an unbroken run would; no iterator state is saved.
 
-The pipeline is a `grain.MapDataset` over the elements of the run (element k is example
-k % local_batch of step start + k // local_batch), mapped through decode + augment and
-batched to this process's share [local_devices * per_device]; iterated, it is prefetched
-by `workers` worker processes (Grain's multiprocessing prefetch; 0: in this process), each
-making whole batches. Each process reads only its own positions of every global batch
-(`positions`: device d of the run takes positions d * per_device ... + per_device - 1).
+The training pipeline is a `grain.MapDataset` over the steps of the run: element i is step
+start + i's batch, this process's share [local_devices * per_device], each of its examples
+decoded and augmented straight into the batch's arrays (no per-example array, no stacking);
+iterated, it is prefetched by `workers` worker processes (Grain's multiprocessing prefetch;
+0: in this process), each making whole batches. With `Augmentation.canvas_size`, the
+Inception crop's resize is left to the train step (box_resize): the batch holds each
+example's box on a canvas and its geometry ('box'). Each process reads only its own
+positions of every global batch (`positions`: device d of the run takes positions
+d * per_device ... + per_device - 1).
 
 This module does not import JAX: Grain's worker processes import it.
 """
@@ -33,6 +36,9 @@ from resnet_jax.errors import BadImageError, DatasetError
 _WORKER_BUFFER = 2
 _READ_BUFFER = 2
 _PARENT_POLL_SECONDS = 0.5
+# True in Grain's worker processes (set by _init_worker): batches are then made in shared
+# memory, which Grain hands to the reading process without copying them.
+_in_worker = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +49,14 @@ class Augmentation:
   inception_crop: bool = False
   crop_padding: int = 0
   flip: bool = False
+  # With inception_crop: 0 resizes each box on the host; else the side of the canvas that
+  # carries it to the device, which resizes (host_augment.canvas_size, box_resize).
+  canvas_size: int = 0
+
+  def image_shape(self, image_size: int) -> tuple[int, int, int]:
+    """The shape of the example images a training batch carries."""
+    side = self.canvas_size if self.inception_crop and self.canvas_size else image_size
+    return (side, side, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,15 +145,57 @@ class TrainExample:
     return epoch, index, position
 
   def __call__(self, element: int) -> dict:
+    """Element `element` as a dict of its own arrays (see `fill`)."""
+    image = np.zeros(self.augmentation.image_shape(self.image_size), np.uint8)
+    return {'image': image, **self.fill(element, image)}
+
+  def fill(self, element: int, image: np.ndarray) -> dict:
+    """Writes element `element`'s augmented image into `image` (zeros, of
+    `augmentation.image_shape`) and returns its 'label', 'example_id' and, on a canvas, 'box'
+    (its geometry, box_resize.BOX_FIELDS)."""
     epoch, index, position = self.index_of(element)
-    label, image = decode(self.source, index)
+    label, decoded = decode(self.source, index)
     rng, how = example_rng(self.seed, epoch, index), self.augmentation
-    if how.inception_crop:
-      pixels = host_augment.random_resized_crop(image, rng, self.image_size, how.flip)
+    fields = {'label': np.int32(label), 'example_id': np.int32(position)}
+    if how.inception_crop and how.canvas_size:
+      *geometry, heads = host_augment.crop_to_canvas(decoded, rng, self.image_size, image)
+      # The device flips; without flips the coin is tossed all the same (see host_augment).
+      fields['box'] = np.asarray(geometry + [heads if how.flip else 0], np.int32)
+    elif how.inception_crop:
+      image[...] = host_augment.random_resized_crop(decoded, rng, self.image_size, how.flip)
     else:
-      pixels = host_augment.resize_pad_crop(image, rng, self.image_size, how.crop_padding,
-                                            how.flip)
-    return {'image': pixels, 'label': np.int32(label), 'example_id': np.int32(position)}
+      image[...] = host_augment.resize_pad_crop(decoded, rng, self.image_size,
+                                                how.crop_padding, how.flip)
+    return fields
+
+
+class TrainBatch:
+  """Element i of a training pipeline -> this process's batch of step start_step + i, each
+  example written into the batch's arrays as it is made. Picklable (Grain's workers)."""
+
+  def __init__(self, example: TrainExample):
+    self.example = example
+
+  def __call__(self, step: int) -> dict:
+    example = self.example
+    local = example.layout.local_batch
+    images = _zeros((local,) + example.augmentation.image_shape(example.image_size))
+    try:
+      fields = [example.fill(int(step) * local + slot, images[slot]) for slot in range(local)]
+    except BaseException:
+      if hasattr(images, 'unlink_on_del'):
+        images.unlink_on_del()  # A batch never sent: its shared memory goes with it.
+      raise
+    return {'image': images, **{k: np.stack([f[k] for f in fields]) for k in fields[0]}}
+
+
+def _zeros(shape: tuple[int, ...]) -> np.ndarray:
+  """A uint8 array of zeros: in shared memory in a Grain worker (new shared memory is zeros),
+  where Grain would otherwise copy a batch into shared memory to hand it over."""
+  if not _in_worker:
+    return np.zeros(shape, np.uint8)
+  from grain.python import SharedMemoryArray
+  return SharedMemoryArray(shape, np.uint8)
 
 
 class EvalExample:
@@ -171,12 +227,12 @@ def train_dataset(source, layout: BatchLayout, steps_per_epoch: int, seed: int,
                   image_size: int, augmentation: Augmentation, start_step: int,
                   num_steps: int):
   """A grain.MapDataset of `num_steps` batches from `start_step`: element i is step
-  start_step + i's local batch {'image' [local_batch, H, W, 3] uint8, 'label', 'example_id'}."""
+  start_step + i's local batch {'image' [local_batch, H, W, 3] uint8, 'label', 'example_id'}
+  (and 'box' [local_batch, 7] int32 when the images are canvases; see Augmentation)."""
   import grain
   example = TrainExample(source, layout, steps_per_epoch, start_step, seed, image_size,
                          augmentation)
-  return (grain.MapDataset.range(num_steps * layout.local_batch).map(example)
-          .batch(layout.local_batch, drop_remainder=True))
+  return grain.MapDataset.range(num_steps).map(TrainBatch(example))
 
 
 def eval_dataset(source, layout: BatchLayout, image_size: int):
@@ -205,7 +261,7 @@ def iterate(dataset, local_devices: int, workers: int = 0,
     _allow_worker_flags()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=workers, per_worker_buffer_size=_WORKER_BUFFER),
-        worker_init_fn=_exit_with_parent)
+        worker_init_fn=_init_worker)
   iterator = iter(stream)
   try:
     for batch in iterator:
@@ -214,10 +270,13 @@ def iterate(dataset, local_devices: int, workers: int = 0,
     iterator.close()
 
 
-def _exit_with_parent(worker_index: int, worker_count: int) -> None:
-  """Run in each worker: exits it when the process that started it is gone (a run killed
-  with SIGKILL cannot stop its workers, which would otherwise live on as orphans)."""
+def _init_worker(worker_index: int, worker_count: int) -> None:
+  """Run in each worker: batches in shared memory (see `_zeros`), and an exit when the
+  process that started it is gone (a run killed with SIGKILL cannot stop its workers, which
+  would otherwise live on as orphans)."""
   del worker_index, worker_count
+  global _in_worker
+  _in_worker = True
   parent = os.getppid()
 
   def watch():

@@ -9,6 +9,11 @@ grain_pipeline) and returns a uint8 array [size, size, 3]:
   zero-padded by `padding` pixels per side and cropped back at a random offset;
 - `center_crop`: evaluation: the shorter side resized to size / 0.875, the centre cut out.
 A flip (left-right, probability 1/2) follows each random crop where asked.
+
+`crop_to_canvas` is the Inception crop without its resize: it draws the same box and flip
+as `random_resized_crop` and copies the box's pixels, with the margin the resize reads
+around it, into a fixed-size canvas; the train step resizes and flips on the device
+(box_resize), to what `random_resized_crop` gives.
 """
 import math
 
@@ -58,6 +63,43 @@ def random_resized_crop(image: Image.Image, rng: np.random.Generator, size: int,
   if _heads(rng) and flip:
     image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
   return np.asarray(image)
+
+
+def canvas_size(max_size: int, size: int) -> int:
+  """The side of a canvas that holds any Inception box of an image whose shorter side is at
+  most `max_size`, with the margin its resize to `size` reads (and at least size x size)."""
+  longest = math.ceil(max_size * ASPECT_RANGE[1]) + 1  # A box's side, rounding included.
+  return max(size, longest + 2 * _margin(longest, size))
+
+
+def crop_to_canvas(image: Image.Image, rng: np.random.Generator, size: int,
+                   canvas: np.ndarray) -> tuple[int, ...]:
+  """Draws an Inception box and the flip's coin as `random_resized_crop` does, writes the
+  box and its margin into the top-left corner of `canvas` (zeros, [C, C, 3] uint8) and
+  returns the geometry row box_resize reads (its BOX_FIELDS: top, left, height, width,
+  rows, cols, flip).
+
+  A box whose region does not fit the canvas (an image stored larger than its index says)
+  is resized here, with Pillow, and sent as a size x size box that the device copies as is.
+  """
+  left, top, right, bottom = crop_box(rng, *image.size)
+  flip = int(_heads(rng))
+  width, height = image.size
+  margin_x, margin_y = _margin(right - left, size), _margin(bottom - top, size)
+  x0, y0 = max(left - margin_x, 0), max(top - margin_y, 0)
+  x1, y1 = min(right + margin_x, width), min(bottom + margin_y, height)
+  if max(x1 - x0, y1 - y0) > min(canvas.shape[:2]):
+    canvas[:size, :size] = np.asarray(
+        image.resize((size, size), Image.BILINEAR, box=(left, top, right, bottom)))
+    return (0, 0, size, size, size, size, flip)
+  canvas[:y1 - y0, :x1 - x0] = np.asarray(image)[y0:y1, x0:x1]
+  return (top - y0, left - x0, bottom - top, right - left, y1 - y0, x1 - x0, flip)
+
+
+def _margin(length: int, size: int) -> int:
+  """Pixels beyond a box's side of `length` that Pillow's bilinear resize to `size` reads:
+  its filter's support, the scale when shrinking, else 1."""
+  return math.ceil(max(1.0, length / size))
 
 
 def resize_pad_crop(image: Image.Image, rng: np.random.Generator, size: int, padding: int,

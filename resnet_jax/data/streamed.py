@@ -94,6 +94,8 @@ class StreamedDataset:
   test: StreamedSplit
   class_names: tuple[str, ...]
   source: str
+  # The cap on the stored images' shorter side the index states (prepared shards), else None.
+  max_size: Optional[int] = None
 
   @property
   def num_classes(self) -> int:
@@ -132,10 +134,12 @@ def _open_prepared(data_dir: str, image_size: int) -> StreamedDataset:
   for name in ('train', evaluated):
     paths = image_records.shard_paths(data_dir, index, name)
     splits[name] = StreamedSplit(RecordSource(paths, len(index.classes)), image_size)
+  max_size = index.storage.get('max_size')
   return StreamedDataset(
       train=splits['train'], test=splits[evaluated], class_names=index.classes,
       source=f'prepared images in {data_dir} ({len(splits["train"])} train, '
-             f'{len(splits[evaluated])} {evaluated}, {len(index.classes)} classes)')
+             f'{len(splits[evaluated])} {evaluated}, {len(index.classes)} classes)',
+      max_size=max_size if isinstance(max_size, int) and max_size > 0 else None)
 
 
 def _open_folder(data_dir: str, image_size: int, seed: int) -> StreamedDataset:

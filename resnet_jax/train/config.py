@@ -18,6 +18,7 @@ DTYPES = ('float32', 'bfloat16')
 NAN_POLICIES = ('raise', 'skip')
 CONV_IMPLS = ('auto', 'xla', 'matmul')  # resnet_jax.models.conv.CONV_IMPLS
 PREPROCESS_MODES = ('scale', 'standardize', 'caffe')
+CROP_RESIZES = ('auto', 'device', 'host')  # config.augment.crop_resize
 # Fields that define the network and its input: a workdir trained with one value cannot be
 # continued with another, and predict.py rebuilds the model from them.
 MODEL_FIELDS = ('model', 'layout', 'num_classes', 'image_size', 'dataset', 'preprocess',
@@ -31,7 +32,9 @@ MODEL_FIELDS = ('model', 'layout', 'num_classes', 'image_size', 'dataset', 'prep
 FREE_ON_RESUME = ('log_every_steps', 'eval_every_epochs', 'checkpoint_every_steps',
                   'keep_checkpoints', 'progress_bar', 'tensorboard', 'num_steps', 'num_epochs',
                   'steps_per_dispatch', 'loop_on_device', 'data_on_device', 'eval_batch_size',
-                  'cache_dir', 'allow_changes_on_resume', 'data_workers')
+                  'cache_dir', 'allow_changes_on_resume', 'data_workers',
+                  # Host and device resize as Pillow does (box_resize: within 2 grey levels).
+                  'augment.crop_resize')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -67,8 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.preprocess = 'scale'
   # inception_crop: Inception's random-resized crop (8-100% of the area, aspect 3/4-4/3)
   # instead of pad-and-crop; streamed data (dataset 'images') only, where the host augments.
+  # crop_resize: where the Inception crop's box is resized to image_size: 'device' (in the
+  # train step; the host only decodes and copies the box), 'host' (Pillow, in the decoding
+  # processes) or 'auto' (the device, except on CPU backends, where both are the same cores).
   config.augment = ml_collections.ConfigDict({'crop_padding': 0, 'flip': False,
-                                              'inception_crop': False})
+                                              'inception_crop': False, 'crop_resize': 'auto'})
   # Processes decoding and augmenting streamed data (dataset 'images'); 0: the training
   # process itself.
   config.data_workers = 0
@@ -175,6 +181,7 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       ('augment.crop_padding', lambda v: _is_int(v) and v >= 0, 'an integer >= 0 (pixels)'),
       ('augment.flip', lambda v: isinstance(v, bool), 'True or False'),
       ('augment.inception_crop', lambda v: isinstance(v, bool), 'True or False'),
+      ('augment.crop_resize', _one_of(CROP_RESIZES), f'one of {CROP_RESIZES}'),
       ('data_workers', lambda v: _is_int(v) and v >= 0, 'an integer >= 0 (processes)'),
       ('bn_recompute_batches', lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
       ('data_on_device', lambda v: isinstance(v, bool), 'True or False'),

@@ -9,9 +9,10 @@ first call, a resume), and nothing else is saved for an exact resume.
 """
 from typing import Iterator, Optional
 
+import jax
 import ml_collections
 
-from resnet_jax.data import grain_pipeline, pipeline
+from resnet_jax.data import grain_pipeline, host_augment, pipeline
 from resnet_jax.data.streamed import StreamedDataset
 from resnet_jax.train import steps
 from resnet_jax.train.feeds import dispatch_steps, eval_metrics
@@ -25,11 +26,28 @@ def batch_layout(layout: pipeline.DeviceLayout) -> grain_pipeline.BatchLayout:
                                     layout.per_device_batch)
 
 
-def augmentation(config: ml_collections.ConfigDict) -> grain_pipeline.Augmentation:
-  """The config's training augmentation, done on the host for streamed data."""
+def augmentation(config: ml_collections.ConfigDict,
+                 max_size: Optional[int] = None) -> grain_pipeline.Augmentation:
+  """The config's training augmentation of streamed data, made on the host, except the
+  Inception crop's resize where config.augment.crop_resize leaves it to the device.
+
+  Args:
+    max_size: the stored images' shorter side at most (StreamedDataset.max_size); None (a
+      raw folder, whose pictures have any size) resizes on the host.
+  """
+  canvas = 0
+  if config.augment.inception_crop and max_size and resize_on_device(config):
+    canvas = host_augment.canvas_size(max_size, int(config.image_size))
   return grain_pipeline.Augmentation(inception_crop=bool(config.augment.inception_crop),
                                      crop_padding=int(config.augment.crop_padding),
-                                     flip=bool(config.augment.flip))
+                                     flip=bool(config.augment.flip), canvas_size=canvas)
+
+
+def resize_on_device(config: ml_collections.ConfigDict) -> bool:
+  """Whether config.augment.crop_resize puts the crop's resize in the train step ('auto':
+  off CPU backends; on CPU the step and the decoding processes share the same cores)."""
+  choice = config.augment.get('crop_resize', 'auto')
+  return choice == 'device' or (choice == 'auto' and jax.default_backend() != 'cpu')
 
 
 class GrainFeed:
@@ -46,7 +64,8 @@ class GrainFeed:
                config: ml_collections.ConfigDict):
     self.fns, self.dataset, self.shape = fns, dataset, shape
     self.seed, self.image_size = int(config.seed), int(config.image_size)
-    self.workers, self.augmentation = int(config.data_workers), augmentation(config)
+    self.workers = int(config.data_workers)
+    self.augmentation = augmentation(config, dataset.max_size)
     self._batches: Optional[Iterator[dict]] = None
     self._host_batches = None
     self._next_step = None

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from resnet_jax.data import augment as augment_lib, pipeline
+from resnet_jax.data import augment as augment_lib, box_resize, pipeline
 from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import TrainState
 
@@ -38,6 +38,7 @@ class StepSettings:
   flip: bool = False
   nan_policy: str = 'raise'
   sync_bn: bool = False
+  image_size: int = 0  # The side streamed crop boxes are resized to (batches with a 'box').
 
   @classmethod
   def from_config(cls, config, mean=None, std=None) -> 'StepSettings':
@@ -51,7 +52,7 @@ class StepSettings:
         std=None if std is None else tuple(std),
         crop_padding=int(config.augment.crop_padding) if on_device else 0,
         flip=bool(config.augment.flip) and on_device, nan_policy=config.nan_policy,
-        sync_bn=config.sync_bn)
+        sync_bn=config.sync_bn, image_size=int(config.image_size))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
@@ -74,14 +75,18 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
 
   Args:
     state: the (replicated) training state.
-    batch: {'image': uint8 [B, H, W, C], 'label': int [B], 'example_id': int [B]}.
+    batch: {'image': uint8 [B, H, W, C], 'label': int [B], 'example_id': int [B]}, and
+      'box' int32 [B, 7] when the images are canvases to resize (data/box_resize.py).
 
   Returns:
     (new state, metrics) with metrics {'loss', 'accuracy', 'finite'} averaged over all
     devices; 'finite' is 1.0 when loss, gradients and the updated state were finite.
   """
   step_key = state.step_key()
-  images = network_input(batch['image'], settings)
+  pixels = batch['image']
+  if 'box' in batch:  # Streamed Inception crops, sent as boxes on canvases (box_resize).
+    pixels = box_resize.resize_boxes(pixels, batch['box'], settings.image_size)
+  images = network_input(pixels, settings)
   images = augment_lib.augment(jax.random.fold_in(step_key, 0), images, batch['example_id'],
                                crop_padding=settings.crop_padding, flip=settings.flip)
   labels = batch['label']
