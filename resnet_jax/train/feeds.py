@@ -142,7 +142,29 @@ class ResidentFeed:
         for index in range(self.shape.num_eval_batches)])
 
 
-class HostFeed:
+class FedFeed:
+  """What every feed of host-made batches shares: the `*_fed` programs, one dispatch per
+  step, and a batch iterator whose position is the step. A subclass's `_start(step)` sets
+  `self._batches` to the device batches from `step` on; `train` calls it on the first call
+  and after a jump (a resume), and nothing else is needed for an exact resume."""
+  fns: steps.StepFunctions
+  _batches = None
+  _next_step = None
+
+  def _start(self, step: int) -> None:
+    raise NotImplementedError
+
+  def train(self, state, step, num_steps, should_stop=None):
+    if step != self._next_step:
+      self._start(step)
+    state, sums, done = dispatch_steps(
+        lambda s: self.fns.train_step_fed(s, next(self._batches)), state, num_steps,
+        should_stop)
+    self._next_step = step + done
+    return state, sums, done
+
+
+class HostFeed(FedFeed):
   """Batches assembled on the host (numpy) and transferred to the devices ahead of use.
 
   Args:
@@ -155,18 +177,11 @@ class HostFeed:
   def __init__(self, fns: steps.StepFunctions, dataset: Dataset, shape: RunShape,
                data_key: jax.Array):
     self.fns, self.dataset, self.shape, self.data_key = fns, dataset, shape, data_key
-    self._batches, self._next_step = None, None
 
-  def train(self, state, step, num_steps, should_stop=None):
-    if step != self._next_step:  # First call, or a jump: start the iterator at `step`.
-      self._batches = pipeline.prefetch_to_devices(
-          pipeline.train_batches(self.dataset.train, self.shape.train, self.data_key, step),
-          self.shape.local_devices)
-    state, sums, done = dispatch_steps(
-        lambda s: self.fns.train_step_fed(s, next(self._batches)), state, num_steps,
-        should_stop)
-    self._next_step = step + done
-    return state, sums, done
+  def _start(self, step: int) -> None:
+    self._batches = pipeline.prefetch_to_devices(
+        pipeline.train_batches(self.dataset.train, self.shape.train, self.data_key, step),
+        self.shape.local_devices)
 
   def close(self) -> None:
     pass

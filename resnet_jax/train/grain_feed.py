@@ -7,7 +7,7 @@ checks and stop requests work as with the host feed. The pipeline's position is 
 `train` starts a new pipeline at `step` whenever it is not where the last call ended (the
 first call, a resume), and nothing else is saved for an exact resume.
 """
-from typing import Iterator, Optional
+from typing import Optional
 
 import jax
 import ml_collections
@@ -15,7 +15,7 @@ import ml_collections
 from resnet_jax.data import grain_pipeline, host_augment, pipeline
 from resnet_jax.data.streamed import StreamedDataset
 from resnet_jax.train import steps
-from resnet_jax.train.feeds import dispatch_steps, eval_metrics
+from resnet_jax.train.feeds import FedFeed, eval_metrics
 from resnet_jax.train.run_shape import RunShape
 
 
@@ -50,7 +50,7 @@ def resize_on_device(config: ml_collections.ConfigDict) -> bool:
   return choice == 'device' or (choice == 'auto' and jax.default_backend() != 'cpu')
 
 
-class GrainFeed:
+class GrainFeed(FedFeed):
   """Streams a StreamedDataset through the Grain pipeline, one dispatch per step.
 
   Args:
@@ -66,9 +66,7 @@ class GrainFeed:
     self.seed, self.image_size = int(config.seed), int(config.image_size)
     self.workers = int(config.data_workers)
     self.augmentation = augmentation(config, dataset.max_size)
-    self._batches: Optional[Iterator[dict]] = None
     self._host_batches = None
-    self._next_step = None
 
   def _start(self, step: int) -> None:
     self.close()
@@ -78,15 +76,6 @@ class GrainFeed:
         self.seed, self.image_size, self.augmentation, step, shape.total_steps - step)
     self._host_batches = grain_pipeline.iterate(dataset, len(shape.local_devices), self.workers)
     self._batches = pipeline.prefetch_to_devices(self._host_batches, shape.local_devices)
-
-  def train(self, state, step, num_steps, should_stop=None):
-    if step != self._next_step:  # First call, or a jump: a pipeline from `step`.
-      self._start(step)
-    state, sums, done = dispatch_steps(
-        lambda s: self.fns.train_step_fed(s, next(self._batches)), state, num_steps,
-        should_stop)
-    self._next_step = step + done
-    return state, sums, done
 
   def evaluate(self, state) -> dict:
     dataset = grain_pipeline.eval_dataset(self.dataset.test.source, batch_layout(self.shape.eval),
