@@ -116,6 +116,15 @@ def wait_until(condition, process: subprocess.Popen, timeout: float = 120,
     time.sleep(poll)
 
 
+def signal_at_marker(process: subprocess.Popen, marker: str, number=signal.SIGTERM,
+                     timeout: float = 120) -> str:
+  """Waits for the file `marker`, sends signal `number`, expects exit 0; returns the log."""
+  wait_until(lambda: os.path.exists(marker), process)
+  process.send_signal(number)
+  assert finish(process, timeout=timeout) == 0, read_log(process)[-3000:]
+  return read_log(process)
+
+
 def kill_now(process: subprocess.Popen, number=signal.SIGKILL) -> None:
   process.send_signal(number)
   if number == signal.SIGKILL:
