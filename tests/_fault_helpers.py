@@ -3,7 +3,8 @@ look at a workdir without changing it (the in-process model and data are in help
 
 Subprocess runs use experiments/configs/tiny_test.py (a CIFAR ResNet-20 on 8x8 fake
 images, 24 steps, a checkpoint every 4) with a persistent compilation cache shared by all
-runs of one test session, so that only the first run of each device count compiles.
+runs of one test session (both xdist workers: conftest.py), so that only the first run of
+each device count compiles.
 """
 import atexit
 import hashlib
@@ -36,11 +37,14 @@ _REFERENCE = {}  # Unbroken subprocess runs, computed once per session (see refe
 # ---------------------------------------------------------------- subprocess runs
 
 def compilation_cache_dir() -> str:
-  """A persistent JAX compilation cache for this session's subprocess runs."""
+  """A persistent JAX compilation cache for this session's subprocess runs: conftest.py's,
+  shared by the xdist workers, or else one of this process's own."""
   global _CACHE_DIR
   if _CACHE_DIR is None:
-    _CACHE_DIR = tempfile.mkdtemp(prefix='resnet_jax_test_jit_cache_')
-    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+    _CACHE_DIR = os.environ.get('RESNET_JAX_TEST_JIT_CACHE')
+    if not _CACHE_DIR or not os.path.isdir(_CACHE_DIR):
+      _CACHE_DIR = tempfile.mkdtemp(prefix='resnet_jax_test_jit_cache_')
+      atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
   return _CACHE_DIR
 
 
@@ -114,6 +118,15 @@ def wait_until(condition, process: subprocess.Popen, timeout: float = 120,
       raise AssertionError(f'awaited event did not happen in {timeout} s:\n'
                            f'{read_log(process)[-3000:]}')
     time.sleep(poll)
+
+
+def signal_at_marker(process: subprocess.Popen, marker: str, number=signal.SIGTERM,
+                     timeout: float = 120) -> str:
+  """Waits for the file `marker`, sends signal `number`, expects exit 0; returns the log."""
+  wait_until(lambda: os.path.exists(marker), process)
+  process.send_signal(number)
+  assert finish(process, timeout=timeout) == 0, read_log(process)[-3000:]
+  return read_log(process)
 
 
 def kill_now(process: subprocess.Popen, number=signal.SIGKILL) -> None:

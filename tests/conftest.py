@@ -1,7 +1,27 @@
 """Test-wide settings. Keras is only a numerical reference here, on the JAX backend."""
 import os
+import shutil
+import tempfile
 
 # Must precede any `import keras`.
 os.environ.setdefault("KERAS_BACKEND", "jax")
 # Tests run on the CPU even where an accelerator is present, so results are reproducible.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# One persistent compilation cache for the subprocess runs of the whole session, both xdist
+# workers included (they inherit the environment): a tiny train.py run compiles once per
+# device count, not once per worker. Made and removed by the controlling process.
+JIT_CACHE_VARIABLE = 'RESNET_JAX_TEST_JIT_CACHE'
+
+
+def pytest_configure(config):
+  if not hasattr(config, 'workerinput') and JIT_CACHE_VARIABLE not in os.environ:
+    config.jit_cache_dir = tempfile.mkdtemp(prefix='resnet_jax_test_jit_cache_')
+    os.environ[JIT_CACHE_VARIABLE] = config.jit_cache_dir
+
+
+def pytest_unconfigure(config):
+  directory = getattr(config, 'jit_cache_dir', None)
+  if directory:
+    shutil.rmtree(directory, ignore_errors=True)
+    os.environ.pop(JIT_CACHE_VARIABLE, None)

@@ -35,15 +35,12 @@ def _start_driver(phase, workdir, tmp_path, env=None):
   return process, marker
 
 
-def _rerun_to_the_end(workdir, resumed_from=None):
+def _rerun_to_the_end(workdir, resumed_from: int):
   done = fh.run_train(workdir)
   assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
   _assert_clean(done.stderr)
   assert fh.committed_steps(workdir)[-1] == fh.TINY_STEPS
-  if resumed_from is None:
-    assert 'resumed from' not in done.stdout
-  else:
-    assert f'resumed from: step {resumed_from}' in done.stdout
+  assert f'resumed from: step {resumed_from}' in done.stdout
   steps = fh.metric_steps(workdir)
   assert steps == sorted(set(steps)) and steps[-1] == fh.TINY_STEPS
 
@@ -79,28 +76,12 @@ def test_two_runs_on_one_workdir_one_is_refused_at_once(tmp_path):
   assert saved[-1] == stopped and len(saved) <= 3 and fh.tmp_checkpoints(workdir) == []
 
 
-def test_a_signal_during_data_loading_leaves_nothing_and_a_rerun_starts_anew(tmp_path):
-  workdir = str(tmp_path / 'run')
-  process, marker = _start_driver('load', workdir, tmp_path)
-  fh.wait_until(lambda: os.path.exists(marker), process)
-  process.send_signal(signal.SIGTERM)
-  assert fh.finish(process, timeout=120) == 0, fh.read_log(process)[-3000:]
-  log = fh.read_log(process)
-  _assert_clean(log)
-  assert 'stopped by SIGTERM before the first training step; nothing to save' in log
-  assert not os.path.exists(workdir)
-  _rerun_to_the_end(workdir)
-
-
 def test_a_signal_during_compilation_stops_cleanly_and_a_rerun_resumes(tmp_path):
   workdir = str(tmp_path / 'run')
   env = fh.subprocess_env()
   del env['JAX_COMPILATION_CACHE_DIR']  # A real, seconds-long compilation.
-  process, marker = _start_driver('compile', workdir, tmp_path, env=env)
-  fh.wait_until(lambda: os.path.exists(marker), process)
-  process.send_signal(signal.SIGINT)
-  assert fh.finish(process, timeout=180) == 0, fh.read_log(process)[-3000:]
-  log = fh.read_log(process)
+  log = fh.signal_at_marker(*_start_driver('compile', workdir, tmp_path, env=env),
+                            signal.SIGINT, timeout=180)
   _assert_clean(log)
   # The signal is seen once the compiled step has run: the run saves where it stopped.
   step = int(re.search(r'stopped by SIGINT at step (\d+)', log).group(1))
@@ -109,14 +90,19 @@ def test_a_signal_during_compilation_stops_cleanly_and_a_rerun_resumes(tmp_path)
   _rerun_to_the_end(workdir, resumed_from=step)
 
 
-def test_a_signal_during_the_first_save_keeps_it_and_a_rerun_resumes(tmp_path):
+def test_a_signal_during_loading_leaves_nothing_then_one_during_the_first_save_keeps_it(
+    tmp_path):
+  """Two runs and a rerun on one workdir: the second run, which must start anew since the
+  first left nothing, is the one stopped during its first save."""
   workdir = str(tmp_path / 'run')
-  process, marker = _start_driver('save', workdir, tmp_path)
-  fh.wait_until(lambda: os.path.exists(marker), process)
-  process.send_signal(signal.SIGTERM)
-  assert fh.finish(process, timeout=120) == 0, fh.read_log(process)[-3000:]
-  log = fh.read_log(process)
+  log = fh.signal_at_marker(*_start_driver('load', workdir, tmp_path))
   _assert_clean(log)
+  assert 'stopped by SIGTERM before the first training step; nothing to save' in log
+  assert not os.path.exists(workdir)
+
+  log = fh.signal_at_marker(*_start_driver('save', workdir, tmp_path))
+  _assert_clean(log)
+  assert 'resumed from' not in log  # Started anew: nothing was left to resume from.
   first = fh.TINY_SAVE_EVERY
   assert f'stopped by SIGTERM at step {first}' in log
   assert fh.committed_steps(workdir) == [first] and fh.tmp_checkpoints(workdir) == []

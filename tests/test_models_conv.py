@@ -95,21 +95,75 @@ def test_nn_conv_with_an_impl_has_nn_convs_parameters_and_output(impl, use_bias)
   np.testing.assert_allclose(chosen.apply(want, x), plain.apply(want, x), **TOL)
 
 
-@pytest.mark.slow  # Builds and compiles whole ResNets three ways.
+def _small_resnet50(conv_impl):
+  """ResNet-50's structure (padded 7x7/2 stem, bottlenecks, projection shortcuts, four
+  stages) with fewer blocks and 1/8 of its widths. At 64x64 it has every conv shape class
+  of ResNet-50 at 64x64: 1x1 at strides 1 and 2, the stem on RGB, 3x3s on large maps and a
+  3x3 that covers a 2x2 map; see test_small_resnet_has_every_conv_class_that_auto_tells_apart.
+  """
+  return create_model('resnet50', num_classes=6, conv_impl=conv_impl, stage_sizes=(2, 1, 1, 1),
+                      widths=(8, 16, 32, 64), stem_width=8)
+
+
+def _formulations(monkeypatch, model, x):
+  """{(formulation, kernel, input map, input channels)} of every conv `model` computes."""
+  taken = set()
+  choose = conv_lib.formulation_for
+
+  def recording(conv_impl, kernel_hw, in_hw, in_channels, pads):
+    name = choose(conv_impl, kernel_hw, in_hw, in_channels, pads)
+    taken.add((name, tuple(kernel_hw), tuple(in_hw), in_channels))
+    return name
+  with monkeypatch.context() as patch:
+    patch.setattr(conv_lib, 'formulation_for', recording)
+    jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), x, train=True))
+  return taken
+
+
+def test_small_resnet_has_every_conv_class_that_auto_tells_apart(monkeypatch):
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
+  x = jnp.zeros((2, 64, 64, 3))
+  auto = _formulations(monkeypatch, _small_resnet50('auto'), x)
+  assert {name for name, *_ in auto} == {'xla', 'matmul', 'im2col'}
+  im2col = [(k, hw, c) for name, k, hw, c in auto if name == 'im2col']
+  assert ((7, 7), (64, 64), 3) in im2col  # The stem on RGB (few channels).
+  assert any(k == (3, 3) and c < 16 and min(hw) > 3 for k, hw, c in im2col)
+  assert any(k == (3, 3) and c >= 16 and hw == (2, 2) for k, hw, c in im2col)  # Covers it.
+  matmul = _formulations(monkeypatch, _small_resnet50('matmul'), x)
+  assert {name for name, *_ in matmul} == {'matmul', 'im2col'}
+  # ResNet-50 itself at 64x64 has no conv of a kind the small one lacks.
+  full = _formulations(monkeypatch, create_model('resnet50', num_classes=6, conv_impl='auto'),
+                       x)
+  kind = lambda entries: {(name, k, min(hw) <= 2, c < 16) for name, k, hw, c in entries}
+  assert kind(full) <= kind(auto)
+
+
+@pytest.mark.slow  # Compiles a ResNet two ways.
 def test_resnet_variables_are_identical_and_outputs_equal_across_impls():
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 64, 64, 3)), jnp.float32)
-  models = {impl: create_model('resnet50', num_classes=6, conv_impl=impl)
-            for impl in ('xla', 'matmul')}
+  impls = ('xla', 'matmul', 'auto')
+  # ResNet-50 itself: the same variables (paths, shapes, dtypes) whatever the impl.
+  shapes = {impl: jax.eval_shape(functools.partial(
+      create_model('resnet50', num_classes=6, conv_impl=impl).init, train=False),
+      jax.random.key(0), x) for impl in impls}
+  for impl in impls[1:]:
+    assert jax.tree_util.tree_flatten_with_path(shapes[impl]) == (
+        jax.tree_util.tree_flatten_with_path(shapes['xla']))
+  # A smaller one compiled, 'matmul' taking a matmul formulation for each of its (and so
+  # ResNet-50's) conv classes: the same initial values, bit for bit, and the same outputs.
+  impls = ('xla', 'matmul')
+  models = {impl: _small_resnet50(impl) for impl in impls}
   init = {impl: jax.jit(functools.partial(m.init, train=False))(jax.random.key(0), x)
           for impl, m in models.items()}
   flat = {impl: jax.tree_util.tree_flatten_with_path(v)[0] for impl, v in init.items()}
-  assert [p for p, _ in flat['xla']] == [p for p, _ in flat['matmul']]
-  for (_, a), (_, b) in zip(flat['xla'], flat['matmul']):
-    np.testing.assert_array_equal(a, b)
+  for impl in impls[1:]:
+    assert [p for p, _ in flat[impl]] == [p for p, _ in flat['xla']]
+    for (_, a), (_, b) in zip(flat[impl], flat['xla']):
+      np.testing.assert_array_equal(a, b)
   variables = init['xla']
 
   # Gradients in inference mode: with batch statistics of 2 examples on a 2x2 map, the
-  # backward pass through 53 batch norms amplifies last-bit differences chaotically.
+  # backward pass through many batch norms amplifies last-bit differences chaotically.
   def outputs(model, params):
     """Train-mode logits, eval-mode logits and their gradients: one compilation per impl."""
     train_logits = model.apply({**variables, 'params': params}, x, train=True,
@@ -123,12 +177,15 @@ def test_resnet_variables_are_identical_and_outputs_equal_across_impls():
   results = {impl: jax.jit(functools.partial(outputs, m))(variables['params'])
              for impl, m in models.items()}
   want_train, want_eval, want_grads = results['xla']
-  got_train, got_eval, got_grads = results['matmul']
-  np.testing.assert_allclose(got_train, want_train, rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(got_eval, want_eval, rtol=1e-4, atol=1e-4)
-  for a, b in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
-    scale = float(jnp.max(jnp.abs(b))) + 1e-6
-    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-3)
+  for impl in impls[1:]:
+    got_train, got_eval, got_grads = results[impl]
+    np.testing.assert_allclose(got_train, want_train, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_eval, want_eval, rtol=1e-4, atol=1e-4)
+    assert jax.tree.structure(got_grads) == jax.tree.structure(want_grads)
+    for a, b in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+      scale = float(jnp.max(jnp.abs(b))) + 1e-6
+      np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-3)
+
 
 @pytest.mark.parametrize('kernel,in_hw,channels,pads,want', [
     ((1, 1), (15, 15), 64, [(0, 0), (0, 0)], 'matmul'),
