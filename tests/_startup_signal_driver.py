@@ -5,16 +5,17 @@ test_faults_startup.py: the test waits for the marker file, then sends its signa
 
 load: the marker appears when data loading starts, which then takes 5 s more (a slow
   disk), so that the signal lands inside the load.
-compile: the marker appears just before the first dispatch, whose train step XLA then
+compile: the marker appears when the first train program is called, which XLA then
   compiles (run without a compilation cache, so that this takes seconds).
 save: the marker appears when the first checkpoint's save has been started; the save
   is then given 2 s more before the loop goes on.
 """
+import dataclasses
 import os
 import sys
 import time
 
-from resnet_jax.train import checkpoint, feeds, setup
+from resnet_jax.train import checkpoint, setup, steps
 
 PHASE = os.environ['STARTUP_PHASE']
 MARKER = os.environ['STARTUP_MARKER']
@@ -33,19 +34,24 @@ def _slow_load(original):
   return load_data
 
 
-def _announced_first_dispatch(original):
-  def make_feed(*args, **kwargs):
-    feed = original(*args, **kwargs)
-    train = feed.train
+def _announced_first_program_call(original):
+  """The marker appears when a train program is first called, i.e. once the loop has
+  decided to run step 1 and JAX starts tracing and compiling it (announcing before the
+  feed's first stop check let a slow child see the signal before step 1)."""
+  def make_step_functions(*args, **kwargs):
+    fns = original(*args, **kwargs)
 
-    def first_train(*train_args, **train_kwargs):
-      feed.train = train
-      _announce()
-      return train(*train_args, **train_kwargs)
+    def announced(program):
+      def call(*call_args, **call_kwargs):
+        if not os.path.exists(MARKER):
+          _announce()
+        return program(*call_args, **call_kwargs)
+      return call
 
-    feed.train = first_train
-    return feed
-  return make_feed
+    return dataclasses.replace(fns, **{
+        field.name: announced(getattr(fns, field.name))
+        for field in dataclasses.fields(fns) if field.name.startswith('train_')})
+  return make_step_functions
 
 
 def _slow_first_save(original):
@@ -64,7 +70,7 @@ def _slow_first_save(original):
 if PHASE == 'load':
   setup.load_data = _slow_load(setup.load_data)
 elif PHASE == 'compile':
-  feeds.make_feed = _announced_first_dispatch(feeds.make_feed)
+  steps.make_step_functions = _announced_first_program_call(steps.make_step_functions)
 elif PHASE == 'save':
   checkpoint.Checkpointer.save = _slow_first_save(checkpoint.Checkpointer.save)
 else:
