@@ -24,14 +24,24 @@ TUNABLES = ('glibc.malloc.hugetlb=1', 'glibc.malloc.mmap_threshold=33554432',
 _DONE = 'RESNET_JAX_MALLOC_TUNED'
 
 
+def tuned_environment(environ=None):
+  """A copy of `environ` (default: this process's) with TUNABLES added, or None where they
+  do not apply (not glibc, already tuned here, or huge pages chosen by the user)."""
+  environ = os.environ if environ is None else environ
+  existing = environ.get('GLIBC_TUNABLES', '')
+  if (environ.get(_DONE) or 'glibc.malloc.hugetlb' in existing
+      or platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc'):
+    return None
+  env = dict(environ, GLIBC_TUNABLES=':'.join(filter(None, (existing,) + TUNABLES)))
+  env[_DONE] = '1'
+  return env
+
+
 def reexec_with_tuned_malloc() -> None:
   """Replaces this process with itself under TUNABLES, unless it is not needed (above)."""
-  existing = os.environ.get('GLIBC_TUNABLES', '')
-  if (os.environ.get(_DONE) or 'glibc.malloc.hugetlb' in existing
-      or platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc'):
+  env = tuned_environment()
+  if env is None:
     return
-  env = dict(os.environ, GLIBC_TUNABLES=':'.join(filter(None, (existing,) + TUNABLES)))
-  env[_DONE] = '1'
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, sys.orig_argv, env)

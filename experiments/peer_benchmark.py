@@ -27,7 +27,7 @@ import sys
 
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, malloc_tuning
 from experiments.peer_workers import STACKS
 
 SCRIPT = cli.Script(__doc__)
@@ -60,8 +60,10 @@ def _start_workers(stacks: list) -> dict:
   workers = {}
   for stack in stacks:
     python = sys.executable if stack == 'resnet_jax' else _PEER_PYTHON.value
+    # Our step runs as train.py runs it, under the malloc tunables; the peers as they come.
+    env = malloc_tuning.tuned_environment() if stack == 'resnet_jax' else None
     process = subprocess.Popen([python, script, stack, settings], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, text=True, env=env)
     reply = json.loads(process.stdout.readline() or '{"skipped": "worker died"}')
     if 'skipped' in reply:
       print(json.dumps({'stack': stack, 'skipped': reply['skipped']}), flush=True)
