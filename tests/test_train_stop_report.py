@@ -53,8 +53,8 @@ def test_stopped_run_reports_the_step_of_its_metrics_after_the_bar(tmp_path, mon
 
 def test_a_signal_before_the_loop_takes_over_is_one_line_and_exit_zero(monkeypatch, capsys):
   # While the script still loads its libraries: no KeyboardInterrupt traceback.
-  def interrupted_while_loading(body, argv=None):
-    del body, argv
+  def interrupted_while_loading(body, argv=None, **settings):
+    del body, argv, settings
     signal.raise_signal(signal.SIGINT)
     raise AssertionError('the signal did not stop the script')
 

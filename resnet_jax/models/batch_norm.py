@@ -36,7 +36,9 @@ class BatchNorm(nn.BatchNorm):
     use_running_average = nn.merge_param('use_running_average', self.use_running_average,
                                          use_running_average)
     if not self._closed_form_applies(x, use_running_average, mask):
-      return super().__call__(x, call_value, mask=mask)
+      # nn.BatchNorm's own body in this call (unwrapped: through flax's method wrapper the
+      # module would be entered twice, e.g. two rows in a model summary).
+      return nn.BatchNorm.__call__.__wrapped__(self, x, call_value, mask=mask)
     features = (x.shape[-1],)
     ra_mean = self.variable('batch_stats', 'mean', lambda s: jnp.zeros(s, jnp.float32), features)
     ra_var = self.variable('batch_stats', 'var', lambda s: jnp.ones(s, jnp.float32), features)
