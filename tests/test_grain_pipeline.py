@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import helpers
 from resnet_jax.data import grain_pipeline, host_augment, image_records, streamed
 from resnet_jax.errors import DatasetError
 
@@ -151,14 +152,7 @@ def test_streamed_configs_refuse_what_needs_the_whole_split():
   from resnet_jax.train import config as config_lib
 
   def config(**fields):
-    base = config_lib.base_config()
-    for key, value in fields.items():
-      node = base
-      *parents, leaf = key.split('.')
-      for parent in parents:
-        node = node[parent]
-      node[leaf] = value
-    return base
+    return helpers.apply_overrides(config_lib.base_config(), fields)
 
   config_lib.validate_config(config(dataset='images', **{'augment.inception_crop': True}))
   for fields, named in (({'dataset': 'images', 'preprocess': 'standardize'}, 'preprocess'),
