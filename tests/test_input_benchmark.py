@@ -30,5 +30,6 @@ def test_input_only_reports_the_pipeline_against_the_decode_limit(capsys):
   assert record['crop_resize'] == 'device' and record['canvas_size'] == 343 + 2 * 11
   assert record['device_resize_cpu_ms_per_image'] > 0 and record['device_resize_batch'] == 8
   assert set(record['stage_cpu_ms_per_image']) == {
-      'read_record', 'decode_rgb', 'crop_box_copy_to_canvas', 'crop_box_resize_flip_on_host'}
+      'read_record', 'decode_rgb_pillow', 'decode_rgb_direct', 'crop_box_copy_to_canvas',
+      'crop_box_resize_flip_on_host'}
   assert 'load_average' in record['windows'][0]

@@ -1,13 +1,15 @@
 """How fast the streaming input pipeline delivers images, next to the machine's decode limit.
 
 `measure_input` times, in alternating windows of one run:
-- 'pipeline': the training pipeline alone (grain_pipeline: read + decode + Inception crop +
+- 'pipeline': the training pipeline alone (grain_pipeline: read + decode (direct_jpeg:
+  libjpeg-turbo straight to an array where simplejpeg is installed) + Inception crop +
   batch) with `workers` decoding processes, as a run gets its batches (no device, no
   training). With a `canvas_size` (config.augment.crop_resize='device') the host copies each
   crop box onto a canvas and the resize and flip are left to the train step; without, the
   host resizes (Pillow) and flips;
 - 'decode_limit': Pillow decoding the same JPEG records to RGB and nothing else, in one
-  process per core: an upper bound on what any decoding pipeline on this machine delivers.
+  process per core: the issue's bar, what a Pillow-decoding pipeline could at most deliver
+  on this machine (the pipeline's direct decoder is faster than Pillow, so it may near it).
 Each window of the pipeline starts a fresh iterator (its start-up is excluded: the first
 batches are drawn before the clock starts), so neither phase inherits the other's buffers.
 Wall-clock rates depend on what else the machine runs, so each window records the load
@@ -25,7 +27,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from resnet_jax.data import grain_pipeline, host_augment, image_files, image_records
+from resnet_jax.data import direct_jpeg, grain_pipeline, host_augment, image_files, image_records
 
 _STARTUP_BATCHES = 2  # Drawn before timing: worker start-up and first fills.
 
@@ -141,10 +143,10 @@ def cpu_ms_per_image(source, image_size: int, batch_size: int, num_images: int,
 
   indices = range(num_images)
   read, records = stage_ms(lambda i: source[i][1], indices)
-  decode_pil, images = stage_ms(
-      image_files.decode_rgb_image, records)
+  decode_pil, _ = stage_ms(image_files.decode_rgb_image, records)
+  decode_direct, images = stage_ms(direct_jpeg.decode_rgb_fast, records)
   rng = lambda i: grain_pipeline.example_rng(0, 0, i)
-  side = canvas_size or host_augment.canvas_size(min(images[0].size), image_size)
+  side = canvas_size or host_augment.canvas_size(min(images[0].shape[:2]), image_size)
   canvas = np.zeros((side, side, 3), np.uint8)
   copy, _ = stage_ms(lambda i: host_augment.crop_to_canvas(images[i], rng(i), image_size,
                                                             canvas), indices)
@@ -157,7 +159,8 @@ def cpu_ms_per_image(source, image_size: int, batch_size: int, num_images: int,
   decode = (time.process_time() - start) / num_images * 1e3
   return {'pipeline_cpu_ms_per_image': pipeline, 'decode_cpu_ms_per_image': decode,
           'host_resize_pipeline_cpu_ms_per_image': host_resize,
-          'stage_cpu_ms_per_image': {'read_record': read, 'decode_rgb': decode_pil,
+          'stage_cpu_ms_per_image': {'read_record': read, 'decode_rgb_pillow': decode_pil,
+                                     'decode_rgb_direct': decode_direct,
                                      'crop_box_copy_to_canvas': copy,
                                      'crop_box_resize_flip_on_host': resize}}
 

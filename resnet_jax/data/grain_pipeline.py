@@ -26,9 +26,8 @@ import time
 from typing import Iterator, Optional
 
 import numpy as np
-from PIL import Image
 
-from resnet_jax.data import host_augment, image_files
+from resnet_jax.data import direct_jpeg, host_augment
 from resnet_jax.errors import BadImageError, DatasetError
 
 # Batches each worker keeps ready, and batches buffered in the reading process: few, so
@@ -94,17 +93,18 @@ def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 def decode(source, index: int, min_shorter_side: Optional[int] = None
-           ) -> tuple[int, Image.Image]:
+           ) -> tuple[int, host_augment.RGBImage]:
   """(label, RGB image) of example `index` of `source`, decoded as prepare_images decodes
-  (image_files.decode_rgb_image: EXIF orientation, any mode to RGB); DatasetError naming
-  the example if it cannot be decoded.
+  (image_files.decode_rgb_image: EXIF orientation, any mode to RGB; a plain JPEG by
+  libjpeg-turbo straight into an array, see direct_jpeg); DatasetError naming the example
+  if it cannot be decoded.
 
   Args:
     min_shorter_side: a JPEG may be decoded at a reduced scale keeping at least this.
   """
   label, encoded = source[index]
   try:
-    image = image_files.decode_rgb_image(encoded, min_shorter_side=min_shorter_side)
+    image = direct_jpeg.decode_rgb_fast(encoded, min_shorter_side=min_shorter_side)
   except BadImageError as error:
     raise DatasetError(f'{source.describe(index)}: {error.reason}; expected an image that '
                        'Pillow can decode') from error

@@ -1,7 +1,8 @@
 """Image transforms on the host, one image at a time: what the Grain workers run.
 
-Each takes a Pillow RGB image and a numpy Generator (the example's own randomness, see
-grain_pipeline) and returns a uint8 array [size, size, 3]:
+Each takes an RGB image, a Pillow image or a uint8 array [H, W, 3] (what
+direct_jpeg.decode_rgb_fast gives), and a numpy Generator (the example's own randomness, see
+grain_pipeline), and returns a uint8 array [size, size, 3]:
 - `random_resized_crop`: Inception's crop (Szegedy et al. 2015, as torchvision's
   RandomResizedCrop): a box of 8-100% of the area and aspect ratio 3/4-4/3, resized to
   size x size;
@@ -16,9 +17,12 @@ around it, into a fixed-size canvas; the train step resizes and flips on the dev
 (box_resize), to what `random_resized_crop` gives.
 """
 import math
+from typing import Union
 
 import numpy as np
 from PIL import Image
+
+RGBImage = Union[Image.Image, np.ndarray]
 
 AREA_RANGE = (0.08, 1.0)
 ASPECT_RANGE = (3 / 4, 4 / 3)
@@ -54,9 +58,10 @@ def crop_box(rng: np.random.Generator, width: int, height: int) -> tuple[int, in
   return left, top, left + w, top + h
 
 
-def random_resized_crop(image: Image.Image, rng: np.random.Generator, size: int,
+def random_resized_crop(image: RGBImage, rng: np.random.Generator, size: int,
                         flip: bool) -> np.ndarray:
   """Inception's crop of `image` resized to size x size (bilinear), flipped at random."""
+  image = _pillow(image)
   box = crop_box(rng, *image.size)
   # Resizing with a box crops and resizes in one pass, without an intermediate image.
   image = image.resize((size, size), Image.BILINEAR, box=box)
@@ -72,7 +77,7 @@ def canvas_size(max_size: int, size: int) -> int:
   return max(size, longest + 2 * _margin(longest, size))
 
 
-def crop_to_canvas(image: Image.Image, rng: np.random.Generator, size: int,
+def crop_to_canvas(image: RGBImage, rng: np.random.Generator, size: int,
                    canvas: np.ndarray) -> tuple[int, ...]:
   """Draws an Inception box and the flip's coin as `random_resized_crop` does, writes the
   box and its margin into the top-left corner of `canvas` (zeros, [C, C, 3] uint8) and
@@ -82,15 +87,15 @@ def crop_to_canvas(image: Image.Image, rng: np.random.Generator, size: int,
   A box whose region does not fit the canvas (an image stored larger than its index says)
   is resized here, with Pillow, and sent as a size x size box that the device copies as is.
   """
-  left, top, right, bottom = crop_box(rng, *image.size)
+  width, height = _size(image)
+  left, top, right, bottom = crop_box(rng, width, height)
   flip = int(_heads(rng))
-  width, height = image.size
   margin_x, margin_y = _margin(right - left, size), _margin(bottom - top, size)
   x0, y0 = max(left - margin_x, 0), max(top - margin_y, 0)
   x1, y1 = min(right + margin_x, width), min(bottom + margin_y, height)
   if max(x1 - x0, y1 - y0) > min(canvas.shape[:2]):
-    canvas[:size, :size] = np.asarray(
-        image.resize((size, size), Image.BILINEAR, box=(left, top, right, bottom)))
+    canvas[:size, :size] = np.asarray(_pillow(image).resize(
+        (size, size), Image.BILINEAR, box=(left, top, right, bottom)))
     return (0, 0, size, size, size, size, flip)
   canvas[:y1 - y0, :x1 - x0] = np.asarray(image)[y0:y1, x0:x1]
   return (top - y0, left - x0, bottom - top, right - left, y1 - y0, x1 - x0, flip)
@@ -102,7 +107,7 @@ def _margin(length: int, size: int) -> int:
   return math.ceil(max(1.0, length / size))
 
 
-def resize_pad_crop(image: Image.Image, rng: np.random.Generator, size: int, padding: int,
+def resize_pad_crop(image: RGBImage, rng: np.random.Generator, size: int, padding: int,
                     flip: bool) -> np.ndarray:
   """`image` resized to size x size, then a random crop of its zero-padded copy and a flip."""
   pixels = resize_square(image, size)
@@ -113,20 +118,20 @@ def resize_pad_crop(image: Image.Image, rng: np.random.Generator, size: int, pad
   return _maybe_flip(pixels, rng, flip)
 
 
-def resize_square(image: Image.Image, size: int) -> np.ndarray:
+def resize_square(image: RGBImage, size: int) -> np.ndarray:
   """`image` as a uint8 array [size, size, 3] (resized, bilinear, only if it is not so already)."""
-  if image.size != (size, size):
-    image = image.resize((size, size), Image.BILINEAR)
+  if _size(image) != (size, size):
+    image = _pillow(image).resize((size, size), Image.BILINEAR)
   return np.asarray(image)
 
 
-def center_crop(image: Image.Image, size: int) -> np.ndarray:
+def center_crop(image: RGBImage, size: int) -> np.ndarray:
   """Evaluation's view: the shorter side resized to round(size / 0.875), the central size x size."""
-  width, height = image.size
+  width, height = _size(image)
   short = resize_target(size)
   scale = short / min(width, height)
   new_w, new_h = max(size, int(round(width * scale))), max(size, int(round(height * scale)))
-  image = image.resize((new_w, new_h), Image.BILINEAR)
+  image = _pillow(image).resize((new_w, new_h), Image.BILINEAR)
   left, top = (new_w - size) // 2, (new_h - size) // 2
   return np.asarray(image.crop((left, top, left + size, top + size)))
 
@@ -134,6 +139,17 @@ def center_crop(image: Image.Image, size: int) -> np.ndarray:
 def resize_target(size: int) -> int:
   """The shorter side evaluation resizes to before its centre crop of `size`."""
   return int(round(size / CENTER_CROP_FRACTION))
+
+
+def _size(image: RGBImage) -> tuple[int, int]:
+  """(width, height), Pillow's order."""
+  if isinstance(image, np.ndarray):
+    return image.shape[1], image.shape[0]
+  return image.size
+
+
+def _pillow(image: RGBImage) -> Image.Image:
+  return Image.fromarray(image, 'RGB') if isinstance(image, np.ndarray) else image
 
 
 def _heads(rng: np.random.Generator) -> bool:
