@@ -22,7 +22,10 @@ def test_describe_names_the_formulation_auto_takes_on_cpu(monkeypatch):
   described = [profile.describe(call) for call in calls]
   assert described[0] == ('conv 7x7 s2 [im2col]', '2x64x64x3 -> 64')
   assert ('conv 3x3 s1 [im2col]', '2x2x2x512 -> 512') in described
-  assert ('conv 3x3 s1 [xla]', '2x8x8x128 -> 128') in described
+  assert ('conv 3x3 s1 [im2col]', '2x8x8x128 -> 128') in described
+  xla_model = create_model('resnet50', num_classes=6, conv_impl='xla')
+  assert ('conv 3x3 s1 [xla]', '2x8x8x128 -> 128') in [
+      profile.describe(call) for call in profile.layer_calls(xla_model, (2, 64, 64, 3))]
   assert ('conv 1x1 s2 [matmul]', '2x15x15x256 -> 128') in described
 
 

@@ -97,12 +97,13 @@ def test_nn_conv_with_an_impl_has_nn_convs_parameters_and_output(impl, use_bias)
 
 def _small_resnet50(conv_impl):
   """ResNet-50's structure (padded 7x7/2 stem, bottlenecks, projection shortcuts, four
-  stages) with fewer blocks and 1/8 of its widths. At 64x64 it has every conv shape class
-  of ResNet-50 at 64x64: 1x1 at strides 1 and 2, the stem on RGB, 3x3s on large maps and a
-  3x3 that covers a 2x2 map; see test_small_resnet_has_every_conv_class_that_auto_tells_apart.
+  stages) with fewer blocks and narrower stages. At 64x64 it has every conv shape class
+  of ResNet-50 at 64x64: 1x1 at strides 1 and 2, the stem on RGB, 3x3s over few and over
+  many channels on maps larger than the kernel, and a 3x3 that covers a 2x2 map; see
+  test_small_resnet_has_every_conv_class_that_auto_tells_apart.
   """
   return create_model('resnet50', num_classes=6, conv_impl=conv_impl, stage_sizes=(2, 1, 1, 1),
-                      widths=(8, 16, 32, 64), stem_width=8)
+                      widths=(8, 16, 64, 64), stem_width=8)
 
 
 def _formulations(monkeypatch, model, x):
@@ -129,12 +130,14 @@ def test_small_resnet_has_every_conv_class_that_auto_tells_apart(monkeypatch):
   assert ((7, 7), (64, 64), 3) in im2col  # The stem on RGB (few channels).
   assert any(k == (3, 3) and c < 16 and min(hw) > 3 for k, hw, c in im2col)
   assert any(k == (3, 3) and c >= 16 and hw == (2, 2) for k, hw, c in im2col)  # Covers it.
+  assert any(k == (3, 3) and c >= 64 and 2 < min(hw) <= 16 for k, hw, c in im2col)  # Wide.
+  assert any(name == 'xla' and k == (3, 3) for name, k, _, _ in auto)
   matmul = _formulations(monkeypatch, _small_resnet50('matmul'), x)
   assert {name for name, *_ in matmul} == {'matmul', 'im2col'}
   # ResNet-50 itself at 64x64 has no conv of a kind the small one lacks.
   full = _formulations(monkeypatch, create_model('resnet50', num_classes=6, conv_impl='auto'),
                        x)
-  kind = lambda entries: {(name, k, min(hw) <= 2, c < 16) for name, k, hw, c in entries}
+  kind = lambda entries: {(name, k, min(hw) <= 2, c < 16, c >= 64) for name, k, hw, c in entries}
   assert kind(full) <= kind(auto)
 
 
@@ -191,7 +194,11 @@ def test_resnet_variables_are_identical_and_outputs_equal_across_impls():
     ((1, 1), (15, 15), 64, [(0, 0), (0, 0)], 'matmul'),
     ((3, 3), (2, 2), 512, [(1, 1), (1, 1)], 'im2col'),  # The kernel covers the map.
     ((7, 7), (64, 64), 3, [(3, 3), (3, 3)], 'im2col'),  # A stem on RGB.
-    ((3, 3), (8, 8), 64, [(1, 1), (1, 1)], 'xla'),  # CIFAR's 3x3s: XLA measured faster.
+    ((3, 3), (15, 15), 64, [(1, 1), (1, 1)], 'im2col'),  # Wide on a small map: ResNet-50's.
+    ((3, 3), (8, 8), 64, [(1, 1), (1, 1)], 'im2col'),  # CIFAR's last stage, the same rule.
+    ((3, 3), (16, 16), 32, [(1, 1), (1, 1)], 'xla'),  # CIFAR's narrower 3x3s: XLA measured
+    ((3, 3), (32, 32), 16, [(1, 1), (1, 1)], 'xla'),  # faster.
+    ((3, 3), (28, 28), 128, [(1, 1), (1, 1)], 'xla'),  # ImageNet-sized maps: not measured.
 ])
 def test_auto_takes_matmul_formulations_on_cpu_only(monkeypatch, kernel, in_hw, channels, pads,
                                                     want):

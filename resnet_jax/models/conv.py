@@ -36,6 +36,10 @@ CONV_IMPLS = ('auto', 'xla', 'matmul')
 # Below this many input channels XLA:CPU's kxk convolution is slow and 'im2col' (one
 # product with k*k*C rows) wins: the stems on RGB input.
 _IM2COL_MAX_CHANNELS = 16
+# From this many input channels on maps no larger than this, im2col's one product beats
+# XLA:CPU's convolution too (ResNet-50's stages 2-4 at 64x64).
+_IM2COL_MIN_WIDE_CHANNELS = 64
+_IM2COL_MAX_MAP = 16
 
 
 def check_conv_impl(conv_impl: str) -> None:
@@ -112,21 +116,25 @@ def auto_choice(pointwise: bool, kernel_hw: Sequence[int], in_hw: Sequence[int],
 
   On CPU: every 1x1 convolution (1.4-3.3x faster as a matmul); kxk kernels not smaller
   than the input map (50x faster at 3x3 on 2x2); kxk kernels over few input channels,
-  i.e. the stems (1.4-1.8x). kxk convolutions on larger maps with more channels
-  measured as fast or faster with XLA's convolution (the CIFAR nets' 3x3s: 1-3x).
+  i.e. the stems (1.4-1.8x); kxk kernels over 64 or more channels on maps of at most
+  16x16, ResNet-50's mid-size 3x3s at 64x64 (its whole step 1.03x faster). The CIFAR
+  nets' 3x3s over 16 and 32 channels on 16-32 px maps measured 1.5-2.4x slower as im2col.
   """
   if jax.default_backend() != 'cpu':
     return False
   if pointwise:
     return True
   covers_map = any(k >= size for k, size in zip(kernel_hw, in_hw))
-  return covers_map or in_channels < _IM2COL_MAX_CHANNELS
+  small_map_wide = in_channels >= _IM2COL_MIN_WIDE_CHANNELS and max(in_hw) <= _IM2COL_MAX_MAP
+  return covers_map or in_channels < _IM2COL_MAX_CHANNELS or small_map_wide
 
 
-def closed_form_bn_grad(conv_impl: str) -> bool:
-  """Whether batch norm takes its closed-form training gradient (models/batch_norm.py)
-  under `conv_impl`: with the matmul formulations, i.e. 'matmul', and 'auto' on CPU,
-  where XLA runs autodiff's separate passes over each activation slowly (BENCHMARKS.md)."""
+def cpu_formulations(conv_impl: str) -> bool:
+  """Whether a model takes the layers written out for XLA:CPU under `conv_impl`: batch
+  norm's closed-form training gradient (models/batch_norm.py) and the max pool over strided
+  slices (models/max_pool.py). With the matmul formulations, i.e. 'matmul', and 'auto' on
+  CPU, where XLA runs autodiff's versions of those layers slowly (BENCHMARKS.md); their
+  parameters and forward values are the same either way."""
   check_conv_impl(conv_impl)
   return conv_impl == 'matmul' or (conv_impl == 'auto' and jax.default_backend() == 'cpu')
 

@@ -140,7 +140,7 @@ def conv_and_norm(layout: Layout, dtype=jnp.float32, kernel_init=None,
       nn.Conv, use_bias=layout.conv_bias, dtype=dtype, param_dtype=jnp.float32,
       kernel_init=kernel_init or layout.conv_init,
       conv_general_dilated=conv_lib.conv_general_dilated_fn(conv_impl))
-  closed_form = conv_lib.closed_form_bn_grad(conv_impl)
+  closed_form = conv_lib.cpu_formulations(conv_impl)
   norm = functools.partial(
       batch_norm_lib.BatchNorm if closed_form else nn.BatchNorm,
       momentum=layout.bn_momentum, epsilon=layout.bn_epsilon,

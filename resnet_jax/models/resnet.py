@@ -14,9 +14,10 @@ import jax.numpy as jnp
 
 from resnet_jax.errors import ConfigError
 from resnet_jax.models.blocks import BasicBlock, ConvolutionalBlock, IdentityBlock
-from resnet_jax.models.conv import CONV_IMPLS
+from resnet_jax.models.conv import CONV_IMPLS, cpu_formulations
 from resnet_jax.models.designs import BN, DESIGN_NAMES, SHORTCUTS, get_design
 from resnet_jax.models.layouts import conv_and_norm, get_layout
+from resnet_jax.models.max_pool import sliced_max_pool
 
 BLOCKS = ('bottleneck', 'basic')
 STEMS = ('imagenet', 'cifar')
@@ -51,7 +52,8 @@ class ResNet(nn.Module):
     zero_init_last_bn: initialise each block's last BN scale to zero.
     conv_impl: how every conv computes: 'auto' (matmul formulations on CPU for the
       shapes where they are faster, XLA's convolution elsewhere), 'xla' or 'matmul';
-      see models/conv.py. Parameters are nn.Conv's whatever the choice.
+      see models/conv.py. Parameters are nn.Conv's whatever the choice. Batch norm's
+      gradient and the stem's max pool follow it (conv.cpu_formulations).
   """
   stage_sizes: Sequence[int]
   block: str = 'bottleneck'
@@ -127,8 +129,8 @@ class ResNet(nn.Module):
         # Without a ReLU before it the map has negative values: pad with zeros, as
         # Keras's ZeroPadding2D (the -inf of max_pool's padding would differ).
         x = jnp.pad(x, pad)
-      x = nn.max_pool(x, (3, 3), strides=(2, 2),
-                      padding=pad[1:3] if design.stem_relu else 'VALID')
+      pool = sliced_max_pool if cpu_formulations(self.conv_impl) else nn.max_pool
+      x = pool(x, (3, 3), strides=(2, 2), padding=pad[1:3] if design.stem_relu else 'VALID')
 
     common = dict(kernel_size=self.kernel_size, layout=layout, residual=self.residual,
                   dtype=self.dtype, zero_init_last_bn=self.zero_init_last_bn,

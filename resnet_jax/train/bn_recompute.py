@@ -23,7 +23,7 @@ from resnet_jax.data import pipeline
 from resnet_jax.data.types import Split
 from resnet_jax.errors import ConfigError
 from resnet_jax.models.layouts import get_layout
-from resnet_jax.train.steps import AXIS, StepSettings, network_input
+from resnet_jax.train.steps import AXIS, StepSettings, device_mean, network_input
 
 # Folded into the data key so these batches are a stream of their own, not epoch 0's.
 _STREAM = 0x42_4E  # 'BN'
@@ -48,7 +48,7 @@ def make_batch_statistics_fn(model: nn.Module, settings: StepSettings, devices=N
     _, updated = stats_model.apply({'params': state.params, 'batch_stats': state.batch_stats},
                                    network_input(batch['image'], settings), train=True,
                                    mutable=['batch_stats'])
-    return jax.lax.pmean(updated['batch_stats'], AXIS)
+    return device_mean(updated['batch_stats'])
 
   return jax.pmap(batch_statistics, axis_name=AXIS, devices=devices)
 
