@@ -143,8 +143,7 @@ def matmul_1x1(lhs, rhs, strides, pads, *, precision=None, preferred_element_typ
   """A 1x1 convolution (padding <= 0, i.e. only cropping) as one product over channels."""
   x = _crop(lhs, pads)
   x = x[:, ::strides[0], ::strides[1], :]
-  return lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision,
-                         preferred_element_type=preferred_element_type)
+  return channel_product(x, rhs[0, 0], precision, preferred_element_type)
 
 
 def im2col(lhs, rhs, strides, pads, dilation, out_hw, *, precision=None,
@@ -161,8 +160,43 @@ def im2col(lhs, rhs, strides, pads, dilation, out_hw, *, precision=None,
                 (x.shape[0], i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c),
                 (1, sh, sw, 1))
       for i in range(kh) for j in range(kw)], 3)
-  return lax.dot_general(columns, rhs.reshape(kh * kw * c, f), (((3,), (0,)), ((), ())),
-                         precision=precision, preferred_element_type=preferred_element_type)
+  return channel_product(columns, rhs.reshape(kh * kw * c, f), precision,
+                         preferred_element_type)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def channel_product(x, kernel, precision=None, preferred_element_type=None):
+  """x [..., K] times kernel [K, F] over the last axis: one product of x's rows.
+
+  Its gradient is written as the two products themselves, each contracting the operands'
+  natural axes (rows for the kernel's, F for the input's), with no transposes for XLA to
+  place: autodiff's version transposes the output gradient, which XLA:CPU materialised as
+  a transposed copy of each batch norm's backward output (BENCHMARKS.md).
+  """
+  return _channel_product(x, kernel, precision, preferred_element_type)
+
+
+def _channel_product(x, kernel, precision, preferred_element_type):
+  return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision,
+                         preferred_element_type=preferred_element_type)
+
+
+def _channel_product_fwd(x, kernel, precision, preferred_element_type):
+  return _channel_product(x, kernel, precision, preferred_element_type), (x, kernel)
+
+
+def _channel_product_bwd(precision, preferred_element_type, residuals, g):
+  x, kernel = residuals
+  rows = x.reshape(-1, x.shape[-1])
+  g_rows = g.reshape(-1, g.shape[-1])
+  dx = lax.dot_general(g_rows, kernel, (((1,), (1,)), ((), ())), precision=precision,
+                       preferred_element_type=preferred_element_type)
+  dkernel = lax.dot_general(rows, g_rows, (((0,), (0,)), ((), ())), precision=precision,
+                            preferred_element_type=preferred_element_type)
+  return dx.reshape(x.shape).astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+channel_product.defvjp(_channel_product_fwd, _channel_product_bwd)
 
 
 def _zero(x):
