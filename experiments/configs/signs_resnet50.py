@@ -6,10 +6,10 @@ Uses the real SIGNS files when data/signs holds train_signs.h5 and test_signs.h5
 synthetic SIGNS set (generated once into ~/.cache/resnet_jax, or config.cache_dir); the run
 says which. Rerunning the command resumes and, when the run is complete, ends at once.
 
-What it reaches (measured 2026-12-01 18:37-18:42 UTC on the idle 2-core development CPU,
-fresh clone, empty cache; see README): test accuracy 0.975 on the synthetic set's 120 test
-pictures, 4 min 4 s for the whole command, and 0.948 on 600 freshly generated pictures
-(seed 1) that no choice below ever saw:
+What it reaches (measured 2026-12-01 18:58-19:03 UTC on the idle 2-core development CPU,
+fresh clone, empty cache; see README): test accuracy 0.967 (116 of the synthetic set's 120
+test pictures), 3 min 29 s for the whole command, and 0.945 on 600 freshly generated
+pictures (seed 1) that no choice below ever saw:
 
   python experiments/evaluate.py --workdir runs/signs_resnet50 --synthetic_seed=1 --num_test=600
 
@@ -27,15 +27,18 @@ The course's model, optimizer and batch are kept; what was tuned to fit 10 minut
 
 Speed on CPU (config.conv_impl='auto', the default; BENCHMARKS.md, "CPU speed"): the
 1x1 convolutions, the 7x7 stem and the 3x3 convolutions (64+ channels on maps up to 15x15,
-stage 5's on its 2x2 map) run as matrix products, batch norm's training gradient is written
+stage 5's on its 2x2 map) run as matrix products whose gradients are written out as
+products (no transposes), batch norm's training gradient is written
 in closed form, the stem's max pool is a maximum over strided slices with its gradient
 written out, the per-step finiteness check skips the optimizer's moments, and train.py
 runs under glibc malloc tunables (experiments/malloc_tuning.py). The whole command took
 13 min 21 s with XLA's convolutions alone (2026-11-23), 4 min 54 s with the first matrix
 products (2026-12-01 11:28), 4 min 15 s with closed-form BN and the tunables (16:50, ~42
-images/s) and 4 min 4 s with all of the above (18:37), each on the idle machine; the
-weights differ between these versions of the code (another summation order), not between runs of
-the same code. With 4 re-estimation batches instead of 16 the same weights scored 0.938 on the
+images/s), 4 min 4 s with the pool and the wider im2col rule (18:37; 0.975 and 0.948) and
+3 min 29 s with all of the above (18:58), each on the idle machine. The weights differ
+between these versions of the code (another summation order), not between runs of the same
+code: the last version's one picture fewer on the 120 is that, not a choice made here.
+With 4 re-estimation batches instead of 16 the same weights scored 0.938 on the
 600 fresh pictures; which 4 batches were drawn decides such scores (0.79-0.96 on a
 validation set, seed 2, across five draws of 4 batches; 0.95-0.96 across three of 16).
 """
