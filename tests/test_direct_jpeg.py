@@ -69,8 +69,18 @@ def _with_orientation(data: bytes, orientation: int) -> bytes:
   return buffer.getvalue()
 
 
+def _with_xmp_orientation(data: bytes, orientation: int) -> bytes:
+  xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+         b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+         b'tiff:Orientation="%d"/></rdf:RDF></x:xmpmeta>' % orientation)
+  buffer = io.BytesIO()
+  Image.open(io.BytesIO(data)).save(buffer, 'JPEG', quality=95, xmp=xmp)
+  return buffer.getvalue()
+
+
 @pytest.mark.parametrize('kind, data', [
     ('an EXIF orientation (turned by Pillow)', _with_orientation(_jpeg(_photo(5)), 6)),
+    ('an XMP orientation (turned by Pillow too)', _with_xmp_orientation(_jpeg(_photo(5)), 6)),
     ('a PNG', encoded(_photo(6), 'PNG')),
     ('a CMYK JPEG', _jpeg(_photo(7), 'CMYK', quality=90)),
 ])
@@ -81,10 +91,13 @@ def test_what_libjpeg_alone_cannot_give_goes_the_pillow_way(kind, data):
                                 np.asarray(image_files.decode_rgb_image(data)))
 
 
-def test_an_exif_block_is_found_before_the_scan_and_only_there():
+def test_an_app1_block_is_found_before_the_scan_and_only_there():
   plain = _jpeg(_photo(8))
   assert direct_jpeg._plain_jpeg(plain)
   assert not direct_jpeg._plain_jpeg(_with_orientation(plain, 1))
+  assert not direct_jpeg._plain_jpeg(_with_xmp_orientation(plain, 1))
+  rotated = Image.open(io.BytesIO(_with_xmp_orientation(plain, 6)))
+  assert rotated.getexif().get(image_files._ORIENTATION) == 6  # Pillow does read it.
   assert not direct_jpeg._plain_jpeg(b'\x89PNG\r\n\x1a\n')
   assert not direct_jpeg._plain_jpeg(plain[:4])  # Ends before any scan.
 

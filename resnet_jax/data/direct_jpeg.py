@@ -8,8 +8,8 @@ dataset stores that is 0.49 ms of CPU an image against 0.74 ms for Pillow and th
 (BENCHMARKS.md, "Streaming input"), with the same pixels: both run libjpeg-turbo's exact
 integer IDCT and smooth upsampling.
 
-Only what needs nothing beyond libjpeg goes this way: a JPEG without an EXIF block (an
-orientation would have to be applied) that simplejpeg decodes without error or warning to
+Only what needs nothing beyond libjpeg goes this way: a JPEG without an APP1 block (EXIF or
+XMP, where Pillow finds an orientation to apply) that simplejpeg decodes without error or warning to
 at most Pillow's pixel limit. Anything else (PNGs, EXIF, CMYK, damage, a bomb, no simplejpeg
 installed: the GPU machine lacks it) takes `image_files.decode_rgb_image` as before, so the
 result and every error are those of the Pillow path.
@@ -27,7 +27,6 @@ except ImportError:  # An optional speed-up; Pillow decodes the same pixels.
   simplejpeg = None
 
 _SOI, _SOS, _APP1 = 0xD8, 0xDA, 0xE1
-_EXIF_HEADER = b'Exif\x00\x00'
 _COLORSPACES = ('YCbCr', 'Gray', 'RGB')  # Those libjpeg turns into RGB as Pillow does.
 
 
@@ -66,7 +65,7 @@ def _direct(encoded: bytes, min_shorter_side: Optional[int]) -> Optional[np.ndar
 
 
 def _plain_jpeg(data: bytes) -> bool:
-  """Whether `data` starts as a JPEG with no EXIF segment before its scan.
+  """Whether `data` starts as a JPEG with no APP1 segment (EXIF, XMP) before its scan.
 
   Walks the marker segments up to the start of scan; a few steps for any JPEG.
   """
@@ -82,8 +81,7 @@ def _plain_jpeg(data: bytes) -> bool:
       continue
     if marker == _SOS:
       return True
-    length = int.from_bytes(data[position + 2:position + 4], 'big')
-    if marker == _APP1 and data[position + 4:position + 10] == _EXIF_HEADER:
-      return False
-    position += 2 + length
+    if marker == _APP1:
+      return False  # EXIF or XMP: either can carry an orientation Pillow applies.
+    position += 2 + int.from_bytes(data[position + 2:position + 4], 'big')
   return False
