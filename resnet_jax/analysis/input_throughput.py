@@ -140,12 +140,12 @@ def cpu_ms_per_image(source, image_size: int, batch_size: int, num_images: int,
     """CPU ms per item of `work`, and its results. Decoded images are not kept while
     timed: holding a thousand of them costs fresh pages the pipeline never pays."""
     start = time.process_time()
-    results = []
-    for item in items:
-      result = work(item)
-      if keep:
-        results.append(result)
-      del result
+    if keep:
+      results = [work(item) for item in items]
+    else:
+      results = None
+      for item in items:
+        work(item)
     return (time.process_time() - start) / len(items) * 1e3, results
 
   indices = range(num_images)

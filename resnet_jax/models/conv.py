@@ -83,9 +83,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, *, conv_impl='auto',
   dilation = tuple(rhs_dilation or (1, 1))
   strides = tuple(window_strides)
   pads = explicit_padding(lhs.shape[1:3], (kh, kw), strides, dilation, padding)
-  out_hw = tuple(
-      (size + lo + hi - (k - 1) * d - 1) // s + 1
-      for size, (lo, hi), k, d, s in zip(lhs.shape[1:3], pads, (kh, kw), dilation, strides))
+  out_hw = output_hw(lhs.shape[1:3], pads, (kh, kw), strides, dilation)
   name = formulation_for(conv_impl, (kh, kw), lhs.shape[1:3], lhs.shape[3], pads)
   if name == 'xla' or min(out_hw) < 1:
     return lax_conv()
@@ -158,12 +156,8 @@ def im2col(lhs, rhs, strides, pads, dilation, out_hw, *, precision=None,
   kh, kw, c, f = rhs.shape
   (top, bottom), (left, right) = pads
   x = lax.pad(lhs, _zero(lhs), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
-  (sh, sw), (dh, dw), (oh, ow) = strides, dilation, out_hw
-  columns = lax.concatenate([
-      lax.slice(x, (0, i * dh, j * dw, 0),
-                (x.shape[0], i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c),
-                (1, sh, sw, 1))
-      for i in range(kh) for j in range(kw)], 3)
+  columns = lax.concatenate([window_offset_slice(x, (i, j), strides, out_hw, dilation)
+                             for i in range(kh) for j in range(kw)], 3)
   return channel_product(columns, rhs.reshape(kh * kw * c, f), precision,
                          preferred_element_type)
 
@@ -201,6 +195,21 @@ def _channel_product_bwd(precision, preferred_element_type, residuals, g):
 
 
 channel_product.defvjp(_channel_product_fwd, _channel_product_bwd)
+
+
+def output_hw(in_hw, pads, kernel_hw, strides, dilation=(1, 1)) -> tuple[int, int]:
+  """(height, width) of a window operation's output over an NHWC map padded by `pads`."""
+  return tuple((size + lo + hi - (k - 1) * d - 1) // s + 1
+               for size, (lo, hi), k, d, s in zip(in_hw, pads, kernel_hw, dilation, strides))
+
+
+def window_offset_slice(padded, offset, strides, out_hw, dilation=(1, 1)):
+  """What kernel offset (i, j) sees at every output position of a window operation over
+  the (already padded) NHWC `padded`: [N, out_h, out_w, C]."""
+  (i, j), (sh, sw), (dh, dw), (oh, ow) = offset, strides, dilation, out_hw
+  return lax.slice(padded, (0, i * dh, j * dw, 0),
+                   (padded.shape[0], i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1,
+                    padded.shape[3]), (1, sh, sw, 1))
 
 
 def _zero(x):

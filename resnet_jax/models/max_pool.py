@@ -18,20 +18,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from resnet_jax.models import conv
+
 
 def sliced_max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int],
                     padding='VALID') -> jax.Array:
   """`nn.max_pool(x, window_shape, strides, padding)` for NHWC `x`; padding 'VALID',
   'SAME' or ((top, bottom), (left, right)) (padded with -inf, as max_pool pads)."""
   window, strides = tuple(window_shape), tuple(strides)
-  pads = _pads(x.shape[1:3], window, strides, padding)
-  return _pool(x, window, strides, pads)
-
-
-def _pads(in_hw, window, strides, padding):
-  if isinstance(padding, str):
-    return tuple(tuple(p) for p in lax.padtype_to_pads(in_hw, window, strides, padding))
-  return tuple(tuple(p) for p in padding)
+  pads = conv.explicit_padding(x.shape[1:3], window, strides, (1, 1), padding)
+  return _pool(x, window, strides, tuple(tuple(p) for p in pads))
 
 
 def _offsets(window):
@@ -44,17 +40,6 @@ def _padded(x, pads):
   return lax.pad(x, low, ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
 
 
-def _window_slice(padded, offset, strides, out_hw):
-  (i, j), (sh, sw), (oh, ow) = offset, strides, out_hw
-  return lax.slice(padded, (0, i, j, 0),
-                   (padded.shape[0], i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1,
-                    padded.shape[3]), (1, sh, sw, 1))
-
-
-def _out_hw(padded_hw, window, strides):
-  return tuple((size - k) // s + 1 for size, k, s in zip(padded_hw, window, strides))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _pool(x, window, strides, pads):
   return _forward(x, window, strides, pads)[0]
@@ -62,8 +47,8 @@ def _pool(x, window, strides, pads):
 
 def _forward(x, window, strides, pads):
   padded = _padded(x, pads)
-  out_hw = _out_hw(padded.shape[1:3], window, strides)
-  slices = [_window_slice(padded, o, strides, out_hw) for o in _offsets(window)]
+  out_hw = conv.output_hw(x.shape[1:3], pads, window, strides)
+  slices = [conv.window_offset_slice(padded, o, strides, out_hw) for o in _offsets(window)]
   out = functools.reduce(jnp.maximum, slices)
   return out, padded
 
@@ -80,7 +65,7 @@ def _pool_bwd(window, strides, pads, residuals, g):
   grad = jnp.zeros(padded.shape, g.dtype)
   zero = jnp.array(0, g.dtype)
   for offset in _offsets(window):
-    hit = unclaimed & (_window_slice(padded, offset, strides, out_hw) == out)
+    hit = unclaimed & (conv.window_offset_slice(padded, offset, strides, out_hw) == out)
     unclaimed = unclaimed & ~hit
     # Window (y, x)'s share lands at padded (y * sh + i, x * sw + j): the masked gradient
     # spread by interior padding and shifted by the offset.
