@@ -27,13 +27,18 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from resnet_jax.data import direct_jpeg, host_augment
+from resnet_jax.data import batch_ring, direct_jpeg, host_augment
 from resnet_jax.errors import BadImageError, DatasetError
 
 # Batches each worker keeps ready, and batches buffered in the reading process: few, so
 # that memory does not grow with the data or the run (see BENCHMARKS.md).
 _WORKER_BUFFER = 2
 _READ_BUFFER = 2
+# Shared-memory slots each worker reuses for its batches (batch_ring): what one worker can
+# have out at once (its buffer, batches read ahead in it and in the reading process, the one
+# being trained on); a batch made while all are out takes fresh memory instead.
+_RING_SLOTS = 2 * (_WORKER_BUFFER + _READ_BUFFER)
+_MIN_SHARED_BYTES = 1 << 16
 _PARENT_POLL_SECONDS = 0.5
 # True in Grain's worker processes (set by _init_worker): batches are then made in shared
 # memory, which Grain hands to the reading process without copying them.
@@ -171,7 +176,12 @@ class TrainExample:
 
 class TrainBatch:
   """Element i of a training pipeline -> this process's batch of step start_step + i, each
-  example written into the batch's arrays as it is made. Picklable (Grain's workers)."""
+  example written into the batch's arrays as it is made. Picklable (Grain's workers).
+
+  In a Grain worker the images are written into shared memory that Grain hands to the
+  reading process without copying: a slot of the worker's batch_ring, reused from batch to
+  batch, or, when every slot is out, fresh shared memory.
+  """
 
   def __init__(self, example: TrainExample):
     self.example = example
@@ -179,14 +189,34 @@ class TrainBatch:
   def __call__(self, step: int) -> dict:
     example = self.example
     local = example.layout.local_batch
-    images = _zeros((local,) + example.augmentation.image_shape(example.image_size))
+    shape = (local,) + example.augmentation.image_shape(example.image_size)
+    ring = batch_ring.worker_ring(shape, _RING_SLOTS) if _in_worker else None
+    slot = ring.take() if ring else None
+    images = slot.images if slot else _zeros(shape)
     try:
-      fields = [example.fill(int(step) * local + slot, images[slot]) for slot in range(local)]
+      fields = [example.fill(int(step) * local + i, images[i]) for i in range(local)]
     except BaseException:
-      if hasattr(images, 'unlink_on_del'):
+      if slot:
+        ring.give_back(slot)
+      elif hasattr(images, 'unlink_on_del'):
         images.unlink_on_del()  # A batch never sent: its shared memory goes with it.
       raise
-    return {'image': images, **{k: np.stack([f[k] for f in fields]) for k in fields[0]}}
+    batch = {k: np.stack([f[k] for f in fields]) for k in fields[0]}
+    if slot:
+      written = batch['box'][:, 4:6] if 'box' in batch else np.array(shape[1:3])
+      _clear_beyond(images, slot.written, written)
+      slot.written[:] = written
+    return {'image': slot.handle if slot else images, **batch}
+
+
+def _clear_beyond(images: np.ndarray, before: np.ndarray, now: np.ndarray) -> None:
+  """Zeros what a reused slot's earlier batch wrote and this one did not: each image wrote
+  the (rows, cols) at its top left in `before`, then in `now` (the rest of a canvas is
+  zeros, as in fresh memory)."""
+  for image, (rows_before, cols_before), (rows, cols) in zip(
+      images, before, np.broadcast_to(now, before.shape)):
+    image[rows:rows_before, :cols_before] = 0
+    image[:rows, cols:cols_before] = 0
 
 
 def _zeros(shape: tuple[int, ...]) -> np.ndarray:
@@ -258,16 +288,22 @@ def iterate(dataset, local_devices: int, workers: int = 0,
   options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=_READ_BUFFER)
   stream = dataset.to_iter_dataset(options)
   if workers:
+    # Labels, boxes and masks travel pickled: a shared-memory block each costs more.
+    stream = grain.experimental.WithOptionsIterDataset(
+        stream, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHARED_BYTES))
     _allow_worker_flags()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=workers, per_worker_buffer_size=_WORKER_BUFFER),
         worker_init_fn=_init_worker)
-  iterator = iter(stream)
+  iterator, slots = iter(stream), batch_ring.SlotReader()
   try:
     for batch in iterator:
+      if isinstance(batch.get('image'), batch_ring.SlotHandle):
+        batch['image'] = slots.array(batch['image'])
       yield {k: v.reshape((local_devices, -1) + v.shape[1:]) for k, v in batch.items()}
   finally:
     iterator.close()
+    slots.close()
 
 
 def _init_worker(worker_index: int, worker_count: int) -> None:
