@@ -11,7 +11,8 @@ The training pipeline is a `grain.MapDataset` over the steps of the run: element
 start + i's batch, this process's share [local_devices * per_device], each of its examples
 decoded and augmented straight into the batch's arrays (no per-example array, no stacking);
 iterated, it is prefetched by `workers` worker processes (Grain's multiprocessing prefetch;
-0: in this process), each making whole batches. With `Augmentation.canvas_size`, the
+0: in this process), each making whole batches in shared-memory slots it reuses
+(batch_ring). With `Augmentation.canvas_size`, the
 Inception crop's resize is left to the train step (box_resize): the batch holds each
 example's box on a canvas and its geometry ('box'). Each process reads only its own
 positions of every global batch (`positions`: device d of the run takes positions
