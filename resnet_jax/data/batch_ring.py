@@ -1,20 +1,26 @@
 """Training batches made in reused shared memory: a Grain worker writes each batch's images
-into one of a few shared-memory slots it keeps, and the reading process gives the slot back
-when the last view of that batch is gone.
+into a shared-memory slot it keeps, and the reading process gives the slot back when the
+last view of that batch is gone.
 
 Why: fresh shared memory for every batch (Grain's SharedMemoryArray) is faulted in page by
 page as the worker writes it and freed after it is read: 48 page faults an image on a
 347x347 canvas, 0.19 ms of CPU on top of the 0.70 ms the image's other work takes
 (BENCHMARKS.md). A slot's pages are faulted in once.
 
-How: a worker's `WorkerRing` keeps up to `capacity` slots, each a shared-memory segment of
-one batch's images, and one shared byte per slot, 1 while the slot's batch is out and 0
-when it is free. `take` gives a free slot, or None when every slot is out (the caller then
-makes the batch in fresh shared memory, so a reader that holds on to many batches never
-waits); the batch carries the slot's `SlotHandle` in place of its images. In the reading
-process `SlotReader.array` maps the slot (once per segment, unlinking the name as soon as it
-is mapped) and returns an array whose collection frees the slot: numpy views, and JAX
-arrays that alias host memory, keep the array they view alive.
+How: a worker's `WorkerRing` holds slots, each a shared-memory segment of one page of header
+and one batch's images; the header's first byte is 1 while the slot's batch is out and 0
+when it is free. `take` gives a free slot, or a new one when every slot is out (as many as
+the batches a worker has out at once: Grain's buffers on both sides and what the reader
+holds, 9 with a slow reader); the batch carries the slot's `SlotHandle` in place of its
+images. In the reading process `SlotReader.array` maps the slot (once per segment,
+unlinking the name as soon as it is mapped) and returns an array whose collection frees the
+slot: numpy views, and JAX arrays that alias host memory, keep the array they view alive.
+
+The reading process names the rings (`ring_prefix`: its own random prefix and the worker's
+index; slot k's segment is the prefix and k, made in order), so that, once the workers have
+stopped, `SlotReader.close` removes every slot a worker made and no batch brought over (a
+failed batch, a run stopped early) and nothing is left for Python's resource tracker to
+report.
 
 A reused slot still holds the pixels of the batch before; `Slot.written` records what each
 image wrote, so that the caller can clear what the new batch leaves (see grain_pipeline).
@@ -22,109 +28,140 @@ image wrote, so that the caller can clear what the new batch leaves (see grain_p
 This module does not import JAX: Grain's worker processes import it.
 """
 import dataclasses
+import itertools
+import mmap
+import secrets
 import threading
 import weakref
 from multiprocessing import shared_memory
-from typing import Optional
 
 import numpy as np
 
 _FREE, _OUT = 0, 1
+_HEADER = mmap.PAGESIZE  # The images start on a page: JAX on the CPU may alias them.
+
+
+def new_prefix() -> str:
+  """A prefix for the rings of one reader's workers, unlike any other reader's."""
+  return f'rj{secrets.token_hex(4)}'
+
+
+def ring_prefix(prefix: str, worker_index: int) -> str:
+  """The names of worker `worker_index`'s slots begin with this."""
+  return f'{prefix}_{worker_index}_'
 
 
 @dataclasses.dataclass(frozen=True)
 class SlotHandle:
-  """What a batch carries in place of its images: where they are and which slot to free."""
+  """What a batch carries in place of its images: the slot's segment and the images' shape."""
   segment: str
-  flags: str
-  slot: int
   shape: tuple[int, ...]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # Slots are compared by identity.
 class Slot:
   """A slot taken by the worker: `images` to write, `written` [images, 2] the (rows, cols)
   each image wrote at its top left last time (zeros for a new slot), and its handle."""
   images: np.ndarray
   written: np.ndarray
   handle: SlotHandle
+  state: np.ndarray  # The header's first byte, shared with the reader.
 
 
 class WorkerRing:
-  """The slots of one batch shape in one worker process."""
+  """The slots of one worker, for batches of one shape."""
 
-  def __init__(self, shape: tuple[int, ...], capacity: int):
-    self.shape, self.capacity = tuple(shape), capacity
-    self._flags_memory = shared_memory.SharedMemory(create=True, size=capacity)
-    self._flags = np.ndarray((capacity,), np.uint8, buffer=self._flags_memory.buf)
-    self._flags[:] = _FREE
-    self._segments: list[shared_memory.SharedMemory] = []
+  def __init__(self, shape: tuple[int, ...], prefix: str):
+    self.shape, self.prefix = tuple(shape), prefix
+    self._segments: list[shared_memory.SharedMemory] = []  # Kept: they hold the mappings.
     self._slots: list[Slot] = []
     self._lock = threading.Lock()
 
-  def take(self) -> Optional[Slot]:
-    """A free slot, marked out; a new one while fewer than `capacity` exist; else None."""
+  def take(self) -> Slot:
+    """A free slot, or a new one; marked out."""
     with self._lock:
-      for index, slot in enumerate(self._slots):
-        if self._flags[index] == _FREE:
-          self._flags[index] = _OUT
-          return slot
-      if len(self._slots) == self.capacity:
-        return None
-      segment = shared_memory.SharedMemory(create=True, size=int(np.prod(self.shape)))
-      index = len(self._slots)
-      slot = Slot(np.ndarray(self.shape, np.uint8, buffer=segment.buf),
-                  np.zeros((self.shape[0], 2), np.int64),
-                  SlotHandle(segment.name, self._flags_memory.name, index, self.shape))
-      self._segments.append(segment)
-      self._slots.append(slot)
-      self._flags[index] = _OUT
+      free = [slot for slot in self._slots if slot.state[0] == _FREE]
+      slot = free[0] if free else self._new_slot()
+      slot.state[0] = _OUT
       return slot
+
+  def _new_slot(self) -> Slot:
+    name = f'{self.prefix}{len(self._slots)}'
+    segment = shared_memory.SharedMemory(name, create=True,
+                                         size=_HEADER + int(np.prod(self.shape)))
+    self._segments.append(segment)
+    self._slots.append(Slot(_images(segment, self.shape), np.zeros((self.shape[0], 2), np.int64),
+                            SlotHandle(name, self.shape), _state(segment)))
+    return self._slots[-1]
 
   def give_back(self, slot: Slot) -> None:
     """Frees a slot whose batch was never sent (its making failed); whatever it wrote is to
     be cleared at the next use."""
     slot.written[:] = self.shape[1:3]
-    self._flags[slot.handle.slot] = _FREE
+    slot.state[0] = _FREE
 
 
-_rings: dict[tuple[int, ...], WorkerRing] = {}
+_ring = None
 
 
-def worker_ring(shape: tuple[int, ...], capacity: int) -> WorkerRing:
-  """This process's ring for batches of `shape` (made on first use)."""
-  if tuple(shape) not in _rings:
-    _rings[tuple(shape)] = WorkerRing(shape, capacity)
-  return _rings[tuple(shape)]
+def worker_ring(shape: tuple[int, ...], prefix: str) -> WorkerRing:
+  """This process's ring (made on first use): one per worker, its batches all of `shape`."""
+  global _ring
+  if _ring is None:
+    _ring = WorkerRing(shape, prefix)
+  if (_ring.shape, _ring.prefix) != (tuple(shape), prefix):
+    raise ValueError(f'this process has a ring for batches {_ring.shape} named {_ring.prefix}*; '
+                     f'expected one ring a worker, not another for {tuple(shape)} {prefix}*')
+  return _ring
 
 
 class SlotReader:
-  """The reading process's side: maps slots and frees each when its array is collected."""
+  """The reading process's side: maps slots and frees each when its array is collected.
 
-  def __init__(self):
+  Args:
+    prefixes: the `ring_prefix` of each worker that may send slots.
+  """
+
+  def __init__(self, prefixes: tuple[str, ...] = ()):
+    self.prefixes = prefixes
     self._mapped: dict[str, shared_memory.SharedMemory] = {}
 
   def array(self, handle: SlotHandle) -> np.ndarray:
     """The images of `handle`'s slot, shared with the worker (not copied)."""
-    segment, flags = self._map(handle.segment), self._map(handle.flags)
-    images = np.ndarray(handle.shape, np.uint8, buffer=segment.buf)
-    flag = np.ndarray((flags.size,), np.uint8, buffer=flags.buf)
-    # The finalizer holds both mappings: neither is closed while a slot's array is alive.
-    weakref.finalize(images, _free, flag, handle.slot, segment, flags)
+    if handle.segment not in self._mapped:
+      segment = shared_memory.SharedMemory(handle.segment)
+      segment.unlink()  # Mapped on both sides now: nothing is left behind however they end.
+      self._mapped[handle.segment] = segment
+    segment = self._mapped[handle.segment]
+    images = _images(segment, handle.shape)
+    # The finalizer holds the mapping: it is not closed while the slot's array is alive.
+    weakref.finalize(images, _free, _state(segment), segment)
     return images
 
-  def _map(self, name: str) -> shared_memory.SharedMemory:
-    if name not in self._mapped:
-      memory = shared_memory.SharedMemory(name)
-      memory.unlink()  # Mapped on both sides now: nothing is left behind however they end.
-      self._mapped[name] = memory
-    return self._mapped[name]
-
   def close(self) -> None:
-    """Forgets the mappings; each is closed when the last array in it is collected."""
+    """Removes the slots no batch brought here (call it once the workers have stopped) and
+    forgets the mappings; each is closed when the last array in it is collected."""
+    for prefix in self.prefixes:
+      for name in (f'{prefix}{k}' for k in itertools.count()):
+        if name in self._mapped:
+          continue
+        try:
+          segment = shared_memory.SharedMemory(name)
+        except FileNotFoundError:
+          break  # Slots are made in order: none after this one.
+        segment.close()
+        segment.unlink()
     self._mapped.clear()
 
 
-def _free(flag: np.ndarray, slot: int, *mappings) -> None:
-  del mappings
-  flag[slot] = _FREE
+def _images(segment: shared_memory.SharedMemory, shape: tuple[int, ...]) -> np.ndarray:
+  return np.ndarray(shape, np.uint8, buffer=segment.buf, offset=_HEADER)
+
+
+def _state(segment: shared_memory.SharedMemory) -> np.ndarray:
+  return np.ndarray((1,), np.uint8, buffer=segment.buf)
+
+
+def _free(state: np.ndarray, segment: shared_memory.SharedMemory) -> None:
+  del segment
+  state[0] = _FREE

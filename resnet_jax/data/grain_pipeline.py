@@ -21,6 +21,7 @@ d * per_device ... + per_device - 1).
 This module does not import JAX: Grain's worker processes import it.
 """
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -35,15 +36,11 @@ from resnet_jax.errors import BadImageError, DatasetError
 # that memory does not grow with the data or the run (see BENCHMARKS.md).
 _WORKER_BUFFER = 2
 _READ_BUFFER = 2
-# Shared-memory slots each worker reuses for its batches (batch_ring): what one worker can
-# have out at once (its buffer, batches read ahead in it and in the reading process, the one
-# being trained on); a batch made while all are out takes fresh memory instead.
-_RING_SLOTS = 2 * (_WORKER_BUFFER + _READ_BUFFER)
 _MIN_SHARED_BYTES = 1 << 16
 _PARENT_POLL_SECONDS = 0.5
-# True in Grain's worker processes (set by _init_worker): batches are then made in shared
-# memory, which Grain hands to the reading process without copying them.
-_in_worker = False
+# Set in Grain's worker processes (by _init_worker): the names of the worker's ring of
+# shared-memory slots, where it makes its batches (batch_ring.ring_prefix).
+_ring_prefix = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +176,8 @@ class TrainBatch:
   """Element i of a training pipeline -> this process's batch of step start_step + i, each
   example written into the batch's arrays as it is made. Picklable (Grain's workers).
 
-  In a Grain worker the images are written into shared memory that Grain hands to the
-  reading process without copying: a slot of the worker's batch_ring, reused from batch to
-  batch, or, when every slot is out, fresh shared memory.
+  In a Grain worker the images are written into a slot of the worker's batch_ring, shared
+  memory reused from batch to batch, which the reading process maps instead of a copy.
   """
 
   def __init__(self, example: TrainExample):
@@ -191,19 +187,18 @@ class TrainBatch:
     example = self.example
     local = example.layout.local_batch
     shape = (local,) + example.augmentation.image_shape(example.image_size)
-    ring = batch_ring.worker_ring(shape, _RING_SLOTS) if _in_worker else None
+    ring = batch_ring.worker_ring(shape, _ring_prefix) if _ring_prefix else None
     slot = ring.take() if ring else None
-    images = slot.images if slot else _zeros(shape)
+    images = slot.images if slot else np.zeros(shape, np.uint8)
     try:
       fields = [example.fill(int(step) * local + i, images[i]) for i in range(local)]
     except BaseException:
       if slot:
         ring.give_back(slot)
-      elif hasattr(images, 'unlink_on_del'):
-        images.unlink_on_del()  # A batch never sent: its shared memory goes with it.
       raise
     batch = {k: np.stack([f[k] for f in fields]) for k in fields[0]}
     if slot:
+      # A canvas's box wrote its rows and cols (box_resize.BOX_FIELDS 4 and 5); else all.
       written = batch['box'][:, 4:6] if 'box' in batch else np.array(shape[1:3])
       _clear_beyond(images, slot.written, written)
       slot.written[:] = written
@@ -218,15 +213,6 @@ def _clear_beyond(images: np.ndarray, before: np.ndarray, now: np.ndarray) -> No
       images, before, np.broadcast_to(now, before.shape)):
     image[rows:rows_before, :cols_before] = 0
     image[:rows, cols:cols_before] = 0
-
-
-def _zeros(shape: tuple[int, ...]) -> np.ndarray:
-  """A uint8 array of zeros: in shared memory in a Grain worker (new shared memory is zeros),
-  where Grain would otherwise copy a batch into shared memory to hand it over."""
-  if not _in_worker:
-    return np.zeros(shape, np.uint8)
-  from grain.python import SharedMemoryArray
-  return SharedMemoryArray(shape, np.uint8)
 
 
 class EvalExample:
@@ -287,7 +273,7 @@ def iterate(dataset, local_devices: int, workers: int = 0,
   if threads is None:
     threads = 1 if workers else 2
   options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=_READ_BUFFER)
-  stream = dataset.to_iter_dataset(options)
+  stream, prefix = dataset.to_iter_dataset(options), batch_ring.new_prefix()
   if workers:
     # Labels, boxes and masks travel pickled: a shared-memory block each costs more.
     stream = grain.experimental.WithOptionsIterDataset(
@@ -295,8 +281,9 @@ def iterate(dataset, local_devices: int, workers: int = 0,
     _allow_worker_flags()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=workers, per_worker_buffer_size=_WORKER_BUFFER),
-        worker_init_fn=_init_worker)
-  iterator, slots = iter(stream), batch_ring.SlotReader()
+        worker_init_fn=functools.partial(_init_worker, prefix))
+  slots = batch_ring.SlotReader(tuple(batch_ring.ring_prefix(prefix, w) for w in range(workers)))
+  iterator = iter(stream)
   try:
     for batch in iterator:
       if isinstance(batch.get('image'), batch_ring.SlotHandle):
@@ -307,13 +294,14 @@ def iterate(dataset, local_devices: int, workers: int = 0,
     slots.close()
 
 
-def _init_worker(worker_index: int, worker_count: int) -> None:
-  """Run in each worker: batches in shared memory (see `_zeros`), and an exit when the
-  process that started it is gone (a run killed with SIGKILL cannot stop its workers, which
-  would otherwise live on as orphans)."""
-  del worker_index, worker_count
-  global _in_worker
-  _in_worker = True
+def _init_worker(prefix: str, worker_index: int, worker_count: int) -> None:
+  """Run in each worker: batches in shared memory, in a ring named after the reading
+  process's `prefix` (see TrainBatch), and an exit when the process that started it is gone
+  (a run killed with SIGKILL cannot stop its workers, which would otherwise live on as
+  orphans)."""
+  del worker_count
+  global _ring_prefix
+  _ring_prefix = batch_ring.ring_prefix(prefix, worker_index)
   parent = os.getppid()
 
   def watch():
