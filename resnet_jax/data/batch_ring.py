@@ -66,6 +66,7 @@ class Slot:
   written: np.ndarray
   handle: SlotHandle
   state: np.ndarray  # The header's first byte, shared with the reader.
+  memory: shared_memory.SharedMemory  # Kept: closing it would unmap `images`.
 
 
 class WorkerRing:
@@ -73,7 +74,6 @@ class WorkerRing:
 
   def __init__(self, shape: tuple[int, ...], prefix: str):
     self.shape, self.prefix = tuple(shape), prefix
-    self._segments: list[shared_memory.SharedMemory] = []  # Kept: they hold the mappings.
     self._slots: list[Slot] = []
     self._lock = threading.Lock()
 
@@ -89,9 +89,8 @@ class WorkerRing:
     name = f'{self.prefix}{len(self._slots)}'
     segment = shared_memory.SharedMemory(name, create=True,
                                          size=_HEADER + int(np.prod(self.shape)))
-    self._segments.append(segment)
     self._slots.append(Slot(_images(segment, self.shape), np.zeros((self.shape[0], 2), np.int64),
-                            SlotHandle(name, self.shape), _state(segment)))
+                            SlotHandle(name, self.shape), _state(segment), segment))
     return self._slots[-1]
 
   def give_back(self, slot: Slot) -> None:

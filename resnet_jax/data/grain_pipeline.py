@@ -197,9 +197,8 @@ class TrainBatch:
         ring.give_back(slot)
       raise
     batch = {k: np.stack([f[k] for f in fields]) for k in fields[0]}
-    if slot:
-      # A canvas's box wrote its rows and cols (box_resize.BOX_FIELDS 4 and 5); else all.
-      written = batch['box'][:, 4:6] if 'box' in batch else np.array(shape[1:3])
+    if slot and 'box' in batch:  # Canvases (other images are written whole).
+      written = batch['box'][:, 4:6]  # The box's rows and cols (box_resize.BOX_FIELDS).
       _clear_beyond(images, slot.written, written)
       slot.written[:] = written
     return {'image': slot.handle if slot else images, **batch}
@@ -209,8 +208,7 @@ def _clear_beyond(images: np.ndarray, before: np.ndarray, now: np.ndarray) -> No
   """Zeros what a reused slot's earlier batch wrote and this one did not: each image wrote
   the (rows, cols) at its top left in `before`, then in `now` (the rest of a canvas is
   zeros, as in fresh memory)."""
-  for image, (rows_before, cols_before), (rows, cols) in zip(
-      images, before, np.broadcast_to(now, before.shape)):
+  for image, (rows_before, cols_before), (rows, cols) in zip(images, before, now):
     image[rows:rows_before, :cols_before] = 0
     image[:rows, cols:cols_before] = 0
 
