@@ -3,10 +3,9 @@ pipeline's decoder.
 
 Pillow decodes a JPEG through its incremental decoder into 4 bytes a pixel, and an array of
 it is one more copy; `simplejpeg` (a thin binding of libjpeg-turbo, the library Pillow
-itself bundles) writes the 3-byte RGB rows in one pass. On the 256-px JPEGs a prepared
-dataset stores that is 0.49 ms of CPU an image against 0.74 ms for Pillow and the copy
-(BENCHMARKS.md, "Streaming input"), with the same pixels: both run libjpeg-turbo's exact
-integer IDCT and smooth upsampling.
+itself bundles) writes the 3-byte RGB rows in one pass: less CPU an image than Pillow
+and the copy (BENCHMARKS.md, "Streaming input", change (4)), with the same pixels: both
+run libjpeg-turbo's exact integer IDCT and smooth upsampling.
 
 Only what needs nothing beyond libjpeg goes this way: a JPEG without an APP1 block (EXIF or
 XMP, where Pillow finds an orientation to apply) that simplejpeg decodes without error or warning to
