@@ -25,7 +25,7 @@ devices such as CPUs), jax_version, and with --baseline speedup_vs_baseline (the
 per-window ratios, the windows of all paths alternating). Progress goes to stderr.
 See BENCHMARKS.md for measured numbers (its commands write flags with dashes, --image-size;
 every script reads a dash in a flag's name as an underscore).
---conv_impl picks config.conv_impl ('auto', 'xla', 'matmul'; see resnet_jax/models/conv.py).
+--conv_impl picks config.speed.conv_impl ('auto', 'xla', 'matmul'; see resnet_jax/models/conv.py).
 --profile then also times each distinct conv / batch norm / dense layer of the model alone,
 forward + backward on its real shapes (resnet_jax/perf/profile.py), and prints the top
 costs by layer type and by shape (JSON lines with 'profile' set, a table on stderr); the
@@ -92,7 +92,7 @@ _SWEEP = flags.DEFINE_list('sweep', None, 'Comma-separated batch sizes: one meas
                            'and a table (sweep.md) and a plot (sweep.png) in --out.',
                            flag_values=SCRIPT.flags)
 _CONV_IMPL = flags.DEFINE_enum('conv_impl', 'auto', ['auto', 'xla', 'matmul'],
-                               'config.conv_impl: how the convolutions compute.',
+                               'config.speed.conv_impl: how the convolutions compute.',
                                flag_values=SCRIPT.flags)
 _PROFILE = flags.DEFINE_bool('profile', False, 'Also print the top costs of a step by layer '
                              'type.', flag_values=SCRIPT.flags)
@@ -119,7 +119,7 @@ _DATA_WORKERS = flags.DEFINE_integer('data_workers', 2, '--input_only: decoding 
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 8, '--input_only: batches per timed '
                                       'window.', lower_bound=1, flag_values=SCRIPT.flags)
 _CROP_RESIZE = flags.DEFINE_enum('crop_resize', 'device', ['device', 'host'], '--input_only: '
-                                  "config.augment.crop_resize of the timed pipeline.",
+                                  "config.speed.crop_resize of the timed pipeline.",
                                   flag_values=SCRIPT.flags)
 _ACCELERATOR_RATE = flags.DEFINE_float('accelerator_img_per_sec', 7300.0, '--input_only: the '
                                        'training speed to say the needed cores for.',

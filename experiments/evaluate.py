@@ -58,7 +58,7 @@ def streamed_accuracy(predictor, split, batch_size: int) -> dict:
   image seen as the run's evaluation sees it (grain_pipeline's evaluation view)."""
   from resnet_jax.data import grain_pipeline
   layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
-  batches = grain_pipeline.eval_dataset(split.source, layout, predictor.config.image_size)
+  batches = grain_pipeline.eval_dataset(split.source, layout, predictor.config.data.image_size)
   correct = top5 = count = 0.0
   for batch in grain_pipeline.iterate(batches, 1):
     keep = batch['mask'][0] > 0
@@ -78,8 +78,8 @@ def _evaluate_images(predictor) -> int:
   """A run on dataset 'images': the val split of --data_dir (default: the run's data)."""
   from resnet_jax import data
   from resnet_jax.errors import DatasetError
-  data_dir = _DATA_DIR.value or predictor.config.data_dir
-  dataset = data.open_images(data_dir, predictor.config.image_size)
+  data_dir = _DATA_DIR.value or predictor.config.data.data_dir
+  dataset = data.open_images(data_dir, predictor.config.data.image_size)
   if tuple(dataset.class_names) != tuple(predictor.class_names):
     raise DatasetError(f'{data_dir} has the classes {list(dataset.class_names)[:10]} but the '
                        f'model of {predictor.checkpoint} predicts '
@@ -100,7 +100,7 @@ def _main(argv: list) -> int:
     raise app.UsageError('give exactly one of --data_dir and --synthetic_seed')
   if _SEED.value is None:
     from resnet_jax.train.workdir import load_saved_config
-    if load_saved_config(_WORKDIR.value).dataset == 'images':
+    if load_saved_config(_WORKDIR.value).data.name == 'images':
       from resnet_jax.train.inference import load_predictor
       return _evaluate_images(load_predictor(_WORKDIR.value, _WHICH.value))
     if _DATA_DIR.value is None:

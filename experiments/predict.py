@@ -82,7 +82,7 @@ def _main(argv: list) -> int:
   readable, images, failed = [], [], 0
   for path in paths:  # All images are read before the checkpoint is loaded.
     try:
-      images.append(read_image(path, config.image_size, config.dataset == 'images'))
+      images.append(read_image(path, config.data.image_size, config.data.name == 'images'))
       readable.append(path)
     except DatasetError as error:
       cli.report(error, SCRIPT.flags.debug)
@@ -95,7 +95,7 @@ def _main(argv: list) -> int:
   probabilities = predictor.probabilities(images)
   names = predictor.class_names
   top_k = min(_TOP_K.value or default_top_k(len(names)), len(names))
-  print(f'# {predictor.config.model} from {predictor.checkpoint} (step {predictor.step})')
+  print(f'# {predictor.config.model.name} from {predictor.checkpoint} (step {predictor.step})')
   for path, probs in zip(readable, probabilities):
     ranked = np.argsort(-probs, kind='stable')[:top_k]
     listing = ' '.join(f'{names[i]}:{probs[i]:.3f}' for i in ranked)

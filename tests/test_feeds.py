@@ -6,7 +6,7 @@ import pytest
 
 import helpers as fx
 from resnet_jax.data import pipeline
-from resnet_jax.train import feeds, optim, steps
+from resnet_jax.train import feeds, steps
 from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import create_train_state, seed_keys, unreplicate
 
@@ -52,13 +52,13 @@ def run_parts():
   config = fx.tiny_config()
   dataset = fx.make_dataset()
   shape = RunShape.from_config(config, len(dataset.train), len(dataset.test))
-  tx, _ = optim.create_optimizer(config, shape.steps_per_epoch)
+  tx, _ = fx.create_optimizer(config, shape.steps_per_epoch)
   model = fx.TinyNet()
-  _, _, data_key = seed_keys(config.seed)
+  _, _, data_key = seed_keys(config.train.seed)
   fns = steps.make_step_functions(model, tx, steps.StepSettings(num_classes=fx.NUM_CLASSES),
                                   shape, data_key)
   host_state = jax.tree.map(np.asarray, create_train_state(model, tx, dataset.image_shape,
-                                                           config.seed))
+                                                           config.train.seed))
   return dataset, shape, fns, data_key, host_state
 
 

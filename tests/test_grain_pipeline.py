@@ -154,12 +154,14 @@ def test_streamed_configs_refuse_what_needs_the_whole_split():
   def config(**fields):
     return helpers.apply_overrides(config_lib.base_config(), fields)
 
-  config_lib.validate_config(config(dataset='images', **{'augment.inception_crop': True}))
-  for fields, named in (({'dataset': 'images', 'preprocess': 'standardize'}, 'preprocess'),
-                        ({'dataset': 'images', 'bn_recompute_batches': 2},
-                         'bn_recompute_batches'),
-                        ({'augment.inception_crop': True}, 'augment.inception_crop'),
-                        ({'data_workers': -1}, 'data_workers')):
+  config_lib.validate_config(config(**{'data.name': 'images',
+                                        'data.augment.inception_crop': True}))
+  for fields, named in (({'data.name': 'images', 'data.preprocess': 'standardize'},
+                         'data.preprocess'),
+                        ({'data.name': 'images', 'train.bn_recompute_batches': 2},
+                         'train.bn_recompute_batches'),
+                        ({'data.augment.inception_crop': True}, 'data.augment.inception_crop'),
+                        ({'speed.data_workers': -1}, 'speed.data_workers')):
     with pytest.raises(ConfigError, match=f'config.{named}'):
       config_lib.validate_config(config(**fields))
 

@@ -130,13 +130,14 @@ def test_padded_resident_eval_split_matches_the_host_batches():
 
 
 def test_batch_larger_than_the_train_split_is_a_config_error():
-  with pytest.raises(ConfigError, match=r'config\.batch_size=64 .*larger than the training split'):
+  with pytest.raises(ConfigError,
+                     match=r'config\.train\.batch_size=64 .*larger than the training split'):
     pipeline.device_layout(64, num_train=50)
 
 
 def test_non_positive_batch_is_a_config_error():
-  with pytest.raises(ConfigError, match=r'config\.eval_batch_size=0'):
-    pipeline.device_layout(0, field='eval_batch_size')
+  with pytest.raises(ConfigError, match=r'config\.run\.eval_batch_size=0'):
+    pipeline.device_layout(0, field='run.eval_batch_size')
 
 
 def test_resident_data_is_replicated_on_every_device():

@@ -61,7 +61,7 @@ class DeviceLayout:
 
 
 def device_layout(global_batch: int, num_train: Optional[int] = None,
-                  field: str = 'batch_size') -> DeviceLayout:
+                  field: str = 'train.batch_size') -> DeviceLayout:
   """The layout of this process; ConfigError (naming `field`) if the batch cannot be split.
 
   Args:

@@ -80,7 +80,7 @@ def probe_run(run_directory: str, dataset, settings) -> dict:
   params, batch_stats = predictor.variables['params'], predictor.variables['batch_stats']
   params = jax.tree.map(jnp.asarray, params)
   batch_stats = jax.tree.map(jnp.asarray, batch_stats)
-  batch = training_subset(dataset, settings['subset_size'], config.preprocess,
+  batch = training_subset(dataset, settings['subset_size'], config.data.preprocess,
                           predictor.mean, predictor.std)
   directions = directions_lib.random_directions(settings['direction_seed'], 2, params)
   evaluate = surface_lib.evaluator(model, batch)

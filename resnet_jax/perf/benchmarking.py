@@ -67,16 +67,24 @@ class Workload:
   num_classes: int = 6
   optimizer: str = 'adam'
   steps_per_dispatch: int = 1
-  conv_impl: str = 'auto'  # config.conv_impl: how the convolutions compute.
+  conv_impl: str = 'auto'  # config.speed.conv_impl: how the convolutions compute.
+
+
+# Workload field -> the config field it sets.
+_WORKLOAD_FIELDS = {'model': 'model.name', 'layout': 'model.layout',
+                    'num_classes': 'model.num_classes', 'dtype': 'model.dtype',
+                    'image_size': 'data.image_size', 'batch_size': 'train.batch_size',
+                    'optimizer': 'optim.name', 'steps_per_dispatch': 'speed.steps_per_dispatch',
+                    'conv_impl': 'speed.conv_impl'}
 
 
 def workload_config(workload: Workload) -> ml_collections.ConfigDict:
   """The training config of `workload` (base_config defaults elsewhere), validated."""
   config = config_lib.base_config()
-  for field in ('model', 'layout', 'image_size', 'batch_size', 'dtype', 'num_classes',
-                'optimizer', 'steps_per_dispatch', 'conv_impl'):
-    config[field] = getattr(workload, field)
-  config.dataset = 'fake_imagenet'
+  for attribute, field in _WORKLOAD_FIELDS.items():
+    group, name = field.split('.')
+    config[group][name] = getattr(workload, attribute)
+  config.data.name = 'fake_imagenet'
   config_lib.validate_config(config)
   return config
 
@@ -119,7 +127,7 @@ class TrainingPath:
     shape = RunShape.from_config(config, len(data.train), len(data.test))
     self.devices = shape.local_devices
     model = model if model is not None else setup.build_model(config)
-    tx, _ = optim.create_optimizer(config, shape.steps_per_epoch)
+    tx, _ = optim.create_optimizer(config.optim, shape.steps_per_epoch, shape.total_steps)
     _, _, data_key = seed_keys(seed)
     fns = steps.make_step_functions(model, tx, steps.StepSettings.from_config(config), shape,
                                     data_key, devices=self.devices)
@@ -223,7 +231,7 @@ def build_paths(workload: Workload, *, programs: Optional[Sequence[str]] = None,
   if baseline:
     config = workload_config(workload)
     model = model if model is not None else setup.build_model(config)
-    paths.append(flax_baseline.FlaxBaselinePath(workload, model, config.learning_rate))
+    paths.append(flax_baseline.FlaxBaselinePath(workload, model, config.optim.learning_rate))
   return paths
 
 

@@ -4,7 +4,7 @@
 - 'pipeline': the training pipeline alone (grain_pipeline: read + decode (direct_jpeg:
   libjpeg-turbo straight to an array where simplejpeg is installed) + Inception crop +
   batch) with `workers` decoding processes, as a run gets its batches (no device, no
-  training). With a `canvas_size` (config.augment.crop_resize='device') the host copies each
+  training). With a `canvas_size` (config.speed.crop_resize='device') the host copies each
   crop box onto a canvas and the resize and flip are left to the train step; without, the
   host resizes (Pillow) and flips;
 - 'decode_limit': Pillow decoding the same JPEG records to RGB and nothing else, in one

@@ -195,14 +195,13 @@ class HostFeed(FedFeed):
 def make_feed(config: ml_collections.ConfigDict, dataset: Dataset, shape: RunShape,
               fns: steps.StepFunctions, data_key: jax.Array) -> Feed:
   """The feed a config asks for: the Grain pipeline for streamed data (a
-  StreamedDataset), resident where config.data_on_device and the splits fit (a quarter
-  of a device's memory), else the host iterator."""
+  StreamedDataset), resident where the splits fit (a quarter of a device's memory), else
+  the host iterator."""
   from resnet_jax.data.streamed import StreamedDataset
   if isinstance(dataset, StreamedDataset):
     from resnet_jax.train.grain_feed import GrainFeed
     return GrainFeed(fns, dataset, shape, config)
-  if config.data_on_device:
-    if pipeline.fits_on_devices([dataset.train, dataset.test], shape.local_devices):
-      return ResidentFeed(fns, dataset, shape, config.loop_on_device)
-    log.warning('the dataset does not fit on the devices; feeding batches from the host')
+  if pipeline.fits_on_devices([dataset.train, dataset.test], shape.local_devices):
+    return ResidentFeed(fns, dataset, shape, config.speed.loop_on_device)
+  log.warning('the dataset does not fit on the devices; feeding batches from the host')
   return HostFeed(fns, dataset, shape, data_key)

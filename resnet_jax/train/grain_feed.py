@@ -1,7 +1,8 @@
 """GrainFeed: the feed of streamed datasets (prepared shards or an image folder).
 
 Batches come from the Grain pipeline (resnet_jax.data.grain_pipeline), decoded and
-augmented on the host in config.data_workers processes, and reach the devices a few steps
+augmented on the host in config.speed.data_workers processes, and reach the devices a few
+steps
 ahead (pipeline.prefetch_to_devices); the steps are the `*_fed` programs, so chunking, NaN
 checks and stop requests work as with the host feed. The pipeline's position is the step:
 `train` starts a new pipeline at `step` whenever it is not where the last call ended (the
@@ -29,24 +30,24 @@ def batch_layout(layout: pipeline.DeviceLayout) -> grain_pipeline.BatchLayout:
 def augmentation(config: ml_collections.ConfigDict,
                  max_size: Optional[int] = None) -> grain_pipeline.Augmentation:
   """The config's training augmentation of streamed data, made on the host, except the
-  Inception crop's resize where config.augment.crop_resize leaves it to the device.
+  Inception crop's resize where config.speed.crop_resize leaves it to the device.
 
   Args:
     max_size: the stored images' shorter side at most (StreamedDataset.max_size); None (a
       raw folder, whose pictures have any size) resizes on the host.
   """
   canvas = 0
-  if config.augment.inception_crop and max_size and resize_on_device(config):
-    canvas = host_augment.canvas_size(max_size, int(config.image_size))
-  return grain_pipeline.Augmentation(inception_crop=bool(config.augment.inception_crop),
-                                     crop_padding=int(config.augment.crop_padding),
-                                     flip=bool(config.augment.flip), canvas_size=canvas)
+  if config.data.augment.inception_crop and max_size and resize_on_device(config):
+    canvas = host_augment.canvas_size(max_size, int(config.data.image_size))
+  return grain_pipeline.Augmentation(inception_crop=bool(config.data.augment.inception_crop),
+                                     crop_padding=int(config.data.augment.crop_padding),
+                                     flip=bool(config.data.augment.flip), canvas_size=canvas)
 
 
 def resize_on_device(config: ml_collections.ConfigDict) -> bool:
-  """Whether config.augment.crop_resize puts the crop's resize in the train step ('auto':
+  """Whether config.speed.crop_resize puts the crop's resize in the train step ('auto':
   off CPU backends; on CPU the step and the decoding processes share the same cores)."""
-  choice = config.augment.get('crop_resize', 'auto')
+  choice = config.speed.crop_resize
   return choice == 'device' or (choice == 'auto' and jax.default_backend() != 'cpu')
 
 
@@ -57,14 +58,15 @@ class GrainFeed(FedFeed):
     fns: the run's programs.
     dataset: the streamed splits.
     shape: the run's shape.
-    config: seed, image_size, augment and data_workers are read.
+    config: train.seed, data.image_size, data.augment, speed.crop_resize and
+      speed.data_workers are read.
   """
 
   def __init__(self, fns: steps.StepFunctions, dataset: StreamedDataset, shape: RunShape,
                config: ml_collections.ConfigDict):
     self.fns, self.dataset, self.shape = fns, dataset, shape
-    self.seed, self.image_size = int(config.seed), int(config.image_size)
-    self.workers = int(config.data_workers)
+    self.seed, self.image_size = int(config.train.seed), int(config.data.image_size)
+    self.workers = int(config.speed.data_workers)
     self.augmentation = augmentation(config, dataset.max_size)
     self._host_batches = None
 

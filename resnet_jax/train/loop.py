@@ -82,7 +82,8 @@ class TrainSums:
 def next_boundary(step: int, config: ml_collections.ConfigDict, steps_per_epoch: int,
                   total: int) -> int:
   """Where the chunk starting at `step` ends (see the module docstring)."""
-  periods = (config.steps_per_dispatch, config.log_every_steps, config.checkpoint_every_steps,
+  periods = (config.speed.steps_per_dispatch, config.run.log_every_steps,
+             config.run.checkpoint_every_steps,
              steps_per_epoch)
   return min([total] + [(step // p + 1) * p for p in periods])
 
@@ -94,13 +95,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
   Args:
     config: see resnet_jax.train.config.base_config for the fields.
     workdir: checkpoints, metrics.jsonl, TensorBoard files, the plot and config.json.
-    model: optional flax module to train instead of config.model (tests, custom nets).
-    dataset: optional resnet_jax.data.Dataset instead of loading config.dataset.
+    model: optional flax module to train instead of config.model.name (tests, custom nets).
+    dataset: optional resnet_jax.data.Dataset instead of loading config.data.name.
 
   Only one run at a time may use `workdir` (resnet_jax.train.workdir_claim); a run that
   ends before its first training step (rejected, or stopped by a signal) removes whatever
   it added to the workdir. Resuming with a config that changes what the run computes is
-  refused unless config.allow_changes_on_resume (resnet_jax.train.config_changes).
+  refused unless config.run.allow_changes_on_resume (resnet_jax.train.config_changes).
 
   Returns:
     The final metrics: step, train/eval loss and accuracy with the steps they were measured
@@ -129,8 +130,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       return _stopped_before_start(stop, base, None)
     model = model if model is not None else setup.build_model(config)
     shape = RunShape.from_config(config, len(dataset.train), len(dataset.test))
-    tx, schedule = optim.create_optimizer(config, shape.steps_per_epoch)
-    checkpointer = checkpoint_lib.Checkpointer(workdir, config.keep_checkpoints)
+    tx, schedule = optim.create_optimizer(config.optim, shape.steps_per_epoch, shape.total_steps,
+                                          freeze_backbone=config.finetune.freeze_backbone)
+    checkpointer = checkpoint_lib.Checkpointer(workdir, config.run.keep_checkpoints)
     try:
       resuming = checkpointer.latest_step() is not None
       changes = config_changes.check_resume_config(
@@ -175,16 +177,16 @@ def _stopped_before_start(stop: 'StopRequest', base: dict, checkpointer) -> dict
 
 def _restore_or_create(config, model, tx, image_shape: tuple, checkpointer):
   """(start step, host state, checkpoint meta or None for a new run): the latest good
-  checkpoint, else a new state (with pretrained weights if config.init_from)."""
-  abstract = abstract_train_state(model, tx, image_shape, config.seed)
+  checkpoint, else a new state (with pretrained weights if config.finetune.init_from)."""
+  abstract = abstract_train_state(model, tx, image_shape, config.train.seed)
   restored = checkpointer.restore_latest(state_to_host_shapes(abstract))
   if restored is not None:
     start, state_dict, meta = restored
     log.info('resuming from checkpoint %s (step %d)', checkpointer.path(start), start)
     return start, state_from_host(abstract, state_dict), meta
-  state = create_train_state(model, tx, image_shape, config.seed)
-  if config.init_from:
-    variables = weights.initial_variables(config, model, {
+  state = create_train_state(model, tx, image_shape, config.train.seed)
+  if config.finetune.init_from:
+    variables = weights.initial_variables(config.finetune, model, {
         'params': state.params, 'batch_stats': state.batch_stats})
     state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
                           opt_state=tx.init(variables['params']))
@@ -209,18 +211,19 @@ class _Run:
     self.config, self.workdir, self.shape, self.checkpointer = config, workdir, shape, checkpointer
     self.is_writer = jax.process_index() == 0
     mean, std = (augment_lib.channel_stats(dataset.train.images)
-                 if config.preprocess == 'standardize' else (None, None))
+                 if config.data.preprocess == 'standardize' else (None, None))
     self.extra_meta = {'preprocess_mean': mean, 'preprocess_std': std,
                        'class_names': list(dataset.class_names), 'data_source': dataset.source}
     settings = steps.StepSettings.from_config(config, mean, std)
-    _, _, data_key = seed_keys(config.seed)
+    _, _, data_key = seed_keys(config.train.seed)
     fns = steps.make_step_functions(model, tx, settings, shape, data_key)
     self.feed = feeds.make_feed(config, dataset, shape, fns, data_key)
     self.recompute_bn = lambda state: state
-    if config.bn_recompute_batches:
+    if config.train.bn_recompute_batches:
       self.recompute_bn = bn_recompute.make_recompute(
-          model, settings, dataset.train, shape.train, data_key, config.bn_recompute_batches)
-    self.eval_period = shape.steps_per_epoch * config.eval_every_epochs
+          model, settings, dataset.train, shape.train, data_key,
+          config.train.bn_recompute_batches)
+    self.eval_period = shape.steps_per_epoch * config.train.eval_every_epochs
     self.pending = []  # Device-side metric sums of dispatches not yet checked.
     self.last_train = self.last_eval = None
 
@@ -245,8 +248,9 @@ class _Run:
           preempted = True
           break
         self.interval_steps += done
-        log_now, eval_now = self.due(step, config.log_every_steps), self.due(step, self.eval_period)
-        save_now = self.due(step, config.checkpoint_every_steps)
+        log_now = self.due(step, config.run.log_every_steps)
+        eval_now = self.due(step, self.eval_period)
+        save_now = self.due(step, config.run.checkpoint_every_steps)
         if log_now or eval_now or save_now:
           self._collect_pending()
         record = self._log_train(step) if log_now else {}
@@ -264,7 +268,7 @@ class _Run:
       self.checkpointer.wait()
     if self.is_writer and not preempted:
       plots.plot_training_curves(self.writer.path, os.path.join(self.workdir, plots.PLOT_NAME),
-                                 title=f'{config.model} on {config.dataset}')
+                                 title=f'{config.model.name} on {config.data.name}')
     return dict(self._summary(step), checkpoint=self.checkpointer.path(step),
                 preempted=preempted)
 
@@ -276,9 +280,9 @@ class _Run:
   def _writers(self, start: int):
     """The metric writer and the progress bar of this invocation, closed on the way out."""
     self.writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_writer,
-                                           tensorboard=self.config.tensorboard)
+                                           tensorboard=self.config.run.tensorboard)
     self.bar = ProgressBar(self.shape.total_steps, start,
-                           enabled=self.config.progress_bar and self.is_writer)
+                           enabled=self.config.run.progress_bar and self.is_writer)
     self.interval_start, self.interval_steps = time.perf_counter(), 0
     try:
       yield
@@ -293,7 +297,7 @@ class _Run:
     self.last_train, self.last_train_step = self.sums.means(), step
     record = dict(self.last_train, learning_rate=float(self.schedule(step - 1)),
                   images_per_sec=speed)
-    if self.config.nan_policy == 'skip':
+    if self.config.train.nan_policy == 'skip':
       record['skipped_steps'] = self.sums.steps - self.sums.finite_steps
     self.bar.show(self.last_train['train_loss'], self.last_train['train_accuracy'], speed)
     self.sums = TrainSums()
@@ -320,15 +324,15 @@ class _Run:
     for chunk in self.pending:
       chunk = unreplicate(chunk)
       first_bad = int(chunk['first_nonfinite_step'])
-      if first_bad >= 0 and self.config.nan_policy == 'raise':
+      if first_bad >= 0 and self.config.train.nan_policy == 'raise':
         latest = self.checkpointer.latest_step()
         raise NonFiniteLossError(
             f'non-finite loss, gradients or updated state at training step {first_bad + 1} '
             f'(the update from step {first_bad}); stopped without writing a checkpoint from '
             f'that state. Latest '
             f'checkpoint: {self.checkpointer.path(latest) if latest is not None else "none"}. '
-            "Try a lower config.learning_rate, config.grad_clip_norm, or "
-            "config.nan_policy='skip'.")
+            "Try a lower config.optim.learning_rate, config.optim.grad_clip_norm, or "
+            "config.train.nan_policy='skip'.")
       self.sums.add(chunk)
     self.pending.clear()
 

@@ -30,12 +30,12 @@ class RunShape:
                   num_test: int) -> 'RunShape':
     """The shape a config asks for on splits of these sizes; ConfigError (naming the
     field) if a batch cannot be split over the devices or is larger than the train split."""
-    train = pipeline.device_layout(config.batch_size, num_train)
+    train = pipeline.device_layout(config.train.batch_size, num_train)
     evaluation = pipeline.device_layout(config_lib.eval_batch_size(config), None,
-                                        field='eval_batch_size')
+                                        field='run.eval_batch_size')
     per_epoch = pipeline.steps_per_epoch(num_train, train.global_batch)
     return cls(train=train, eval=evaluation, steps_per_epoch=per_epoch,
-               total_steps=config_lib.total_steps(config, per_epoch),
+               total_steps=config_lib.total_steps(config.train, per_epoch),
                num_eval_batches=pipeline.num_eval_batches(num_test, evaluation.global_batch))
 
   @property

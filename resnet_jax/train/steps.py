@@ -45,14 +45,15 @@ class StepSettings:
     """The settings a training config asks for; mean/std: per-channel statistics of the
     training split, for preprocess='standardize'. Streamed data (dataset 'images') are
     augmented on the host (grain_pipeline), so their steps augment nothing."""
-    on_device = config.dataset != 'images'
+    on_device = config.data.name != 'images'
     return cls(
-        num_classes=config.num_classes, label_smoothing=float(config.label_smoothing),
-        preprocess=config.preprocess, mean=None if mean is None else tuple(mean),
+        num_classes=config.model.num_classes,
+        label_smoothing=float(config.train.label_smoothing),
+        preprocess=config.data.preprocess, mean=None if mean is None else tuple(mean),
         std=None if std is None else tuple(std),
-        crop_padding=int(config.augment.crop_padding) if on_device else 0,
-        flip=bool(config.augment.flip) and on_device, nan_policy=config.nan_policy,
-        sync_bn=config.sync_bn, image_size=int(config.image_size))
+        crop_padding=int(config.data.augment.crop_padding) if on_device else 0,
+        flip=bool(config.data.augment.flip) and on_device, nan_policy=config.train.nan_policy,
+        sync_bn=config.model.sync_bn, image_size=int(config.data.image_size))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
