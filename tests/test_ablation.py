@@ -158,6 +158,16 @@ def test_rerun_with_another_training_config_is_refused(finished_sweep):
     sweep.run_sweep(config, workdir, train_fn=refuse_training)
 
 
+def test_a_finished_run_of_the_flat_config_layout_is_refused_as_such(tmp_path):
+  run = sweep.run_dir(str(tmp_path), 'cifar_plain8', 0)
+  os.makedirs(run)
+  with open(os.path.join(run, 'result.json'), 'w') as f:
+    json.dump({'model': 'cifar_plain8', 'seed': 0,
+               'config': {'model': 'cifar_plain8', 'learning_rate': 0.05}}, f)
+  with pytest.raises(ConfigError, match=r"result\.json.*earlier flat config layout"):
+    sweep.run_one(tiny_sweep_config(), str(tmp_path), 'cifar_plain8', 0, None, refuse_training)
+
+
 def test_sweep_config_errors_name_the_field(tmp_path):
   config = tiny_sweep_config()
   config.seeds = (0, 0)
