@@ -74,7 +74,7 @@ def test_run_writes_metrics_checkpoints_and_plot(unbroken):
   assert os.path.getsize(os.path.join(workdir, 'training_curves.png')) > 1000
   events = os.listdir(os.path.join(workdir, 'tensorboard'))
   assert any(name.startswith('events.out.tfevents') for name in events)
-  assert json.load(open(os.path.join(workdir, 'config.json')))['batch_size'] == 8
+  assert json.load(open(os.path.join(workdir, 'config.json')))['train']['batch_size'] == 8
   step, _ = _final_params(workdir)
   assert step == 24
 
