@@ -24,7 +24,7 @@ BAD_STEP_IN_EPOCH_0 = 5  # 0-based: the update that takes the run from step 5 to
 
 
 def _epoch_order(epoch: int) -> np.ndarray:
-  _, _, data_key = seed_keys(helpers.fault_config().seed)
+  _, _, data_key = seed_keys(helpers.fault_config().train.seed)
   return pipeline.host_epoch_permutation(data_key, epoch, NUM_TRAIN)
 
 
