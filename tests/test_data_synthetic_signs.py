@@ -1,5 +1,7 @@
-"""The synthetic SIGNS generator: the course's layout, balance, determinism, speed, and a hard task
-for a linear model."""
+"""The synthetic SIGNS generator: the course's layout, balance, determinism, speed, pictures that
+look like the course's photographs (a light warm wall, a hand of plausible size, the count shown
+by raised digits), the cache name's version, the grid figure, and a hard task for a linear
+model."""
 import os
 import time
 
@@ -7,17 +9,35 @@ import h5py
 import numpy as np
 import pytest
 
-from resnet_jax.data import DatasetError, load_signs, make_synthetic_signs, synthetic_signs
+from experiments import signs_grid
+from resnet_jax.data import (
+  DatasetError,
+  hand_pose,
+  load_signs,
+  load_signs_or_synthetic,
+  make_synthetic_signs,
+  synthetic_signs,
+)
 from resnet_jax.errors import ConfigError
 
 
 @pytest.fixture(scope='module')
 def default_set(tmp_path_factory):
-  """The default set (1,080 + 120 pictures, seed 0) and the CPU seconds it took to generate."""
-  out_dir = tmp_path_factory.mktemp('synthetic_signs')
+  """The default set (1,080 + 120 pictures, seed 0) as the main job gets it (generated into a
+  fresh cache), and the CPU seconds it took."""
+  cache = tmp_path_factory.mktemp('cache')
   start = time.process_time()
-  make_synthetic_signs(str(out_dir))
-  return out_dir, time.process_time() - start
+  load_signs_or_synthetic(None, cache_dir=str(cache))
+  return cache / f'synthetic_signs_v{synthetic_signs.GENERATOR_VERSION}_seed0', (
+      time.process_time() - start)
+
+
+@pytest.fixture(scope='module')
+def rendered():
+  """300 pictures (50 per class) with the hand's coverage of each pixel."""
+  labels = np.repeat(np.arange(6), 50)
+  images, coverage = synthetic_signs._render_chunk(labels, np.random.default_rng(5))
+  return labels, images.astype(np.float32), coverage
 
 
 def read(path):
@@ -27,10 +47,17 @@ def read(path):
 
 def test_the_default_set_is_generated_within_ten_cpu_seconds(default_set):
   # CPU time of this process (the generator is single-threaded numpy), not wall time: other
-  # jobs on a shared machine stretch the wall clock, not the work (1.7 s measured here while
-  # the wall clock said 10.9 s under a load of 9 on 2 cores).
+  # jobs on a shared machine stretch the wall clock, not the work.
   _, cpu_seconds = default_set
   assert cpu_seconds <= 10.0
+
+
+def test_the_cache_is_named_by_the_generator_version(default_set):
+  # Version 3 is the photographic generator: caches of earlier versions are not reused.
+  assert synthetic_signs.GENERATOR_VERSION >= 3
+  out_dir, _ = default_set
+  assert out_dir.name == f'synthetic_signs_v{synthetic_signs.GENERATOR_VERSION}_seed0'
+  assert sorted(os.listdir(out_dir)) == ['test_signs.h5', 'train_signs.h5']
 
 
 def test_files_have_exactly_the_course_layout(default_set):
@@ -48,22 +75,65 @@ def test_files_have_exactly_the_course_layout(default_set):
     np.testing.assert_array_equal(np.bincount(y, minlength=6), [n // 6] * 6)
 
 
-def test_pictures_look_like_a_hand_on_a_light_background(default_set):
+def test_pictures_look_like_a_hand_on_a_light_warm_wall(default_set):
   out_dir, _ = default_set
   x = read(out_dir / 'train_signs.h5')['train_set_x'].astype(np.float32)
-  # The top corners are wall: light. The bottom-centre is forearm: darker than the wall.
-  corners = np.concatenate([x[:, :4, :4], x[:, :4, -4:]], axis=1).mean(axis=(1, 2, 3))
-  assert np.median(corners) > 150
-  forearm_rows = x[:, -3:, :].mean(axis=(2, 3))
-  assert np.median(forearm_rows.mean(1)) < np.median(corners)
-  # Pictures differ from one another, and use a wide range of values.
+  # The top corners are mostly wall: light and warm (red above blue), as in the course's
+  # photographs (about 228/222/212 there); most walls are near that, some are not.
+  corners = np.concatenate([x[:, :4, :4], x[:, :4, -4:]], axis=1).mean(axis=(1, 2))
+  brightness = corners.mean(axis=1)
+  assert 190 < np.median(brightness) < 240
+  assert np.mean(brightness > 160) > 0.8
+  warmth = corners[:, 0] - corners[:, 2]
+  assert 3 < np.median(warmth) < 30
+  # The whole picture's mean is near the photographs' (about 195/181/169): wall and skin.
+  mean = x.mean(axis=(0, 1, 2))
+  assert 165 < mean[0] < 225 and mean[0] > mean[1] > mean[2]
+  # The bottom rows hold the forearm: darker than the wall.
+  assert np.median(x[:, -3:].mean(axis=(1, 2, 3))) < np.median(brightness) - 10
+  # Pictures differ from one another and use a wide range of values.
   assert x.std(axis=0).mean() > 20
   assert x.min() < 40 and x.max() > 230
 
 
+def test_the_hand_fills_a_plausible_part_of_the_picture(rendered):
+  labels, images, coverage = rendered
+  covered = coverage.mean(axis=(1, 2))
+  # Hand and forearm cover about a quarter to a half of a photograph; never nothing, never
+  # everything.
+  assert 0.15 < np.median(covered) < 0.45
+  assert covered.min() > 0.04 and covered.max() < 0.8
+  # An open hand covers more than a closed one.
+  assert np.median(covered[labels == 5]) > np.median(covered[labels == 0])
+  # Skin is darker and redder than the wall around it.
+  hand = coverage > 0.99
+  wall = coverage < 0.01
+  for i in range(0, len(labels), 25):
+    skin, bare = images[i][hand[i]].mean(0), images[i][wall[i]].mean(0)
+    assert skin.mean() < bare.mean()
+    assert skin[0] - skin[2] > bare[0] - bare[2]
+
+
+def test_fingers_are_thin_and_the_palm_is_shaded():
+  # One open hand, large and straight, lit from the front: a raised finger is a few pixels
+  # wide (as in the photographs at 64 px), and the shading varies across the hand.
+  rng = np.random.default_rng(0)
+  labels = np.array([5] * 8)
+  images, coverage = synthetic_signs._render_chunk(labels, rng)
+  widths = []
+  for picture in coverage:
+    rows = picture[:20]  # Fingers, above the palm.
+    runs = [np.diff(np.flatnonzero(np.diff(np.r_[0, row > 0.5, 0]))) for row in rows]
+    widths += [w for run in runs for w in run[::2]]
+  assert 2 <= np.median(widths) <= 7
+  hand = coverage > 0.99
+  spread = [images[i][hand[i]].astype(np.float32).std(0).mean() for i in range(8)]
+  assert np.median(spread) > 6
+
+
 def test_the_label_is_the_number_of_extended_digits_the_thumb_included():
   labels = np.repeat(np.arange(6), 200)
-  extended = synthetic_signs._extended_digits(labels, np.random.default_rng(0))
+  extended = hand_pose.extended_digits(labels, np.random.default_rng(0))
   np.testing.assert_array_equal(extended.sum(axis=1), labels)
   thumb, index, little = extended[:, 0], extended[:, 1], extended[:, 4]
   # The course's signs: one is the index finger, five the open hand, four without the thumb.
@@ -72,6 +142,30 @@ def test_the_label_is_the_number_of_extended_digits_the_thumb_included():
   assert little[labels == 4].all() and not thumb[labels == 4].any()
   # Some threes use the thumb (about 30%), the others index, middle and ring.
   assert 0.2 < thumb[labels == 3].mean() < 0.4
+
+
+def test_the_posed_hand_raises_as_many_digits_as_its_label():
+  labels = np.repeat(np.arange(6), 100)
+  pose = hand_pose.pose_hands(labels, np.random.default_rng(1))
+  bones = pose['capsules']
+  # A finger is raised when its tip stands well above its knuckle (hand units: palm
+  # half-widths); a folded one curls forwards (z > 0), its tip no higher than its knuckle
+  # (a zero's O, a little above it).
+  knuckle_y = bones[:, 4::3, 1]
+  tip = bones[:, 6::3, 3:6]
+  raised = tip[..., 1] > knuckle_y + 0.6
+  np.testing.assert_array_equal(raised, pose['extended'][:, 1:])
+  folded = ~pose['extended'][:, 1:]
+  assert (tip[..., 2][folded] > 0.1).all()
+  assert (tip[..., 1][folded] < knuckle_y[folded] + 0.4).all()
+  # The thumb sticks out sideways when raised; otherwise it stays over the palm.
+  thumb_tip = bones[:, 3, 3:6]
+  out = thumb_tip[:, 0] < -1.0
+  np.testing.assert_array_equal(out, pose['extended'][:, 0])
+  # A zero is an O: the thumb's tip meets the index and middle fingertips.
+  zero = labels == 0
+  meet = np.linalg.norm(thumb_tip[zero] - tip[zero, :2].mean(axis=1), axis=-1)
+  assert np.median(meet) < 0.3
 
 
 def test_same_seed_same_files_other_seed_other_pictures(tmp_path):
@@ -125,6 +219,19 @@ def test_a_failed_generation_leaves_no_files(tmp_path, monkeypatch):
 def test_bad_sizes_are_config_errors(tmp_path, field, value):
   with pytest.raises(ConfigError, match=field):
     make_synthetic_signs(str(tmp_path), **{field: value})
+
+
+def test_the_grid_figure_has_a_column_per_class(tmp_path, capsys):
+  out = tmp_path / 'grid.png'
+  assert signs_grid.main(['--out', str(out), '--per_class', '2', '--zoom', '1']) == 0
+  from PIL import Image
+  with Image.open(out) as figure:
+    assert figure.size == (6 * (64 + 4) + 4, 20 + 2 * (64 + 4) + 4)
+  assert 'wrote' in capsys.readouterr().out
+  # A directory that does not exist is bad input: one error line, exit code 2, no file.
+  missing = tmp_path / 'no' / 'grid.png'
+  assert signs_grid.main(['--out', str(missing)]) == 2
+  assert 'error:' in capsys.readouterr().err and not missing.exists()
 
 
 def test_load_signs_reads_the_generated_files(default_set):
