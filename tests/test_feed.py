@@ -130,14 +130,14 @@ def test_evaluation_counts_every_example_once_and_padding_nothing(run_parts):
       jax.tree.map(np.asarray, create_train_state(model, tx, (8, 8, 3), 0)), jax.local_devices())
   fns = steps.make_step_functions(model, tx, steps.StepSettings(num_classes=12))
   trainer = feed_lib.Feed(fns, dataset, shape, recipe)
-  state, _, _ = trainer.train(state, 0, 4)  # Enough to get some examples right, not all.
+  state, _, _ = trainer.train(state, 0, 16)  # Enough to get some examples right, not all.
   trainer.close()
   variables = {'params': unreplicate(state.params), 'batch_stats': unreplicate(state.batch_stats)}
   test = dataset.test
   logits = np.asarray(model.apply(variables, test.images / 255.0, train=False))
   right = np.flatnonzero(logits.argmax(-1) == test.labels)
   wrong = np.flatnonzero(logits.argmax(-1) != test.labels)
-  assert len(right) and len(wrong)
+  assert len(right) and len(wrong), (len(right), len(wrong))
   order = np.concatenate([right[:1], np.delete(np.arange(len(test)), right[0])])
   test = type(test)(test.images[order], test.labels[order])
   logits = logits[order]
