@@ -6,7 +6,7 @@
   python experiments/ablation.py --config experiments/configs/ablation_block_design.py
       # also ablation_shortcuts.py, ablation_depth_preact.py: block designs and shortcut
       # options of He et al. 2016 / 2015, through model names such as
-      # 'cifar_resnet20:block_design=full_preact' (resnet_jax/analysis/sweep.py)
+      # 'cifar_resnet20:block_design=full_preact' (resnet_jax/ablation/sweep.py)
 
 Each (model, seed) is an ordinary training run in <workdir>/<model>/seed<k>: rerunning the
 same command resumes an interrupted run and skips finished ones. At the end the workdir
@@ -39,7 +39,7 @@ def _main(argv: list) -> int:
   if argv:
     raise app.UsageError(f'unexpected arguments: {argv}')
   from experiments.configs import ablation_quick
-  from resnet_jax.analysis import sweep
+  from resnet_jax.ablation import sweep
   cli.release_stop_signals()  # Imported: a signal that waited stops the script here.
   config = _CONFIG.value
   if _QUICK.value:

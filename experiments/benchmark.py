@@ -13,7 +13,7 @@
 One line per path timed: 'train_loop' (--program loop: train.py's program off CPU, K
 steps per dispatch in an on-device loop), 'train_resident_step' (--program step:
 train.py's program on CPU, one dispatch per step, data on the device) and 'baseline'
-(--baseline: a plain jitted Flax step fed float32 images from the host, analysis/flax_baseline.py);
+(--baseline: a plain jitted Flax step fed float32 images from the host, perf/flax_baseline.py);
 'train_fed_step' (--program fed: train.py's step fed batch by batch from the host). The default
 --program auto is the one train.py runs on this backend (train_py_default: true).
 
@@ -27,13 +27,13 @@ See BENCHMARKS.md for measured numbers (its commands write flags with dashes, --
 every script reads a dash in a flag's name as an underscore).
 --conv_impl picks config.conv_impl ('auto', 'xla', 'matmul'; see resnet_jax/models/conv.py).
 --profile then also times each distinct conv / batch norm / dense layer of the model alone,
-forward + backward on its real shapes (resnet_jax/analysis/profile.py), and prints the top
+forward + backward on its real shapes (resnet_jax/perf/profile.py), and prints the top
 costs by layer type and by shape (JSON lines with 'profile' set, a table on stderr); the
 step's measured time minus the layers' sum is what the layers alone do not show
 (activations, additions, pooling, loss, optimizer, input).
 
 --input_only times the streaming input pipeline alone against Pillow decoding the same JPEGs
-in one process per core (resnet_jax/analysis/input_throughput.py): one JSON line with
+in one process per core (resnet_jax/perf/input_throughput.py): one JSON line with
 pipeline_img_per_sec, decode_limit_img_per_sec, fraction_of_limit, the load average (at the
 start and end, and per window), and cores_needed: the cores this pipeline needs to feed
 --accelerator_img_per_sec (7,300, an accelerator training ResNet-50), from its speed per
@@ -131,8 +131,8 @@ def _input_only() -> int:
   import math
   import tempfile
 
-  from resnet_jax.analysis import input_throughput
   from resnet_jax.data import host_augment, streamed
+  from resnet_jax.perf import input_throughput
   load_at_start = os.getloadavg()
   with tempfile.TemporaryDirectory() as scratch:
     data_dir = _DATA_DIR.value or input_throughput.write_benchmark_shards(
@@ -196,7 +196,7 @@ def _main(argv: list) -> int:
     return _input_only()
   if _SWEEP.value:
     _check_out_dir(_OUT.value)  # Said before measuring, not after it.
-  from resnet_jax.analysis import benchmarking, throughput
+  from resnet_jax.perf import benchmarking, throughput
 
   num_classes = _NUM_CLASSES.value or (6 if _LAYOUT.value == 'coursera' else 1000)
   programs = [benchmarking.default_program() if p.strip() == 'auto' else p.strip()
@@ -223,8 +223,8 @@ def _main(argv: list) -> int:
 
 
 def _print_profile(workload, step_ms) -> None:
-  """The model's layers timed alone (analysis/profile.py): JSON lines, and a table on stderr."""
-  from resnet_jax.analysis import benchmarking, profile
+  """The model's layers timed alone (perf/profile.py): JSON lines, and a table on stderr."""
+  from resnet_jax.perf import benchmarking, profile
   from resnet_jax.train import setup
   model = setup.build_model(benchmarking.workload_config(workload))
   shape = (workload.batch_size, workload.image_size, workload.image_size, 3)

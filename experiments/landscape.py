@@ -7,7 +7,7 @@
 Each (model, seed) of the config is trained as a run of the ablation sweep in
 <workdir>/<model>/seed<k> (a finished run, one with result.json, is reused: point
 --workdir at an ablation sweep's directory to probe its runs), then probed at its final
-checkpoint (resnet_jax.analysis.landscape_probe). <workdir>/landscape/ then holds, per run,
+checkpoint (resnet_jax.landscapes.probe). <workdir>/landscape/ then holds, per run,
 <model>_seed<k>.npz (the grids, the curvature map, the interpolation and the two
 directions) and <model>_seed<k>.png (contour, 3D surface, curvature map, interpolation),
 plus residual_vs_plain.png (one column per depth, residual above plain, first seed) and
@@ -42,8 +42,9 @@ LANDSCAPE_DIR = 'landscape'
 
 def _check(config):
   """Every field, before anything is written."""
-  from resnet_jax.analysis import landscape_probe, sweep
+  from resnet_jax.ablation import sweep
   from resnet_jax.errors import ConfigError
+  from resnet_jax.landscapes import probe as landscape_probe
   if 'landscape' not in config:
     raise ConfigError('config.landscape is missing; expected the fields of '
                       'experiments/configs/landscape_digits.py')
@@ -53,7 +54,7 @@ def _check(config):
 
 def _reusable(path, settings, step):
   """The probe saved at `path` if it was made with these settings at this step, else None."""
-  from resnet_jax.analysis import landscape_probe
+  from resnet_jax.landscapes import probe as landscape_probe
   if not os.path.isfile(path):
     return None
   try:
@@ -76,7 +77,8 @@ def _main(argv: list) -> int:
                               'new, or a sweep whose runs to probe')
   _check(config)
   from resnet_jax import storage
-  from resnet_jax.analysis import landscape_plots, landscape_probe, sweep
+  from resnet_jax.ablation import sweep
+  from resnet_jax.landscapes import plots as landscape_plots, probe as landscape_probe
   from resnet_jax.train import checkpoint, loop, setup
   settings = config.landscape.to_dict()
   start = time.perf_counter()

@@ -100,7 +100,7 @@ def torch_step(batch: int, size: int, classes: int):
 
 def jax_step(batch: int, size: int, classes: int, conv_impl: str):
   """train.py's step program on this backend, on a resident random split."""
-  from resnet_jax.analysis import benchmarking
+  from resnet_jax.perf import benchmarking
   workload = benchmarking.Workload(model='resnet50', layout='coursera', image_size=size,
                                    batch_size=batch, num_classes=classes, conv_impl=conv_impl)
   path = benchmarking.TrainingPath(workload, benchmarking.default_program())

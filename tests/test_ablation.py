@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from resnet_jax.analysis import results, sweep
+from resnet_jax.ablation import results, sweep
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import config as config_lib, setup, train_and_evaluate
 from resnet_jax.train.state import create_train_state

@@ -8,7 +8,7 @@ import pytest
 from test_ablation import load_config
 from test_ablation_report import PNG_MAGIC, write_fake_run
 
-from resnet_jax.analysis import results, sweep
+from resnet_jax.ablation import results, sweep
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import DESIGN_NAMES
 from resnet_jax.train import config as config_lib, setup

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from resnet_jax import storage
-from resnet_jax.analysis import plots, results, sweep
+from resnet_jax.ablation import plots, results, sweep
 from resnet_jax.errors import ConfigError, DatasetError
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -197,7 +197,7 @@ def test_plotting_leaves_the_callers_matplotlib_backend_alone(tmp_path):
   script = (
       'import sys, matplotlib\n'
       'matplotlib.use("svg")\n'
-      'from resnet_jax.analysis import plots, sweep\n'
+      'from resnet_jax.ablation import plots, sweep\n'
       'from resnet_jax.train import plots as train_plots\n'
       'from resnet_jax.train import loop\n'
       f'sweep.write_report({str(tmp_path)!r})\n'

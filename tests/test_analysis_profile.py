@@ -2,8 +2,8 @@
 import jax
 import pytest
 
-from resnet_jax.analysis import profile
 from resnet_jax.models import create_model
+from resnet_jax.perf import profile
 
 
 def test_layer_calls_cover_every_conv_norm_and_dense_of_the_model():

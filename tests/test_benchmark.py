@@ -13,8 +13,8 @@ import pytest
 
 import helpers
 from experiments import benchmark as benchmark_script
-from resnet_jax.analysis import benchmarking, hardware, throughput
 from resnet_jax.errors import ConfigError
+from resnet_jax.perf import benchmarking, hardware, throughput
 
 # Compiles and times several train steps: outside the fast loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow

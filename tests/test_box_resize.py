@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 import helpers as fx
-from resnet_jax.analysis import input_throughput
 from resnet_jax.data import (
   box_resize,
   grain_pipeline,
@@ -21,6 +20,7 @@ from resnet_jax.data import (
   pipeline,
   streamed,
 )
+from resnet_jax.perf import input_throughput
 from resnet_jax.train import grain_feed, optim, steps
 from resnet_jax.train.state import create_train_state
 

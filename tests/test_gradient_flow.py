@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from resnet_jax.analysis import gradient_flow
+from resnet_jax.ablation import gradient_flow
 from resnet_jax.data import load_dataset
 from resnet_jax.data.augment import channel_stats, preprocess
 from resnet_jax.models import create_model

@@ -14,7 +14,7 @@ import pytest
 
 from experiments import ablation as ablation_script, benchmark, cli, train as train_script
 from experiments.configs import ablation_quick
-from resnet_jax.analysis import sweep
+from resnet_jax.ablation import sweep
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model
 
@@ -26,7 +26,7 @@ ABLATION_QUICK = os.path.join(CONFIGS, 'ablation_quick.py')
 
 @pytest.mark.parametrize('script,work', [
     (train_script, 'resnet_jax.train.train_and_evaluate'),
-    (ablation_script, 'resnet_jax.analysis.sweep.run_sweep')], ids=['train', 'ablation'])
+    (ablation_script, 'resnet_jax.ablation.sweep.run_sweep')], ids=['train', 'ablation'])
 def test_a_stop_swallowed_by_a_gc_callback_still_ends_the_script(script, work, monkeypatch,
                                                                  capsys, tmp_path):
   # A Ctrl-C in the first second lands, often, in jax's garbage-collector callback while
@@ -116,7 +116,7 @@ def test_benchmark_refuses_an_out_under_a_file_before_measuring(out, tmp_path, c
   def measure(*args, **kwargs):
     raise AssertionError('measured before checking --out')
 
-  monkeypatch.setattr('resnet_jax.analysis.benchmarking.measure', measure)
+  monkeypatch.setattr('resnet_jax.perf.benchmarking.measure', measure)
   assert benchmark.main(['--sweep=1,2', f'--out={tmp_path / out}']) == cli.EXIT_BAD_INPUT
   err = capsys.readouterr().err
   what = 'a file' if out == 'a_file' else f'under a file ({tmp_path / "a_file"})'

@@ -1,5 +1,5 @@
-"""Loss landscapes and curvature (resnet_jax.analysis: directions, landscape, curvature,
-landscape_probe) and experiments/landscape.py."""
+"""Loss landscapes and curvature (resnet_jax.landscapes: directions, surface, curvature,
+probe) and experiments/landscape.py."""
 import json
 import os
 import re
@@ -13,9 +13,9 @@ from flax import traverse_util
 from jax.flatten_util import ravel_pytree
 
 from experiments import cli
-from resnet_jax.analysis import curvature, directions, landscape, landscape_probe
-from resnet_jax.analysis.gradient_flow import cross_entropy_loss
+from resnet_jax.ablation.gradient_flow import cross_entropy_loss
 from resnet_jax.errors import ConfigError
+from resnet_jax.landscapes import curvature, directions, probe, surface
 
 ONE_ERROR_LINE = re.compile(r'error: [A-Za-z]+: [^\n]+\n')
 
@@ -45,7 +45,7 @@ def trained():
 
 
 def _loss(model, batch_stats, batch):
-  return lambda p: landscape.evaluator(model, batch)(p, batch_stats)[0]
+  return lambda p: surface.evaluator(model, batch)(p, batch_stats)[0]
 
 
 def test_hvp_matches_a_finite_difference_of_the_gradient(trained):
@@ -139,18 +139,18 @@ def test_surface_at_the_origin_is_the_plain_evaluation_loss(trained):
   logits = model.apply({'params': params, 'batch_stats': batch_stats}, batch['image'])
   plain_loss = float(cross_entropy_loss(logits, batch['label']))
   plain_accuracy = float(jnp.mean(jnp.argmax(logits, -1) == batch['label']))
-  axis, points = landscape.grid_coordinates(0.5, 3, 2)
+  axis, points = surface.grid_coordinates(0.5, 3, 2)
   np.testing.assert_allclose(axis, [-0.5, 0, 0.5])
   dirs = directions.random_directions(0, 2, params)
-  evaluate = landscape.evaluator(model, batch)
+  evaluate = surface.evaluator(model, batch)
   for batch_size in (1, 4):
-    loss, accuracy = jax.jit(landscape.surface, static_argnums=(0, 5))(
+    loss, accuracy = jax.jit(surface.surface, static_argnums=(0, 5))(
         evaluate, params, batch_stats, dirs, points, batch_size)
     assert loss.shape == (9,)
     assert float(loss[4]) == pytest.approx(plain_loss, rel=1e-5)
     assert float(accuracy[4]) == plain_accuracy
     # Any other point: the loss of the displaced weights; BN statistics stay the run's.
-    moved = landscape.displaced(params, dirs, points[0])
+    moved = surface.displaced(params, dirs, points[0])
     expected = cross_entropy_loss(model.apply({'params': moved, 'batch_stats': batch_stats},
                                               batch['image']), batch['label'])
     assert float(loss[0]) == pytest.approx(float(expected), rel=1e-5)
@@ -159,10 +159,10 @@ def test_surface_at_the_origin_is_the_plain_evaluation_loss(trained):
 
 def test_interpolation_ends_at_both_variables(trained):
   model, params, batch_stats, batch = trained
-  evaluate = landscape.evaluator(model, batch)
+  evaluate = surface.evaluator(model, batch)
   start = {'params': jax.tree.map(jnp.zeros_like, params), 'batch_stats': batch_stats}
   end = {'params': params, 'batch_stats': batch_stats}
-  loss, _ = landscape.interpolation(evaluate, start, end, np.array([0.0, 0.5, 1.0]))
+  loss, _ = surface.interpolation(evaluate, start, end, np.array([0.0, 0.5, 1.0]))
   assert float(loss[0]) == pytest.approx(np.log(3), rel=1e-5)  # Zero weights: uniform.
   assert float(loss[2]) == pytest.approx(float(evaluate(params, batch_stats)[0]), rel=1e-5)
 
@@ -171,15 +171,15 @@ def test_settings_are_checked_by_name():
   settings = {'subset_size': 8, 'grid_size': 5, 'span': 1.0, 'grid_batch': 1,
               'curvature_grid_size': 3, 'lanczos_steps': 3, 'interpolation_points': 5,
               'direction_seed': 0, 'ratio_threshold': 0.1}
-  landscape_probe.check_settings(settings)
+  probe.check_settings(settings)
   for name, value, fragment in [('grid_size', 0, 'expected a value >= 1'),
                                 ('span', 0.0, 'expected a value > 0'),
                                 ('lanczos_steps', 2.5, 'expected a int'),
                                 ('direction_seed', -1, '>= 0')]:
     with pytest.raises(ConfigError, match=f'config.{name}=.*{fragment}'):
-      landscape_probe.check_settings(dict(settings, **{name: value}))
+      probe.check_settings(dict(settings, **{name: value}))
   with pytest.raises(ConfigError, match='config.span is missing'):
-    landscape_probe.check_settings({k: v for k, v in settings.items() if k != 'span'})
+    probe.check_settings({k: v for k, v in settings.items() if k != 'span'})
 
 
 @pytest.mark.parametrize('argv,error_type,fragment', [
@@ -213,7 +213,7 @@ def test_quick_command_end_to_end(tmp_path, capsys):
   lines = [json.loads(line) for line in (probes / 'landscape.jsonl').read_text().splitlines()]
   assert [line['model'] for line in lines] == ['cifar_resnet8', 'cifar_plain8']
   for line in lines:
-    result = landscape_probe.load_result(str(probes / f"{line['model']}_seed0.npz"))
+    result = probe.load_result(str(probes / f"{line['model']}_seed0.npz"))
     assert result['loss'].shape == (5, 5) and result['lambda_max'].shape == (3, 3)
     # The centre of the grid is the trained network's loss on the subset.
     assert line['loss_at_origin'] == pytest.approx(float(result['loss'][2, 2]))

@@ -14,7 +14,7 @@ nothing.
 """
 from experiments.configs import ablation_digits
 from resnet_jax import models
-from resnet_jax.analysis import results
+from resnet_jax.ablation import results
 
 
 def quick_models(names):

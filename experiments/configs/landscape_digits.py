@@ -24,7 +24,7 @@ depths; the plain ones get rougher with depth: a narrower basin, higher loss aro
 minimum, a larger lambda_max, and a larger share of the curvature grid with negative
 curvature comparable to the positive (|lambda_min / lambda_max| above ratio_threshold).
 
-Fields: everything of a sweep config (resnet_jax.analysis.sweep), plus `landscape`:
+Fields: everything of a sweep config (resnet_jax.ablation.sweep), plus `landscape`:
   subset_size           training digits the loss is computed on (the same for every net);
   grid_size, span       the 2D grid: grid_size points per axis over [-span, span];
   grid_batch            grid points evaluated together under vmap (1 is fastest on a CPU);

@@ -8,7 +8,7 @@ settings' seed and computes, on a fixed subset of the training split:
 - lambda_min and lambda_max of the Hessian on a coarser curvature_grid_size grid of the
   same square (curvature; Lanczos with lanczos_steps products per point);
 - the loss and accuracy along the line from the run's starting weights (rebuilt from its
-  seed, resnet_jax.analysis.sweep.starting_variables) to its final ones, t in
+  seed, resnet_jax.ablation.sweep.starting_variables) to its final ones, t in
   [-0.25, 1.25] (Goodfellow et al. 2015; Li et al. 2018, section 4).
 
 Settings (a ConfigDict or a dict; experiments/configs/landscape_digits.py documents them):
@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax import storage
-from resnet_jax.analysis import curvature, directions as directions_lib, landscape
-from resnet_jax.analysis.sweep import starting_variables
+from resnet_jax.ablation.sweep import starting_variables
 from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
+from resnet_jax.landscapes import curvature, directions as directions_lib, surface as surface_lib
 from resnet_jax.train.inference import load_predictor
 
 SETTINGS = {'subset_size': int, 'grid_size': int, 'span': float, 'grid_batch': int,
@@ -83,12 +83,12 @@ def probe_run(run_directory: str, dataset, settings) -> dict:
   batch = training_subset(dataset, settings['subset_size'], config.preprocess,
                           predictor.mean, predictor.std)
   directions = directions_lib.random_directions(settings['direction_seed'], 2, params)
-  evaluate = landscape.evaluator(model, batch)
+  evaluate = surface_lib.evaluator(model, batch)
   out = {'step': predictor.step, 'subset_size': int(batch['label'].shape[0])}
 
   start = time.perf_counter()
-  xs, points = landscape.grid_coordinates(settings['span'], settings['grid_size'], 2)
-  surface = jax.jit(landscape.surface, static_argnums=(0, 5))
+  xs, points = surface_lib.grid_coordinates(settings['span'], settings['grid_size'], 2)
+  surface = jax.jit(surface_lib.surface, static_argnums=(0, 5))
   loss, accuracy = surface(evaluate, params, batch_stats, directions, points,
                            settings['grid_batch'])
   shape = (len(xs), len(xs))
@@ -97,8 +97,8 @@ def probe_run(run_directory: str, dataset, settings) -> dict:
   out['time_surface_s'] = time.perf_counter() - start
 
   start = time.perf_counter()
-  cxs, cpoints = landscape.grid_coordinates(settings['span'], settings['curvature_grid_size'], 2)
-  lambda_min, lambda_max = landscape.curvature_surface(
+  cxs, cpoints = surface_lib.grid_coordinates(settings['span'], settings['curvature_grid_size'], 2)
+  lambda_min, lambda_max = surface_lib.curvature_surface(
       model, batch, params, batch_stats, directions, cpoints, settings['lanczos_steps'],
       settings['direction_seed'])
   shape = (len(cxs), len(cxs))
@@ -110,7 +110,7 @@ def probe_run(run_directory: str, dataset, settings) -> dict:
   initial = starting_variables(config, model, dataset.train.image_shape)
   alphas = np.linspace(*_INTERPOLATION_RANGE, settings['interpolation_points'],
                        dtype=np.float32)
-  line = jax.jit(landscape.interpolation, static_argnums=(0, 4))
+  line = jax.jit(surface_lib.interpolation, static_argnums=(0, 4))
   path_loss, path_accuracy = line(
       evaluate, jax.tree.map(jnp.asarray, initial),
       {'params': params, 'batch_stats': batch_stats}, alphas, settings['grid_batch'])

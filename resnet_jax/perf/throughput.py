@@ -1,4 +1,4 @@
-"""Throughput records (from resnet_jax.analysis.benchmarking) as a markdown table and a plot.
+"""Throughput records (from resnet_jax.perf.benchmarking) as a markdown table and a plot.
 
 The plot is drawn on a `matplotlib.figure.Figure` and written with `fig.savefig` (as every
 figure of the library: no pyplot), so the caller's backend and pyplot's state are left alone.

@@ -13,7 +13,7 @@ steps_per_dispatch steps at a time. Three paths, each reported under its own nam
   per-step program, each uint8 batch assembled on the host and sent to the devices (what
   train.py does with a split that does not fit on the devices).
 With `baseline`, an outside reference is timed beside them: 'baseline', the plain Flax
-step of analysis/flax_baseline.py (not train.py's code, on purpose).
+step of perf/flax_baseline.py (not train.py's code, on purpose).
 
 How the numbers are taken:
 - the data are random uint8 images of the requested size;
@@ -40,10 +40,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from resnet_jax.analysis import flax_baseline, hardware
 from resnet_jax.data import pipeline
 from resnet_jax.data.fake_images import load_fake_imagenet
 from resnet_jax.errors import ConfigError
+from resnet_jax.perf import flax_baseline, hardware
 from resnet_jax.train import config as config_lib, feeds, optim, setup, steps
 from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import create_train_state, seed_keys

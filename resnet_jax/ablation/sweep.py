@@ -7,7 +7,7 @@ A sweep config (see experiments/configs/ablation_digits.py) holds:
           of any depth (tiny ones in experiments/configs/ablation_quick.py); a name may
           set the block design and shortcut option of its runs after a ':', e.g.
           'cifar_resnet110:block_design=bn_after_add' or 'resnet34:shortcut=zero_pad'
-          (analysis/results.py, parse_run_name), so that one sweep compares residual
+          (ablation/results.py, parse_run_name), so that one sweep compares residual
           against plain, block designs (He et al. 2016, Fig. 4) or shortcut options;
   seeds:  the seeds each model is trained with;
   probe_batch_size: training images in the fixed batch of the gradient-flow probe;
@@ -34,8 +34,8 @@ import ml_collections
 import numpy as np
 
 from resnet_jax import models, storage, weights
-from resnet_jax.analysis import plots, results
-from resnet_jax.analysis.gradient_flow import layer_gradient_norms
+from resnet_jax.ablation import plots, results
+from resnet_jax.ablation.gradient_flow import layer_gradient_norms
 from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import (

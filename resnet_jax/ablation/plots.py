@@ -14,8 +14,8 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from resnet_jax import storage
-from resnet_jax.analysis.gradient_flow import stage_gradient_norms
-from resnet_jax.analysis.results import describe_model, describe_variant
+from resnet_jax.ablation.gradient_flow import stage_gradient_norms
+from resnet_jax.ablation.results import describe_model, describe_variant
 from resnet_jax.models.designs import DESIGN_NAMES, SHORTCUTS
 
 _KINDS = ('plain', 'residual')

@@ -15,8 +15,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from resnet_jax.analysis import hardware
 from resnet_jax.data.fake_images import load_fake_imagenet
+from resnet_jax.perf import hardware
 
 
 class FlaxBaselineState(train_state.TrainState):

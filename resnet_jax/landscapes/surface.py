@@ -1,7 +1,7 @@
 """Loss surfaces: training loss and accuracy around trained weights, and between two points.
 
 Li et al. 2018 plot f(alpha, beta) = L(theta + alpha d1 + beta d2) for filter-normalised
-random directions d1, d2 (resnet_jax.analysis.directions), and the 1D interpolation
+random directions d1, d2 (resnet_jax.landscapes.directions), and the 1D interpolation
 L((1 - t) theta_a + t theta_b) between two sets of weights (Goodfellow et al. 2015). The
 loss is evaluated as the trained network is used: BatchNorm in inference mode with the
 run's running statistics, on a fixed subset of the training split.
@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from resnet_jax.analysis.curvature import hvp, lanczos_eigenvalues
-from resnet_jax.analysis.gradient_flow import cross_entropy_loss
+from resnet_jax.ablation.gradient_flow import cross_entropy_loss
 from resnet_jax.errors import ConfigError
+from resnet_jax.landscapes.curvature import hvp, lanczos_eigenvalues
 
 
 def evaluator(model, batch):

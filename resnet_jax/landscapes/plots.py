@@ -1,4 +1,4 @@
-"""Figures of loss-landscape probes (matplotlib Figures; no pyplot, as plots.py).
+"""Figures of loss-landscape probes (matplotlib Figures; no pyplot, as ablation/plots.py).
 
 `plot_model_landscape` draws one run: the loss contour over the 2D grid, the same surface
 in 3D, the |lambda_min / lambda_max| map on the coarser curvature grid and the loss along
@@ -10,8 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from resnet_jax import storage
-from resnet_jax.analysis.curvature import curvature_ratio
-from resnet_jax.analysis.results import describe_model
+from resnet_jax.ablation.results import describe_model
+from resnet_jax.landscapes.curvature import curvature_ratio
 
 # Li et al.'s contour levels (their plot_2D_contour: 0.1 to 10 in steps of 0.5), shared by
 # every panel so that surfaces compare on one scale.
