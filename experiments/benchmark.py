@@ -2,7 +2,7 @@
 
   python experiments/benchmark.py --model resnet50 --layout coursera --image_size 64 \
       --batch_size 32 --dtype float32 --steps 8 --steps_per_dispatch 8 --baseline
-  python experiments/benchmark.py --program loop,step --baseline --steps 4 --windows 3
+  python experiments/benchmark.py --program chunk,step --baseline --steps 4 --windows 3
   python experiments/benchmark.py --image_size 224 --layout torchvision --batch_size 256 \
       --dtype bfloat16 --optimizer sgd --steps 50 --steps_per_dispatch 50
   python experiments/benchmark.py --sweep 8,16,32,64 --steps 8 --out runs/benchmark
@@ -10,12 +10,12 @@
   python experiments/benchmark.py --input_only --image_size 224 --batch_size 128 \
       --data_workers 2 [--data_dir prepared_shards]
 
-One line per path timed: 'train_loop' (--program loop: train.py's program off CPU, K
-steps per dispatch in an on-device loop), 'train_resident_step' (--program step:
-train.py's program on CPU, one dispatch per step, data on the device) and 'baseline'
-(--baseline: a plain jitted Flax step fed float32 images from the host, perf/flax_baseline.py);
-'train_fed_step' (--program fed: train.py's step fed batch by batch from the host). The default
---program auto is the one train.py runs on this backend (train_py_default: true).
+One line per path timed, each train.py's feed and programs on batches of its input
+pipeline: 'train_chunk' (--program chunk: train.py's program off CPU, K steps per dispatch
+in one scan over their batches), 'train_step' (--program step: train.py's program on CPU,
+one dispatch per step) and 'baseline' (--baseline: a plain jitted Flax step fed float32
+images from the host, perf/flax_baseline.py). The default --program auto is the one
+train.py runs on this backend (train_py_default: true).
 
 Fields: img_per_sec, ms_per_step (median of --windows windows of --steps steps, after
 compiling and warming up), compile_seconds, device, backend, peak_memory_bytes (null where
@@ -25,7 +25,7 @@ devices such as CPUs), jax_version, and with --baseline speedup_vs_baseline (the
 per-window ratios, the windows of all paths alternating). Progress goes to stderr.
 See BENCHMARKS.md for measured numbers (its commands write flags with dashes, --image-size;
 every script reads a dash in a flag's name as an underscore).
---conv_impl picks config.conv_impl ('auto', 'xla', 'matmul'; see resnet_jax/models/conv.py).
+--conv_impl picks config.speed.conv_impl ('auto', 'xla', 'matmul'; see resnet_jax/models/conv.py).
 --profile then also times each distinct conv / batch norm / dense layer of the model alone,
 forward + backward on its real shapes (resnet_jax/perf/profile.py), and prints the top
 costs by layer type and by shape (JSON lines with 'profile' set, a table on stderr); the
@@ -78,12 +78,12 @@ _WARMUP_STEPS = flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps after com
                                      'least one dispatch).', lower_bound=0,
                                      flag_values=SCRIPT.flags)
 _STEPS_PER_DISPATCH = flags.DEFINE_integer('steps_per_dispatch', 1, "Steps per chunk, one "
-                                           "dispatch with the 'loop' program.", lower_bound=1,
+                                           "dispatch with the 'chunk' program.", lower_bound=1,
                                            flag_values=SCRIPT.flags)
-_EPOCH_STEPS = flags.DEFINE_integer('epoch_steps', 8, 'Batches in the device-resident split '
+_EPOCH_STEPS = flags.DEFINE_integer('epoch_steps', 8, 'Batches in the random training split '
                                     '(rounded up to whole dispatches; a chunk never crosses an '
                                     'epoch).', lower_bound=1, flag_values=SCRIPT.flags)
-_PROGRAM = flags.DEFINE_string('program', 'auto', "Comma-separated: 'loop', 'step', 'fed' or "
+_PROGRAM = flags.DEFINE_string('program', 'auto', "Comma-separated: 'chunk', 'step' or "
                                "'auto' (train.py's choice on this backend).",
                                flag_values=SCRIPT.flags)
 _BASELINE = flags.DEFINE_bool('baseline', False, 'Also time a plain Flax train step (the '
@@ -92,7 +92,7 @@ _SWEEP = flags.DEFINE_list('sweep', None, 'Comma-separated batch sizes: one meas
                            'and a table (sweep.md) and a plot (sweep.png) in --out.',
                            flag_values=SCRIPT.flags)
 _CONV_IMPL = flags.DEFINE_enum('conv_impl', 'auto', ['auto', 'xla', 'matmul'],
-                               'config.conv_impl: how the convolutions compute.',
+                               'config.speed.conv_impl: how the convolutions compute.',
                                flag_values=SCRIPT.flags)
 _PROFILE = flags.DEFINE_bool('profile', False, 'Also print the top costs of a step by layer '
                              'type.', flag_values=SCRIPT.flags)
@@ -119,7 +119,7 @@ _DATA_WORKERS = flags.DEFINE_integer('data_workers', 2, '--input_only: decoding 
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 8, '--input_only: batches per timed '
                                       'window.', lower_bound=1, flag_values=SCRIPT.flags)
 _CROP_RESIZE = flags.DEFINE_enum('crop_resize', 'device', ['device', 'host'], '--input_only: '
-                                  "config.augment.crop_resize of the timed pipeline.",
+                                  "config.speed.crop_resize of the timed pipeline.",
                                   flag_values=SCRIPT.flags)
 _ACCELERATOR_RATE = flags.DEFINE_float('accelerator_img_per_sec', 7300.0, '--input_only: the '
                                        'training speed to say the needed cores for.',
@@ -131,21 +131,21 @@ def _input_only() -> int:
   import math
   import tempfile
 
-  from resnet_jax.data import host_augment, streamed
+  from resnet_jax.data import augment, images
   from resnet_jax.perf import input_throughput
   load_at_start = os.getloadavg()
   with tempfile.TemporaryDirectory() as scratch:
     data_dir = _DATA_DIR.value or input_throughput.write_benchmark_shards(
         os.path.join(scratch, 'shards'), _INPUT_IMAGES.value)
-    dataset = streamed.open_images(data_dir, _IMAGE_SIZE.value)
+    dataset = images.open_images(data_dir)
     canvas = 0
     if _CROP_RESIZE.value == 'device':
       if not dataset.max_size:
         raise app.UsageError(f'--data_dir={data_dir}: its index states no max_size; expected '
                              'prepared shards (or --crop_resize=host)')
-      canvas = host_augment.canvas_size(dataset.max_size, _IMAGE_SIZE.value)
+      canvas = augment.canvas_size(dataset.max_size, _IMAGE_SIZE.value)
     record = input_throughput.measure_input(
-        dataset.train.source, image_size=_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value,
+        dataset.train, image_size=_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value,
         workers=_DATA_WORKERS.value, num_batches=_INPUT_BATCHES.value, windows=_WINDOWS.value,
         canvas_size=canvas)
   # Cores the pipeline kept busy: its workers (the reading process itself with 0 workers).

@@ -21,9 +21,10 @@ on stderr,
 
 and the script exits with EXIT_BAD_INPUT (2). Bad input is a library error
 (`resnet_jax.errors.ResNetJaxError`: config, data, weights, checkpoint), an unknown flag or
-an ill-typed flag value, a misspelled or ill-typed `--config.field=value` override, a config
-file that cannot be loaded, or a usage error (`absl.app.UsageError`: wrong positional
-arguments, conflicting flags). Anything else is a bug and keeps its traceback (exit code 1).
+an ill-typed flag value, a misspelled or ill-typed `--config.group.field=value` override, a
+config file that cannot be loaded, or a usage error (`absl.app.UsageError`: wrong
+positional arguments, conflicting flags). Anything else is a bug and keeps its traceback
+(exit code 1).
 
 A script that trains (train.py, ablation.py) runs its body with `Script.run_stoppable`:
 SIGTERM/SIGINT outside the training loop, start-up included, end it with one line and
@@ -107,7 +108,8 @@ class Script:
     except _CONFIG_FILE_PARSE_ERRORS as error:
       return report(self._config_file_error(argv, error), debug)
     except _OVERRIDE_ERRORS as error:
-      return report(ConfigError(f'bad --config override: {_override_message(error)}'), debug)
+      return report(ConfigError(f'bad --config override: {_override_message(error)}'
+                                f'{_grouped_name_hint(argv)}'), debug)
     setup_logging(library_level)
     try:
       self._raise_config_file_error()
@@ -306,6 +308,32 @@ def _underscored(arg: str) -> str:
   name, sep, value = arg[2:].partition('=')
   head, dot, rest = name.partition('.')
   return '--' + head.replace('-', '_') + dot + rest + sep + value
+
+
+# Names of the earlier flat config layout that are not the last part of their new name.
+_RENAMED_FIELDS = {'model': 'model.name', 'dataset': 'data.name', 'optimizer': 'optim.name',
+                   'augment': 'data.augment', 'augment.crop_resize': 'speed.crop_resize'}
+
+
+def _grouped_name_hint(argv: Sequence[str]) -> str:
+  """' (fields are grouped now: optim.learning_rate)' when an override names a field of a
+  training config as the earlier flat layout did (--config.learning_rate); '' otherwise."""
+  from resnet_jax.train.config import base_config
+  config = base_config()
+  grouped = {field: f'{group}.{field}' for group, fields in config.items() for field in fields}
+  grouped.update(_RENAMED_FIELDS)
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    name = arg.split('=', 1)[0][len('--config.'):]
+    first, _, rest = name.partition('.')
+    if first in config:
+      continue
+    if name in grouped:
+      return f' (fields are grouped now: {grouped[name]})'
+    if first in grouped:
+      return f' (fields are grouped now: {grouped[first]}{"." + rest if rest else ""})'
+  return ''
 
 
 def _override_message(error: Exception) -> str:

@@ -1,12 +1,12 @@
 """Scripts re-run themselves once with glibc's malloc tuned for XLA:CPU's large buffers.
 
-Why: XLA:CPU allocates the temporary buffers of every execution anew (about 385 MB for a
-ResNet-50 step at 64x64, batch 32). glibc serves blocks that large with mmap and gives
-them back with munmap, so each step faults in about 92,000 fresh 4 KB pages: 0.25 s of
-kernel time per step, a sixth of the step's CPU time on the 2-core development machine.
-With `glibc.malloc.hugetlb=1` glibc asks for transparent huge pages (2 MB) for those
-blocks, and with fixed mmap and trim thresholds it keeps freed blocks under 32 MB for
-reuse: 28,000 faults and 0.14 s per step (BENCHMARKS.md, "What each change bought").
+Why: XLA:CPU allocates the temporary buffers of every execution anew (hundreds of MB for
+a ResNet-50 step at 64x64, batch 32). glibc serves blocks that large with mmap and gives
+them back with munmap, so each step faults in all those 4 KB pages afresh, and the kernel's
+time zeroing them is a sizeable part of the step's CPU time. With `glibc.malloc.hugetlb=1`
+glibc asks for transparent huge pages (2 MB) for those blocks, and with fixed mmap and trim
+thresholds it keeps freed blocks under 32 MB for reuse: far fewer faults and less kernel
+time per step (BENCHMARKS.md, "What each change bought", the malloc row).
 
 GLIBC_TUNABLES is read once, when a process starts, so a script that finds it unset
 re-executes itself (same process id, interpreter, arguments and environment, plus the

@@ -17,7 +17,7 @@ that holds another dataset's shards is refused unless --overwrite (which removes
 files this script writes). Bad input prints one `error:` line and exits with code 2
 (--debug shows the traceback); nothing is written then.
 
-Training reads OUT with config.dataset = 'images' and config.data_dir = OUT.
+Training reads OUT with config.data.name = 'images' and config.data.data_dir = OUT.
 """
 import os
 import signal

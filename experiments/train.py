@@ -2,12 +2,12 @@
 
   python experiments/train.py                       # ResNet-50 on SIGNS (the main job)
   python experiments/train.py --config experiments/configs/digits_resnet.py \
-      --workdir runs/digits --config.num_epochs=5
+      --workdir runs/digits --config.train.num_epochs=5
 
 Bad input (config, overrides, data, checkpoint, flags) prints one `error:` line and exits
 with code 2; --debug shows the traceback. So does a second run on a workdir a run is using
 (WorkdirBusyError names the process that holds it), and a resume whose config changes what
-the run computes (ConfigError naming each field; --config.allow_changes_on_resume=True
+the run computes (ConfigError naming each field; --config.run.allow_changes_on_resume=True
 records the change in <workdir>/config_changes.jsonl and goes on).
 
 SIGTERM or SIGINT (Ctrl-C) at any moment exits 0 without a traceback: during training the
@@ -18,7 +18,7 @@ the same command to continue.
 Several hosts: start the same command on every host, adding
   --coordinator_address=HOST0:PORT --num_processes=N --process_id=I
 (or --distributed alone where jax.distributed detects the cluster: Cloud TPU, SLURM, Open MPI).
-config.batch_size is the global batch; --workdir must be one directory all hosts share.
+config.train.batch_size is the global batch; --workdir must be one directory all hosts share.
 """
 import os
 import sys
@@ -32,7 +32,8 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'confi
 
 SCRIPT = cli.Script(__doc__)
 _CONFIG = SCRIPT.define_config(DEFAULT_CONFIG, 'Path to a config file; override fields with '
-                               '--config.field=value.', lock_config=True)
+                               '--config.<group>.<field>=value (e.g. '
+                               '--config.optim.learning_rate=0.01).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go '
                                '(default: runs/<config file name>).', flag_values=SCRIPT.flags)
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Join a multi-process run through '

@@ -24,8 +24,8 @@ from resnet_jax.train.metrics import read_jsonl
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO, 'experiments', 'train.py')
 TINY_CONFIG = os.path.join(REPO, 'experiments', 'configs', 'tiny_test.py')
-TINY_STEPS = 24  # tiny_test.py: num_steps
-TINY_SAVE_EVERY = 4  # tiny_test.py: checkpoint_every_steps
+TINY_STEPS = 24  # tiny_test.py: train.num_steps
+TINY_SAVE_EVERY = 4  # tiny_test.py: run.checkpoint_every_steps
 TMP_MARKER = '.orbax-checkpoint-tmp'
 # Record fields that differ between identical runs by nature.
 TIMING_FIELDS = ('images_per_sec',)
@@ -139,7 +139,7 @@ def reference_run(tmp_path_factory) -> str:
   """The workdir of an unbroken tiny run that keeps every checkpoint (once per session)."""
   if 'workdir' not in _REFERENCE:
     workdir = str(tmp_path_factory.mktemp('reference') / 'run')
-    done = run_train(workdir, '--config.keep_checkpoints=100')
+    done = run_train(workdir, '--config.run.keep_checkpoints=100')
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     _REFERENCE['workdir'] = workdir
   return _REFERENCE['workdir']

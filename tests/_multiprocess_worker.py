@@ -62,10 +62,13 @@ def main():
             'device_sha256': [hashlib.sha256(x.tobytes()).hexdigest() for x in batch['image']]})
       yield batch
 
-  setup.build_model = lambda config: helpers.TinyNet(num_classes=config.num_classes)
+  setup.build_model = lambda config: helpers.TinyNet(num_classes=config.model.num_classes)
   grain_pipeline.iterate = recording_iterate
   pipeline.device_layout = recording_layout
   pipeline.train_batches = recording_batches
+  # In-memory data go through the host feed (whose batches are recorded above), never
+  # resident on the devices.
+  pipeline.fits_on_devices = lambda *args, **kwargs: False
   metrics_lib.MetricWriter = RecordingWriter
   try:
     code = train.main(train_flags)

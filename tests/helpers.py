@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax.data.types import Dataset, Split
-from resnet_jax.train import base_config
+from resnet_jax.train import base_config, config as config_lib, optim
 
 NUM_CLASSES = 3
 IMAGE_SIZE = 8
@@ -72,33 +72,43 @@ def fault_dataset(poison_index=None) -> Dataset:
 
 
 def tiny_config(**overrides):
-  """A complete config for TinyNet on `make_dataset()` data."""
+  """A complete config for TinyNet on `make_dataset()` data; overrides by dotted name,
+  e.g. tiny_config(**{'optim.name': 'sgd'})."""
   # loop_on_device: exercise the lax loop (CPU's default is a dispatch per step).
-  return _config({'num_epochs': 3, 'log_every_steps': 4, 'checkpoint_every_steps': 8,
-                  'steps_per_dispatch': 3, 'loop_on_device': True, **overrides})
+  return _config({'train.num_epochs': 3, 'run.log_every_steps': 4,
+                  'run.checkpoint_every_steps': 8, 'speed.steps_per_dispatch': 3,
+                  'speed.loop_on_device': True, **overrides})
 
 
 def fault_config(**overrides):
   """A complete config for TinyNet on `fault_dataset()`: 6 steps per epoch, 3 epochs, a
-  checkpoint every 4 steps."""
-  return _config({'num_epochs': 3, 'log_every_steps': 2, 'checkpoint_every_steps': 4,
-                  'steps_per_dispatch': 2, **overrides})
+  checkpoint every 4 steps; overrides by dotted name."""
+  return _config({'train.num_epochs': 3, 'run.log_every_steps': 2,
+                  'run.checkpoint_every_steps': 4, 'speed.steps_per_dispatch': 2, **overrides})
 
 
 def _config(fields: dict):
   config = base_config()
-  config.num_classes = NUM_CLASSES
-  config.image_size = IMAGE_SIZE
-  config.batch_size = 8
-  config.learning_rate = 0.01
-  config.keep_checkpoints = 10
-  config.progress_bar = False
-  config.tensorboard = False
+  config.model.num_classes = NUM_CLASSES
+  config.data.image_size = IMAGE_SIZE
+  config.train.batch_size = 8
+  config.optim.learning_rate = 0.01
+  config.run.keep_checkpoints = 10
+  config.run.progress_bar = False
+  config.run.tensorboard = False
   return apply_overrides(config, fields)
 
 
+def create_optimizer(config, steps_per_epoch: int):
+  """optim.create_optimizer as the training loop calls it for the whole `config`: its
+  `optim` group, the total steps of its `train` group, finetune.freeze_backbone."""
+  return optim.create_optimizer(config.optim, steps_per_epoch,
+                                config_lib.total_steps(config.train, steps_per_epoch),
+                                freeze_backbone=config.finetune.freeze_backbone)
+
+
 def apply_overrides(config, overrides: dict):
-  """Sets each dotted field ('augment.flip') of `config` to its value; returns config."""
+  """Sets each dotted field ('data.augment.flip') of `config` to its value; returns config."""
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split('.')

@@ -55,7 +55,7 @@ def finished_sweep(tmp_path_factory):
   calls = []
 
   def train_fn(config, run_workdir, **kwargs):
-    calls.append((config.model, config.seed))
+    calls.append((config.model.name, config.train.seed))
     return train_and_evaluate(config, run_workdir, **kwargs)
 
   out = sweep.run_sweep(tiny_sweep_config(), workdir, train_fn=train_fn)
@@ -152,10 +152,20 @@ def test_interrupted_run_resumes_from_its_checkpoint(finished_sweep, tmp_path):
 def test_rerun_with_another_training_config_is_refused(finished_sweep):
   workdir, _, _ = finished_sweep
   config = tiny_sweep_config()
-  config.train.learning_rate = 0.5
+  config.base.optim.learning_rate = 0.5
   with pytest.raises(ConfigError, match=r'seed0/result\.json.*another training config '
-                     r'\(learning_rate: 0\.\d+ there, 0\.5 now\)'):
+                     r'\(optim\.learning_rate: 0\.\d+ there, 0\.5 now\)'):
     sweep.run_sweep(config, workdir, train_fn=refuse_training)
+
+
+def test_a_finished_run_of_the_flat_config_layout_is_refused_as_such(tmp_path):
+  run = sweep.run_dir(str(tmp_path), 'cifar_plain8', 0)
+  os.makedirs(run)
+  with open(os.path.join(run, 'result.json'), 'w') as f:
+    json.dump({'model': 'cifar_plain8', 'seed': 0,
+               'config': {'model': 'cifar_plain8', 'learning_rate': 0.05}}, f)
+  with pytest.raises(ConfigError, match=r"result\.json.*earlier flat config layout"):
+    sweep.run_one(tiny_sweep_config(), str(tmp_path), 'cifar_plain8', 0, None, refuse_training)
 
 
 def test_sweep_config_errors_name_the_field(tmp_path):
@@ -207,7 +217,7 @@ def test_tiny_cifar_depths_and_starting_variables_match_the_training_loop():
                theirs.params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ours['batch_stats'],
                theirs.batch_stats)
-  plain_config.seed = 4
+  plain_config.train.seed = 4
   other_seed = sweep.starting_variables(plain_config, plain, (8, 8, 3))
   assert not np.allclose(other_seed['params']['head']['kernel'], ours['params']['head']['kernel'])
 
@@ -221,12 +231,14 @@ def stop_before_training(captured):
   return train_fn
 
 
-def sweep_model(tmp_path, **train_overrides):
-  """(the module the sweep trains its first run with, that run's config)."""
+def sweep_model(tmp_path, **overrides):
+  """(the module the sweep trains its first run with, that run's config); overrides of
+  config.base by dotted name ('model.sync_bn')."""
   config = tiny_sweep_config()
   config.models = ('cifar_resnet8',)
-  for key, value in train_overrides.items():
-    config.train[key] = value
+  for key, value in overrides.items():
+    group, field = key.split('.')
+    config.base[group][field] = value
   captured = []
   out = sweep.run_sweep(config, str(tmp_path), train_fn=stop_before_training(captured))
   assert out['preempted'] and len(captured) == 1
@@ -245,18 +257,19 @@ def test_every_model_flag_of_the_config_reaches_the_swept_model(tmp_path):
   stats = default.init(jax.random.key(0), x, train=False)['params']['stage1_block1']
   assert jnp.all(stats['bn2']['scale'] == 1)
 
-  zero_init, train_config = sweep_model(tmp_path / 'zero', zero_init_last_bn=True)
-  assert train_config.zero_init_last_bn and zero_init.zero_init_last_bn
+  zero_init, train_config = sweep_model(tmp_path / 'zero', **{'model.zero_init_last_bn': True})
+  assert train_config.model.zero_init_last_bn and zero_init.zero_init_last_bn
   params = zero_init.init(jax.random.key(0), x, train=False)['params']
   for block in ('stage1_block1', 'stage2_block1', 'stage3_block1'):
     scales = params[block]['bn2']['scale'], params[block]['bn1']['scale']
     assert not jnp.any(scales[0]) and jnp.all(scales[1] == 1)
 
-  assert sweep_model(tmp_path / 'sync', sync_bn=True)[0].bn_axis_name == 'batch'
-  frozen, _ = sweep_model(tmp_path / 'frozen', freeze_backbone=True, init_from='/pretrained')
+  assert sweep_model(tmp_path / 'sync', **{'model.sync_bn': True})[0].bn_axis_name == 'batch'
+  frozen, _ = sweep_model(tmp_path / 'frozen', **{'finetune.freeze_backbone': True,
+                                                  'finetune.init_from': '/pretrained'})
   assert frozen.frozen_bn
 
-  bf16, _ = sweep_model(tmp_path / 'bf16', dtype='bfloat16')
+  bf16, _ = sweep_model(tmp_path / 'bf16', **{'model.dtype': 'bfloat16'})
   assert bf16.dtype == jnp.bfloat16
   logits, variables = jax.eval_shape(
       lambda: bf16.init_with_output(jax.random.key(0), x, train=False))
@@ -266,7 +279,7 @@ def test_every_model_flag_of_the_config_reaches_the_swept_model(tmp_path):
 
 def test_zero_init_of_the_plain_twins_stops_the_sweep_before_any_training(tmp_path):
   config = tiny_sweep_config()
-  config.train.zero_init_last_bn = True
+  config.base.model.zero_init_last_bn = True
   with pytest.raises(ConfigError, match=r"runs of 'cifar_plain8'.*zero_init_last_bn=True"):
     sweep.run_sweep(config, str(tmp_path), train_fn=refuse_training)
   assert not os.path.exists(os.path.join(tmp_path, 'cifar_resnet8'))
@@ -276,13 +289,13 @@ def test_quick_config_cuts_any_sweep_to_tiny_nets():
   quick = load_config('ablation_quick')
   sweep.check_sweep_config(quick)
   assert quick.models == ('cifar_plain8', 'cifar_plain14', 'cifar_resnet8', 'cifar_resnet14')
-  assert quick.seeds == (0,) and quick.train.num_steps == 12
-  assert quick.train.dataset == load_config('ablation_digits').train.dataset
+  assert quick.seeds == (0,) and quick.base.train.num_steps == 12
+  assert quick.base.data.name == load_config('ablation_digits').base.data.name
   spec = importlib.util.spec_from_file_location(
       'ablation_quick', os.path.join(CONFIG_DIR, 'ablation_quick.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   cifar = module.quick(load_config('ablation_cifar10'))
   sweep.check_sweep_config(cifar)
-  assert cifar.models == quick.models and cifar.train.dataset == 'cifar10'
-  assert cifar.train.num_classes == 10
+  assert cifar.models == quick.models and cifar.base.data.name == 'cifar10'
+  assert cifar.base.model.num_classes == 10

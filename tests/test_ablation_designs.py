@@ -49,16 +49,16 @@ def test_design_configs_are_valid_sweeps_whose_runs_build_their_designs(name):
   sweep.check_sweep_config(config)
   variants = set()
   for model_name in config.models:
-    train = sweep.run_config(config, model_name, config.seeds[0])
-    config_lib.validate_config(train)
-    model = setup.build_model(train)
+    run_config = sweep.run_config(config, model_name, config.seeds[0])
+    config_lib.validate_config(run_config)
+    model = setup.build_model(run_config)
     variants.add((model.design, model.shortcut, tuple(model.stage_sizes)))
     assert (model.design, model.shortcut) == results.describe_variant(model_name)
   assert len(variants) == len(config.models)  # each run a different network
-  assert config.train.dataset == 'digits' and config.train.image_size == 8
+  assert config.base.data.name == 'digits' and config.base.data.image_size == 8
   cifar = _with_argument(name, "cifar10")
   sweep.check_sweep_config(cifar)
-  assert cifar.train.dataset == 'cifar10' and cifar.train.num_steps == 64000
+  assert cifar.base.data.name == 'cifar10' and cifar.base.train.num_steps == 64000
 
 
 def _with_argument(name, argument):
@@ -86,7 +86,7 @@ def test_design_configs_hold_what_the_papers_compare():
 def test_quick_cut_keeps_every_design_at_a_tiny_depth():
   cut = quick(load_config('ablation_block_design'))
   assert cut.models == tuple(f'cifar_resnet8:block_design={d}' for d in DESIGN_NAMES)
-  assert cut.train.num_steps == 12 and cut.seeds == (0,)
+  assert cut.base.train.num_steps == 12 and cut.seeds == (0,)
   cut = quick(load_config('ablation_depth_preact'))
   assert cut.models == ('cifar_resnet8', 'cifar_resnet14', 'cifar_preact_resnet8',
                         'cifar_preact_resnet14')
@@ -117,7 +117,7 @@ def test_quick_design_sweep_runs_end_to_end(tmp_path):
   designs is tested on fake runs above)."""
   config = quick(load_config('ablation_block_design'))
   config.models = config.models[-1:]
-  config.train.num_steps = 6
+  config.base.train.num_steps = 6
   out = sweep.run_sweep(config, str(tmp_path))
   assert out['status'] == {('cifar_resnet8:block_design=full_preact', 0): 'done'}
   assert [(r['design'], r['shortcut']) for r in out['rows']] == [('full_preact', 'zero_pad')]

@@ -101,7 +101,7 @@ def earlier_run(workdir, config):
   """A workdir as an earlier run of `config` (with another seed) left it."""
   os.makedirs(workdir, exist_ok=True)
   earlier = config.copy_and_resolve_references()
-  earlier.seed = config.seed + 1
+  earlier.train.seed = config.train.seed + 1
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(earlier.to_json_best_effort(indent=2))
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
@@ -110,13 +110,12 @@ def earlier_run(workdir, config):
 
 
 def signs_config(data_dir, **overrides):
+  """base_config() on SIGNS in data_dir; overrides by dotted name ('model.name')."""
   config = base_config()
-  config.data_dir = str(data_dir)
-  config.progress_bar = False
-  config.tensorboard = False
-  for key, value in overrides.items():
-    config[key] = value
-  return config
+  config.data.data_dir = str(data_dir)
+  config.run.progress_bar = False
+  config.run.tensorboard = False
+  return helpers.apply_overrides(config, overrides)
 
 
 def train(config, workdir):
@@ -141,7 +140,7 @@ def small_train(workdir, **overrides):
 def _signs_missing_dir(tmp):
   config = signs_config(tmp / 'no_such_dir')
   return (train(config, str(tmp / 'run')), ConfigError,
-          ['config.data_dir', 'no_such_dir', 'does not exist'], [tmp / 'run'])
+          ['config.data.data_dir', 'no_such_dir', 'does not exist'], [tmp / 'run'])
 
 
 def _signs_html_page(tmp):
@@ -235,25 +234,26 @@ def _dataset_labels_beyond_classes(tmp):
 
 
 def _image_too_small_for_model(tmp):
-  config = signs_config(tmp / 'unused', dataset='fake_imagenet', num_classes=1000,
-                        model='resnet50', image_size=16)
+  config = signs_config(tmp / 'unused', **{'data.name': 'fake_imagenet',
+                                           'model.num_classes': 1000, 'model.name': 'resnet50',
+                                           'data.image_size': 16})
   return (train(config, str(tmp / 'run')), ConfigError,
           ['image_size=16', 'expected image_size >= 32'], [tmp / 'run'])
 
 
 def _image_size_not_the_data(tmp):
-  return (small_train(str(tmp / 'run'), image_size=6), ConfigError,
-          ['config.image_size=6', '8x8'], [tmp / 'run'])
+  return (small_train(str(tmp / 'run'), **{'data.image_size': 6}), ConfigError,
+          ['config.data.image_size=6', '8x8'], [tmp / 'run'])
 
 
 def _num_classes_not_the_data(tmp):
-  return (small_train(str(tmp / 'run'), num_classes=7), ConfigError,
-          ['config.num_classes=7', 'has 3 classes'], [tmp / 'run'])
+  return (small_train(str(tmp / 'run'), **{'model.num_classes': 7}), ConfigError,
+          ['config.model.num_classes=7', 'has 3 classes'], [tmp / 'run'])
 
 
 def _batch_larger_than_data(tmp):
-  return (small_train(str(tmp / 'run'), batch_size=64), ConfigError,
-          ['config.batch_size=64', 'larger than the training split (48'], [tmp / 'run'])
+  return (small_train(str(tmp / 'run'), **{'train.batch_size': 64}), ConfigError,
+          ['config.train.batch_size=64', 'larger than the training split (48'], [tmp / 'run'])
 
 
 def _unknown_name(field, value):
@@ -265,13 +265,29 @@ def _unknown_name(field, value):
 
 
 def _negative_learning_rate(tmp):
-  return (small_train(str(tmp / 'run'), learning_rate=-0.1), ConfigError,
-          ['config.learning_rate=-0.1', 'expected a positive number'], [tmp / 'run'])
+  return (small_train(str(tmp / 'run'), **{'optim.learning_rate': -0.1}), ConfigError,
+          ['config.optim.learning_rate=-0.1', 'expected a finite positive number'], [tmp / 'run'])
+
+
+def _infinite_learning_rate(tmp):
+  return (small_train(str(tmp / 'run'), **{'optim.learning_rate': float('inf')}), ConfigError,
+          ['config.optim.learning_rate=inf', 'expected a finite positive number'],
+          [tmp / 'run'])
+
+
+def _workdir_of_the_flat_config_layout(tmp):
+  workdir = tmp / 'run'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(json.dumps({'model': 'resnet18', 'learning_rate': 0.01}))
+  config = helpers.fault_config()
+  return (lambda: loop.train_and_evaluate(config, str(workdir), model=helpers.TinyNet(),
+                                          dataset=helpers.fault_dataset()),
+          ConfigError, ['config.json', 'earlier flat config layout', 'new --workdir'], [workdir])
 
 
 def _zero_checkpoint_period(tmp):
-  return (small_train(str(tmp / 'run'), checkpoint_every_steps=0), ConfigError,
-          ['config.checkpoint_every_steps=0', 'expected a positive integer'], [tmp / 'run'])
+  return (small_train(str(tmp / 'run'), **{'run.checkpoint_every_steps': 0}), ConfigError,
+          ['config.run.checkpoint_every_steps=0', 'expected a positive integer'], [tmp / 'run'])
 
 
 def _workdir_not_writable(tmp):
@@ -284,15 +300,16 @@ def _workdir_not_writable(tmp):
 
 
 def _workdir_of_another_model(tmp):
-  workdir = earlier_run(str(tmp / 'run'), signs_config(tmp / 'unused', model='resnet18'))
-  config = signs_config(tmp / 'unused', model='resnet50')
+  workdir = earlier_run(str(tmp / 'run'),
+                        signs_config(tmp / 'unused', **{'model.name': 'resnet18'}))
+  config = signs_config(tmp / 'unused', **{'model.name': 'resnet50'})
   return (lambda: loop.train_and_evaluate(config, workdir), ConfigError,
-          ["model: 'resnet18' there, 'resnet50' now"], [tmp / 'run'])
+          ["config.model.name: 'resnet18' there, 'resnet50' now"], [tmp / 'run'])
 
 
 def _init_from_missing(tmp):
-  return (small_train(str(tmp / 'run'), init_from=str(tmp / 'nope.h5')), ConfigError,
-          ['config.init_from', 'nope.h5', 'does not exist'], [tmp / 'run'])
+  return (small_train(str(tmp / 'run'), **{'finetune.init_from': str(tmp / 'nope.h5')}),
+          ConfigError, ['config.finetune.init_from', 'nope.h5', 'does not exist'], [tmp / 'run'])
 
 
 def _keras_h5_missing_a_layer(tmp):
@@ -321,14 +338,16 @@ CASES = {
     'image size not the data\'s': _image_size_not_the_data,
     'num_classes not the data\'s': _num_classes_not_the_data,
     'batch size larger than the dataset': _batch_larger_than_data,
-    'unknown model': _unknown_name('model', 'resnet51'),
-    'unknown layout': _unknown_name('layout', 'kears'),
-    'unknown optimizer': _unknown_name('optimizer', 'adamw'),
-    'unknown dataset': _unknown_name('dataset', 'imagenet'),
+    'unknown model': _unknown_name('model.name', 'resnet51'),
+    'unknown layout': _unknown_name('model.layout', 'kears'),
+    'unknown optimizer': _unknown_name('optim.name', 'adamw'),
+    'unknown dataset': _unknown_name('data.name', 'imagenet'),
     'negative learning rate': _negative_learning_rate,
+    'infinite learning rate': _infinite_learning_rate,
     'checkpoint period of zero': _zero_checkpoint_period,
     'workdir under a regular file': _workdir_not_writable,
     'workdir of another model': _workdir_of_another_model,
+    'workdir of the flat config layout': _workdir_of_the_flat_config_layout,
     'init_from file missing': _init_from_missing,
     'Keras h5 missing a layer': _keras_h5_missing_a_layer,
 }
@@ -352,7 +371,8 @@ def test_bad_input_gives_a_typed_error_and_changes_no_file(name, tmp_path):
 @pytest.mark.slow  # Eight subprocess runs of experiments/train.py.
 def test_cli_reports_bad_input_in_one_line_and_exit_code(tmp_path):
   """Several train.py processes at once; each must fail cleanly without touching files."""
-  earlier = earlier_run(str(tmp_path / 'earlier'), signs_config(tmp_path, model='resnet18'))
+  earlier = earlier_run(str(tmp_path / 'earlier'),
+                        signs_config(tmp_path, **{'model.name': 'resnet18'}))
   signs = write_signs(tmp_path / 'signs')
   with open(tmp_path / 'signs' / 'test_signs.h5', 'wb') as f:
     f.write(b'<html>404 Not Found</html>')
@@ -363,26 +383,31 @@ def test_cli_reports_bad_input_in_one_line_and_exit_code(tmp_path):
   run = str(tmp_path / 'run')  # Each case gets its own workdir under it: the processes run at
   # once, and two of them on one workdir would meet the workdir claim instead of their error.
   cases = {
-      'misspelled override': ([f'--workdir={run}', '--config.learnin_rate=0.1'], 1,
+      'misspelled override': ([f'--workdir={run}', '--config.optim.learnin_rate=0.1'], 1,
                               ["'learnin_rate'", 'Did you mean "learning_rate"']),
-      'override of the wrong type': ([f'--workdir={run}', '--config.batch_size=abc'], 1,
-                                     ['--config.batch_size=abc', "invalid literal for int()"]),
-      'unknown model': ([f'--workdir={run}', '--config.model=resnet51'], 1,
-                        ["error: ConfigError: config.model='resnet51'"]),
-      'unknown model, --debug': ([f'--workdir={run}', '--config.model=resnet51', '--debug'], 1,
+      'override of the flat layout': ([f'--workdir={run}', '--config.learning_rate=0.1'], 1,
+                                      ['bad --config override: learning_rate (fields are '
+                                       'grouped now: optim.learning_rate)']),
+      'override of the wrong type': ([f'--workdir={run}', '--config.train.batch_size=abc'], 1,
+                                     ['--config.train.batch_size=abc',
+                                      "invalid literal for int()"]),
+      'unknown model': ([f'--workdir={run}', '--config.model.name=resnet51'], 1,
+                        ["error: ConfigError: config.model.name='resnet51'"]),
+      'unknown model, --debug': ([f'--workdir={run}', '--config.model.name=resnet51',
+                                  '--debug'], 1,
                                  ['Traceback (most recent call last)', 'ConfigError']),
-      'batch not divisible by 2 devices': ([f'--workdir={run}', '--config.batch_size=15'], 2,
-                                           ['config.batch_size=15 is not divisible by the 2 '
-                                            'devices']),
+      'batch not divisible by 2 devices': ([f'--workdir={run}', '--config.train.batch_size=15'],
+                                           2, ['config.train.batch_size=15 is not divisible by '
+                                               'the 2 devices']),
       'workdir under a file': ([f'--workdir={blocker}/run'], 1, ['cannot be written']),
-      'corrupt SIGNS file': ([f'--workdir={run}', '--config.dataset=signs',
-                              f'--config.data_dir={signs}', '--config.model=resnet18',
-                              '--config.image_size=64', '--config.num_classes=6'], 1,
+      'corrupt SIGNS file': ([f'--workdir={run}', '--config.data.name=signs',
+                              f'--config.data.data_dir={signs}', '--config.model.name=resnet18',
+                              '--config.data.image_size=64', '--config.model.num_classes=6'], 1,
                              ['test_signs.h5', 'HTML page']),
-      'workdir of another model': ([f'--workdir={earlier}', '--config.model=resnet50',
-                                    '--config.dataset=signs', '--config.image_size=64',
-                                    '--config.num_classes=6'], 1,
-                                   ["model: 'resnet18' there, 'resnet50' now"]),
+      'workdir of another model': ([f'--workdir={earlier}', '--config.model.name=resnet50',
+                                    '--config.data.name=signs', '--config.data.image_size=64',
+                                    '--config.model.num_classes=6'], 1,
+                                   ["config.model.name: 'resnet18' there, 'resnet50' now"]),
   }
   processes = {}
   for name, (flags, devices, _) in cases.items():

@@ -129,7 +129,7 @@ def test_peak_table_uses_dense_datasheet_figures():
 
 
 def test_unknown_names_are_config_errors():
-  with pytest.raises(ConfigError, match=r'config\.model=.resnet51'):
+  with pytest.raises(ConfigError, match=r'config\.model\.name=.resnet51'):
     benchmarking.workload_config(_workload(model='resnet51'))
   with pytest.raises(ConfigError, match=r"program='scan'"):
     benchmarking.TrainingPath(_workload(), 'scan', model=helpers.TinyNet(num_classes=CLASSES))
@@ -166,4 +166,4 @@ def test_cli_measures_each_batch_size_prints_json_and_writes_the_sweep(
 def test_cli_reports_a_bad_model_name_and_exits_2(capsys):
   code = benchmark_script.main(['--model', 'resnet51', '--steps', '1'])
   assert code == 2
-  assert 'config.model' in capsys.readouterr().err
+  assert 'config.model.name' in capsys.readouterr().err

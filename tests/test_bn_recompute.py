@@ -103,13 +103,13 @@ def _latest_state(workdir):
 @pytest.fixture(scope='module')
 def recomputed_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('recomputed')
-  return workdir, _run(workdir, bn_recompute_batches=2)
+  return workdir, _run(workdir, **{'train.bn_recompute_batches': 2})
 
 
 @pytest.mark.slow  # Whole training runs.
 def test_training_is_unchanged_and_only_the_statistics_differ(recomputed_run, tmp_path):
   workdir, _ = recomputed_run
-  _run(tmp_path, bn_recompute_batches=0)
+  _run(tmp_path, **{'train.bn_recompute_batches': 0})
   with_recompute, without = _latest_state(workdir), _latest_state(tmp_path)
   for a, b in zip(jax.tree.leaves(with_recompute['params']), jax.tree.leaves(without['params'])):
     np.testing.assert_array_equal(a, b)
@@ -125,7 +125,7 @@ def test_a_resumed_run_re_estimates_what_an_unbroken_one_does(recomputed_run, tm
   shutil.copytree(reference, workdir)
   for step in (16, 24):
     shutil.rmtree(workdir / 'checkpoints' / str(step))
-  result = _run(workdir, bn_recompute_batches=2)
+  result = _run(workdir, **{'train.bn_recompute_batches': 2})
   assert result['resumed_from'] == 8
   assert result['eval_accuracy'] == first['eval_accuracy']
   for a, b in zip(jax.tree.leaves(_latest_state(workdir)), jax.tree.leaves(

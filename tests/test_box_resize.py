@@ -21,7 +21,7 @@ from resnet_jax.data import (
   streamed,
 )
 from resnet_jax.perf import input_throughput
-from resnet_jax.train import grain_feed, optim, steps
+from resnet_jax.train import grain_feed, steps
 from resnet_jax.train.state import create_train_state
 
 SIZE = 8
@@ -128,7 +128,7 @@ def test_pipeline_batches_on_canvases_resize_to_the_host_batches(source, max_siz
 @pytest.mark.slow  # Compiles two training steps.
 def test_a_train_step_fed_canvases_resizes_them_to_image_size_first(source):
   model, devices = fx.TinyNet(), jax.local_devices()[:1]
-  tx, _ = optim.create_optimizer(fx.tiny_config(), steps_per_epoch=10)
+  tx, _ = fx.create_optimizer(fx.tiny_config(), steps_per_epoch=10)
   state = pipeline.replicate_on_devices(
       jax.tree.map(np.asarray, create_train_state(model, tx, (SIZE, SIZE, 3), seed=0)), devices)
   settings = steps.StepSettings(num_classes=3, image_size=SIZE)
@@ -148,17 +148,17 @@ def test_a_train_step_fed_canvases_resizes_them_to_image_size_first(source):
 
 
 def test_crop_resize_chooses_the_canvas_only_for_inception_crops_of_prepared_data():
-  config = fx.tiny_config(dataset='images', image_size=224)
-  config.augment.inception_crop = True
-  config.augment.crop_resize = 'device'
+  config = fx.tiny_config(**{'data.name': 'images', 'data.image_size': 224})
+  config.data.augment.inception_crop = True
+  config.speed.crop_resize = 'device'
   assert grain_feed.augmentation(config, 256).canvas_size == host_augment.canvas_size(256, 224)
   assert grain_feed.augmentation(config, None).canvas_size == 0  # A raw folder: any size.
-  config.augment.crop_resize = 'host'
+  config.speed.crop_resize = 'host'
   assert grain_feed.augmentation(config, 256).canvas_size == 0
-  config.augment.crop_resize = 'auto'  # The device, except on CPU backends.
+  config.speed.crop_resize = 'auto'  # The device, except on CPU backends.
   assert (grain_feed.augmentation(config, 256).canvas_size > 0) == (
       jax.default_backend() != 'cpu')
-  config.augment.inception_crop, config.augment.crop_resize = False, 'device'
+  config.data.augment.inception_crop, config.speed.crop_resize = False, 'device'
   assert grain_feed.augmentation(config, 256).canvas_size == 0  # Pad-and-crop: no resize.
   # Canvases hold any box of a 256-px image with its margin: 4/3 x 256, rounded, + 2 x 2.
   assert host_augment.canvas_size(256, 224) == 343 + 4

@@ -155,12 +155,13 @@ def test_a_damaged_cached_set_says_to_delete_the_cache_not_to_fix_data_dir(
   with open(path, 'r+b') as f:  # Cut short by a full disk, say: the HDF5 signature remains.
     f.truncate(size // 2)
   config = base_config()
-  config.dataset, config.data_dir, config.cache_dir = 'signs', None, str(tmp_path / 'cache')
+  config.data.name, config.data.data_dir = 'signs', None
+  config.data.cache_dir = str(tmp_path / 'cache')
   monkeypatch.chdir(tmp_path)  # No data/signs here: the cached synthetic set is used.
   with pytest.raises(DamagedCacheError) as raised:
     setup.load_data(config)
   message = str(raised.value)
   assert f'{str(cache)!r} is damaged' in message and 'test_signs.h5' in message
   assert 'delete that directory and rerun to regenerate it' in message
-  assert 'config.data_dir' not in message
+  assert 'config.data.data_dir' not in message
   assert os.path.getsize(path) == size // 2  # Reported, not silently replaced.

@@ -11,7 +11,7 @@ from test_bad_input import write_signs
 import helpers
 from experiments import evaluate
 from resnet_jax.data import load_signs, make_synthetic_signs
-from resnet_jax.train import checkpoint as checkpoint_lib, optim, setup
+from resnet_jax.train import checkpoint as checkpoint_lib, setup
 from resnet_jax.train.inference import load_predictor
 from resnet_jax.train.state import create_train_state, state_to_host
 from resnet_jax.train.workdir import prepare_workdir, save_config
@@ -22,12 +22,12 @@ pytestmark = pytest.mark.slow
 
 def write_run(workdir, image_size=64, num_classes=6, steps=(3,)):
   """A workdir holding an (untrained) CIFAR ResNet-20's checkpoints at `steps`."""
-  config = helpers.tiny_config(model='cifar_resnet20', layout='torchvision',
-                               num_classes=num_classes, image_size=image_size)
+  config = helpers.tiny_config(**{'model.name': 'cifar_resnet20', 'model.layout': 'torchvision',
+                                  'model.num_classes': num_classes, 'data.image_size': image_size})
   prepare_workdir(str(workdir), config)
   save_config(str(workdir), config)
   model = setup.build_model(config)
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=8)
+  tx, _ = helpers.create_optimizer(config, steps_per_epoch=8)
   state = jax.tree.map(np.asarray, create_train_state(model, tx, (image_size, image_size, 3),
                                                       seed=0))
   checkpointer = checkpoint_lib.Checkpointer(str(workdir), keep=len(steps))

@@ -24,7 +24,7 @@ BAD_STEP_IN_EPOCH_0 = 5  # 0-based: the update that takes the run from step 5 to
 
 
 def _epoch_order(epoch: int) -> np.ndarray:
-  _, _, data_key = seed_keys(helpers.fault_config().seed)
+  _, _, data_key = seed_keys(helpers.fault_config().train.seed)
   return pipeline.host_epoch_permutation(data_key, epoch, NUM_TRAIN)
 
 
@@ -70,8 +70,9 @@ def test_update_that_overflows_is_caught_before_its_checkpoint(tmp_path):
   # The loss and gradients of step 1 are finite; the update (lr 1e39 > float32's max)
   # is not. With a checkpoint due after every step, that state must still not be saved.
   with pytest.raises(NonFiniteLossError, match=r'training step 1 '):
-    _run(tmp_path, optimizer='sgd', learning_rate=1e39, checkpoint_every_steps=1,
-         log_every_steps=1, steps_per_dispatch=1)
+    _run(tmp_path, **{'optim.name': 'sgd', 'optim.learning_rate': 1e39,
+                      'run.checkpoint_every_steps': 1, 'run.log_every_steps': 1,
+                      'speed.steps_per_dispatch': 1})
   assert fh.committed_steps(tmp_path) == []
 
 
@@ -79,7 +80,7 @@ def test_skip_policy_drops_non_finite_updates_and_counts_them(tmp_path):
   marked = _marked_example()
   bad_steps = _steps_drawing(marked)
   assert len(set(bad_steps)) == EPOCHS
-  result = _run(tmp_path, marked=[marked], nan_policy='skip')
+  result = _run(tmp_path, marked=[marked], **{'train.nan_policy': 'skip'})
   assert result['step'] == EPOCHS * PER_EPOCH and np.isfinite(result['train_loss'])
   records = fh.records(tmp_path)
   train = [r for r in records if 'train_loss' in r]
@@ -95,7 +96,8 @@ def test_skip_policy_drops_non_finite_updates_and_counts_them(tmp_path):
 
 def test_cli_huge_learning_rate_exits_2_naming_the_step(tmp_path):
   workdir = tmp_path / 'run'
-  done = fh.run_train(workdir, '--config.learning_rate=1e30', '--config.checkpoint_every_steps=1')
+  done = fh.run_train(workdir, '--config.optim.learning_rate=1e30',
+                      '--config.run.checkpoint_every_steps=1')
   assert done.returncode == 2, done.stderr[-3000:]
   assert 'Traceback' not in done.stderr
   match = re.search(r'error: NonFiniteLossError: .*training step (\d+) ', done.stderr)

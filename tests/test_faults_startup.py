@@ -48,7 +48,7 @@ def _rerun_to_the_end(workdir, resumed_from: int):
 def test_two_runs_on_one_workdir_one_is_refused_at_once(tmp_path):
   workdir = str(tmp_path / 'run')
   # Long enough that both are surely running at once; the winner is stopped afterwards.
-  runs = [fh.start_train(workdir, '--config.num_steps=5000',
+  runs = [fh.start_train(workdir, '--config.train.num_steps=5000',
                          log_path=str(tmp_path / f'run{i}.log')) for i in range(2)]
   codes = {}
   while not codes:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
 from resnet_jax import weights
 from resnet_jax.data import augment
 from resnet_jax.data.types import Dataset, Split
@@ -35,27 +36,31 @@ STEPS = 3
 
 
 def tiny_config(**overrides):
-  """A full config for a 3-step run of cifar_resnet20 on tiny_dataset()."""
+  """A full config for a 3-step run of cifar_resnet20 on tiny_dataset(); overrides by dotted
+  name ('finetune.init_from')."""
   config = base_config()
-  config.model = 'cifar_resnet20'
-  config.layout = 'keras'
-  config.num_classes = NUM_CLASSES
-  config.image_size = IMAGE_SIZE
-  config.batch_size = 8
-  config.num_steps = STEPS
-  config.optimizer = 'sgd'
-  config.learning_rate = 0.05
-  config.momentum = 0.9
+  config.model.name = 'cifar_resnet20'
+  config.model.layout = 'keras'
+  config.model.num_classes = NUM_CLASSES
+  config.data.image_size = IMAGE_SIZE
+  config.train.batch_size = 8
+  config.train.num_steps = STEPS
+  config.optim.name = 'sgd'
+  config.optim.learning_rate = 0.05
+  config.optim.momentum = 0.9
   # Decay must not reach frozen kernels either.
-  config.weight_decay = 1e-3
-  config.steps_per_dispatch = 1
-  config.log_every_steps = STEPS
-  config.checkpoint_every_steps = 100  # Only the final save.
-  config.progress_bar = False
-  config.tensorboard = False
-  for key, value in overrides.items():
-    config[key] = value
-  return config
+  config.optim.weight_decay = 1e-3
+  config.speed.steps_per_dispatch = 1
+  config.run.log_every_steps = STEPS
+  config.run.checkpoint_every_steps = 100  # Only the final save.
+  config.run.progress_bar = False
+  config.run.tensorboard = False
+  return helpers.apply_overrides(config, overrides)
+
+
+def finetune_from(init_from):
+  """The `finetune` group of tiny_config() with init_from set."""
+  return tiny_config(**{'finetune.init_from': init_from}).finetune
 
 
 def tiny_dataset() -> Dataset:
@@ -73,8 +78,8 @@ def tiny_dataset() -> Dataset:
 def tiny_model(config) -> ResNet:
   """The network of a tiny run: fields from the config as in setup.build_model."""
   return ResNet(stage_sizes=(1,), block='basic', widths=(8,), stem='cifar', stem_width=4,
-                shortcut='projection', num_classes=config.num_classes,
-                layout=config.layout, frozen_bn=config.freeze_backbone)
+                shortcut='projection', num_classes=config.model.num_classes,
+                layout=config.model.layout, frozen_bn=config.finetune.freeze_backbone)
 
 
 def random_variables(model, seed: int) -> dict:
@@ -119,7 +124,8 @@ def split_head(tree: dict) -> tuple[dict, dict]:
 
 
 def run(tmp_path, directory, freeze: bool) -> dict:
-  config = tiny_config(init_from=str(directory), freeze_backbone=freeze)
+  config = tiny_config(**{'finetune.init_from': str(directory),
+                          'finetune.freeze_backbone': freeze})
   workdir = tmp_path / ('frozen' if freeze else 'trained')
   result = train_and_evaluate(config, str(workdir), model=tiny_model(config),
                               dataset=tiny_dataset())
@@ -168,18 +174,18 @@ def test_without_freezing_the_backbone_and_statistics_change(tmp_path, pretraine
 
 
 def test_frozen_run_builds_frozen_bn_and_masks_all_but_the_head():
-  config = tiny_config(init_from='/unused', freeze_backbone=True)
+  config = tiny_config(**{'finetune.init_from': '/unused', 'finetune.freeze_backbone': True})
   assert setup.build_model(config).frozen_bn
   assert not setup.build_model(tiny_config()).frozen_bn
   params = {'stem_conv': {'kernel': jnp.ones((3, 3, 3, 2))},
             'head': {'kernel': jnp.ones((2, 4)), 'bias': jnp.ones((4,))}}
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=4)
+  tx, _ = helpers.create_optimizer(config, steps_per_epoch=4)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_array_equal(updates['stem_conv']['kernel'], 0.0)
   assert np.all(np.asarray(updates['head']['kernel']) < 0)
   with pytest.raises(ConfigError, match='freeze_backbone'):
-    config_lib.validate_config(tiny_config(freeze_backbone=True))
+    config_lib.validate_config(tiny_config(**{'finetune.freeze_backbone': True}))
 
 
 # --- init_from an h5 file -------------------------------------------------------
@@ -221,8 +227,7 @@ def test_h5_gives_the_file_backbone_and_a_head_for_the_config(tmp_path, kind,
   path = tmp_path / f'{kind}.h5'
   write_h5(path, layers, full_model=kind == 'full_model_same_classes')
 
-  config = tiny_config(init_from=str(path))
-  loaded = weights.initial_variables(config, model, template)
+  loaded = weights.initial_variables(finetune_from(str(path)), model, template)
 
   backbone, head = split_head(loaded['params'])
   file_backbone, file_head = split_head(source['params'])
@@ -246,7 +251,7 @@ def test_h5_of_another_network_is_a_config_error_naming_the_file(tmp_path, fresh
   path = tmp_path / 'narrow.h5'
   write_h5(path, keras_layers(random_variables(other, seed=1), 'applications'))
   with pytest.raises((ConfigError, WeightsError), match='narrow.h5'):
-    weights.initial_variables(tiny_config(init_from=str(path)), model, template)
+    weights.initial_variables(finetune_from(str(path)), model, template)
 
 
 def test_saved_variables_of_another_shape_are_a_config_error_naming_both_shapes(tmp_path):
@@ -257,15 +262,16 @@ def test_saved_variables_of_another_shape_are_a_config_error_naming_both_shapes(
                                  layout='keras'), seed=3)
   directory = save_variables(tmp_path / 'wide', wide)
   with pytest.raises(ConfigError) as info:
-    weights.initial_variables(tiny_config(init_from=directory), model, template)
+    weights.initial_variables(finetune_from(directory), model, template)
   # The head (16 -> 4 there) is replaced by the fresh one; the first backbone array differs.
   assert str(info.value) == (
-      f'config.init_from={directory!r}: params/stage1_block1/bn1/bias has shape (16,) there but '
-      '(8,) in the model built from the config')
+      f'config.finetune.init_from={directory!r}: params/stage1_block1/bn1/bias has shape (16,) '
+      'there but (8,) in the model built from the config')
   # A head of other classes alone is replaced, not an error; the backbone is the file's.
-  other_head = random_variables(tiny_model(tiny_config(num_classes=NUM_CLASSES + 1)), seed=4)
+  other_head = random_variables(
+      tiny_model(tiny_config(**{'model.num_classes': NUM_CLASSES + 1})), seed=4)
   directory = save_variables(tmp_path / 'other_head', other_head)
-  loaded = weights.initial_variables(tiny_config(init_from=directory), model, template)
+  loaded = weights.initial_variables(finetune_from(directory), model, template)
   backbone, head = split_head(loaded['params'])
   np.testing.assert_array_equal(head['head/kernel'], template['params']['head']['kernel'])
   file_backbone, _ = split_head(other_head['params'])
@@ -276,7 +282,7 @@ def test_saved_variables_of_another_shape_are_a_config_error_naming_both_shapes(
            'batch_stats': template['batch_stats']}
   directory = save_variables(tmp_path / 'extra', extra)
   with pytest.raises(ConfigError, match=r'params/extra/kernel has shape \(2,\) there but absent'):
-    weights.initial_variables(tiny_config(init_from=directory), model, template)
+    weights.initial_variables(finetune_from(directory), model, template)
 
 
 # --- the fine-tuning config and its preprocessing ---------------------------------
@@ -305,14 +311,16 @@ def load_config(name):
 def test_signs_finetune_config_validates_and_builds():
   config = load_config('signs_resnet50_finetune.py')
   config_lib.validate_config(config)
-  assert (config.model, config.layout, config.preprocess) == ('resnet50', 'keras', 'caffe')
-  config.init_from = '/path/to/notop.h5'
-  config.freeze_backbone = True
+  assert (config.model.name, config.model.layout, config.data.preprocess) == (
+      'resnet50', 'keras', 'caffe')
+  config.finetune.init_from = '/path/to/notop.h5'
+  config.finetune.freeze_backbone = True
   config_lib.validate_config(config)
   model = setup.build_model(config)
   assert model.frozen_bn and model.num_classes == 6
   shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, config.image_size, config.image_size, 3)), train=False))
+      jax.random.key(0), jnp.zeros((1, config.data.image_size, config.data.image_size, 3)),
+      train=False))
   assert shapes['params']['head']['kernel'].shape == (2048, 6)
   count = lambda tree: sum(int(np.prod(s.shape)) for s in jax.tree.leaves(tree))
   # Keras Applications' ResNet50 without top: 23,534,592 trainable weights and 53,120

@@ -29,9 +29,9 @@ def shards(tmp_path_factory):
 
 
 def _flags(shards, *extra):
-  return (f'--config={fh.TINY_CONFIG}', '--config.dataset=images',
-          f'--config.data_dir={shards}', '--config.num_classes=3',
-          '--config.augment.inception_crop=True', '--config.augment.flip=True', *extra)
+  return (f'--config={fh.TINY_CONFIG}', '--config.data.name=images',
+          f'--config.data.data_dir={shards}', '--config.model.num_classes=3',
+          '--config.data.augment.inception_crop=True', '--config.data.augment.flip=True', *extra)
 
 
 def _command(record, workdir, shards, *extra):
@@ -51,7 +51,7 @@ def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(shards, tmp_path):
   reference, workdir = tmp_path / 'unbroken', tmp_path / 'killed'
   log = str(tmp_path / 'train.log')
   # One worker process decodes: the kill leaves it orphaned, and it must go too.
-  extra = ('--config.data_workers=1',)
+  extra = ('--config.speed.data_workers=1',)
   unbroken = _start(_command(tmp_path / 'r0.json', reference, shards), log)  # In-process.
   process = _start(_command(tmp_path / 'r1.json', workdir, shards, *extra), log)
   # Step 10: after the checkpoint at 8, in the middle of the first epoch (15 steps).
@@ -79,7 +79,7 @@ def _free_port() -> int:
 
 def test_two_processes_read_disjoint_parts_and_train_like_one_with_four_devices(
     shards, tmp_path):
-  extra = ('--config.num_steps=8',)
+  extra = ('--config.train.num_steps=8',)
   two, one = tmp_path / 'two', tmp_path / 'one'
   address = f'localhost:{_free_port()}'
   processes = [

@@ -78,17 +78,18 @@ def test_a_library_warning_is_printed_once(monkeypatch, capsys):
 
 
 def _quick_sweep_config(**train_overrides):
+  """The quick sweep with one model, and fields of config.base.train set."""
   config = ablation_quick.get_config()
   config.models = ('cifar_plain8',)
-  config.train.update(train_overrides)
+  config.base.train.update(train_overrides)
   return config
 
 
 def test_a_sweep_whose_first_run_is_rejected_leaves_no_new_directory(tmp_path):
-  # ablation.py --workdir new/sweep --config.train.batch_size=100000 used to leave
+  # ablation.py --workdir new/sweep --config.base.train.batch_size=100000 used to leave
   # new/sweep/sweep_config.json behind (the run itself removed its own directory).
   workdir = tmp_path / 'new' / 'sweep'
-  with pytest.raises(ConfigError, match='batch_size=100000'):
+  with pytest.raises(ConfigError, match=r'config\.train\.batch_size=100000'):
     sweep.run_sweep(_quick_sweep_config(batch_size=100000), str(workdir))
   assert os.listdir(tmp_path) == []
 

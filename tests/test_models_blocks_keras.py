@@ -4,6 +4,10 @@ The Keras side is built with keras.layers exactly as the course's notebook build
 identity_block / convolutional_block (Conv2D, BatchNormalization(axis=3), Activation,
 Add), with random weights and moving statistics; the weights are copied across and
 outputs (and, in train mode, the updated moving statistics) compared.
+
+The references' batch-norm constants are written out here, never read from resnet_jax's
+layouts (the values under test); the fast tests check that every block's batch norm uses
+them, down to a wrong last digit of epsilon that no output comparison at 1e-5 would see.
 """
 import math
 
@@ -14,10 +18,24 @@ import numpy as np
 import pytest
 
 from resnet_jax.models import BasicBlock, ConvolutionalBlock, IdentityBlock, get_layout
+from resnet_jax.models.layouts import conv_and_norm
 
-pytestmark = pytest.mark.slow  # Keras reference models.
+slow = pytest.mark.slow  # Keras reference models.
 
 TOL = dict(rtol=1e-5, atol=1e-5)
+
+# The references' constants. keras.layers.BatchNormalization's defaults, which the course's
+# notebook keeps: momentum 0.99 (Keras's convention is Flax's), epsilon 1e-3. Keras
+# Applications' ResNet50 and ResNet50V2 pass epsilon=1.001e-5 to every BatchNormalization
+# (keras/src/applications/resnet.py). torch.nn.BatchNorm2d: eps 1e-5, momentum 0.1 in
+# PyTorch's convention, i.e. 0.9 in Flax's.
+KERAS_BN_MOMENTUM = 0.99
+COURSE_BN_EPSILON = 1e-3
+KERAS_APPLICATIONS_BN_EPSILON = 1.001e-5
+TORCH_BN_EPSILON, TORCH_BN_MOMENTUM = 1e-5, 1 - 0.1
+REFERENCE_BN = {'coursera': (COURSE_BN_EPSILON, KERAS_BN_MOMENTUM),
+                'keras': (KERAS_APPLICATIONS_BN_EPSILON, KERAS_BN_MOMENTUM),
+                'torchvision': (TORCH_BN_EPSILON, TORCH_BN_MOMENTUM)}
 
 
 @pytest.fixture(params=['xla', 'matmul'])
@@ -30,11 +48,11 @@ def _keras_conv_bn(x, name, filters, kernel, strides, padding, training, epsilon
   # Zero initializers keep building cheap; every value is replaced by random ones.
   x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding,
                           kernel_initializer='zeros', name=f'conv{name}')(x)
-  return keras.layers.BatchNormalization(axis=3, epsilon=epsilon,
+  return keras.layers.BatchNormalization(axis=3, epsilon=epsilon, momentum=KERAS_BN_MOMENTUM,
                                          name=f'bn{name}')(x, training=training)
 
 
-def keras_identity_block(x, f, filters, training, epsilon=1e-3):
+def keras_identity_block(x, f, filters, training, epsilon=COURSE_BN_EPSILON):
   """The course's identity_block, in keras.layers."""
   f1, f2, f3 = filters
   shortcut = x
@@ -47,7 +65,7 @@ def keras_identity_block(x, f, filters, training, epsilon=1e-3):
   return keras.layers.Activation('relu')(x)
 
 
-def keras_convolutional_block(x, f, filters, s, training, epsilon=1e-3):
+def keras_convolutional_block(x, f, filters, s, training, epsilon=COURSE_BN_EPSILON):
   """The course's convolutional_block, in keras.layers."""
   f1, f2, f3 = filters
   shortcut = x
@@ -156,6 +174,7 @@ IDENTITY_CASES = [  # filters, kernel_size, input size
 ]
 
 
+@slow
 @pytest.mark.parametrize('filters,kernel_size,size', IDENTITY_CASES)
 def test_identity_block_equals_course_keras(filters, kernel_size, size, conv_impl):
   x = _input(3, size, filters[-1], seed=size)
@@ -173,6 +192,7 @@ CONV_CASES = [  # filters, kernel_size, strides, input size
 ]
 
 
+@slow
 @pytest.mark.parametrize('filters,kernel_size,strides,size', CONV_CASES)
 def test_convolutional_block_equals_course_keras(filters, kernel_size, strides, size,
                                                  conv_impl):
@@ -183,14 +203,14 @@ def test_convolutional_block_equals_course_keras(filters, kernel_size, strides, 
   _compare(build, block, x, seed=strides)
 
 
+@slow
 @pytest.mark.parametrize('filters,strides,size,in_channels', [
     (4, 2, 8, 3), (5, 2, 7, 5), (4, 1, 6, 4)])
 def test_basic_block_keras_layout_equals_keras(filters, strides, size, in_channels,
                                                conv_impl):
   x = _input(2, size, in_channels, seed=size)
-  eps = get_layout('keras').bn_epsilon
   build = lambda inp, training: keras_basic_block(inp, 3, filters, strides, training,
-                                                  eps)
+                                                  KERAS_APPLICATIONS_BN_EPSILON)
   block = BasicBlock(filters, strides=strides, layout='keras', conv_impl=conv_impl)
   _compare(build, block, x, seed=filters)
 
@@ -204,6 +224,7 @@ def _course_reduction(y):
   return np.asarray(y)[:, (0, -1), :, :].mean(axis=3)
 
 
+@slow
 def test_identity_block_course_public_test_eval(conv_impl):
   block = IdentityBlock(filters=(4, 4, 3), kernel_size=2,
                         kernel_init=nn.initializers.ones, conv_impl=conv_impl)
@@ -218,6 +239,7 @@ def test_identity_block_course_public_test_eval(conv_impl):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@slow
 def test_identity_block_course_public_test_train(conv_impl):
   block = IdentityBlock(filters=(3, 3, 3), kernel_size=3,
                         kernel_init=nn.initializers.ones, conv_impl=conv_impl)
@@ -256,6 +278,7 @@ PADDING_CASES = (  # layout, kernel size, stride, input size
     + [('torchvision', k, s, n) for k in (3, 5) for s in (1, 2) for n in (7, 8)])
 
 
+@slow
 @pytest.mark.parametrize('layout,k,stride,size', PADDING_CASES)
 def test_conv_padding_follows_the_layouts_reference(layout, k, stride, size):
   """'tf' layouts pad as TF/Keras 'same'; torchvision pads k//2 on both sides."""
@@ -270,6 +293,7 @@ def test_conv_padding_follows_the_layouts_reference(layout, k, stride, size):
   np.testing.assert_allclose(np.asarray(got), want, **TOL)
 
 
+@slow
 def test_tf_and_torch_padding_differ_for_strided_convs():
   """The two conventions align a strided 3x3 differently on an even input."""
   assert _tf_same_pads(8, 3, 2) == (0, 1)
@@ -287,8 +311,9 @@ def _k_conv(x, name, filters, k, s, bias, pad):
 
 
 def _k_bn(x, name, training):
-  return keras.layers.BatchNormalization(axis=3, epsilon=get_layout('keras').bn_epsilon,
-                                         name=name)(x, training=training)
+  bn = keras.layers.BatchNormalization(axis=3, epsilon=KERAS_APPLICATIONS_BN_EPSILON,
+                                       momentum=KERAS_BN_MOMENTUM, name=name)
+  return bn(x, training=training)
 
 
 def _relu(x):
@@ -328,6 +353,7 @@ def keras_design_block(x, design, filters, s, training):
   return keras.layers.Add()([y, short])
 
 
+@slow
 @pytest.mark.parametrize('design', ['original', 'bn_after_add', 'relu_before_add',
                                     'relu_preact', 'full_preact'])
 @pytest.mark.parametrize('filters,strides,size,in_channels', [(5, 2, 8, 3), (4, 1, 6, 4)])
@@ -336,3 +362,55 @@ def test_every_fig4_placement_equals_keras(design, filters, strides, size, in_ch
   build = lambda inp, training: keras_design_block(inp, design, filters, strides, training)
   block = BasicBlock(filters, strides=strides, layout='keras', design=design, conv_impl='xla')
   _compare(build, block, x, seed=filters)
+
+
+# --- the references' batch-norm constants (fast: no Keras model) ----------------------------
+
+
+def _bn_constants(block, x):
+  """(epsilon, momentum) of every batch norm the block calls, in order."""
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm) and context.method_name == '__call__':
+      seen.append((context.module.epsilon, context.module.momentum))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    block.init(jax.random.key(0), x, train=True)
+  return seen
+
+
+BN_BLOCKS = {  # Each kind of block, with a projection shortcut where it has one.
+    'identity': lambda **kw: IdentityBlock((2, 2, 3), 3, **kw),
+    'convolutional': lambda **kw: ConvolutionalBlock((2, 2, 4), 3, strides=2, **kw),
+    'basic': lambda **kw: BasicBlock(4, strides=2, **kw),
+    'basic_full_preact': lambda **kw: BasicBlock(4, strides=2, design='full_preact', **kw),
+}
+
+
+@pytest.mark.parametrize('kind', sorted(BN_BLOCKS))
+@pytest.mark.parametrize('layout', sorted(REFERENCE_BN))
+def test_every_batch_norm_of_a_block_has_its_references_constants(kind, layout, conv_impl):
+  """conv_impl 'xla' builds nn.BatchNorm, 'matmul' the closed-form batch norm."""
+  block = BN_BLOCKS[kind](layout=layout, conv_impl=conv_impl)
+  seen = _bn_constants(block, _input(2, 6, 3, seed=0))
+  assert len(seen) >= 2 and set(seen) == {REFERENCE_BN[layout]}, seen
+
+
+@pytest.mark.parametrize('layout', sorted(REFERENCE_BN))
+def test_batch_norm_computes_with_its_references_constants(layout, conv_impl):
+  """Eval mode on a zero running variance divides by sqrt(epsilon) (a wrong last digit of
+  epsilon moves it by ~5e-4); train mode moves the running mean by (1 - momentum) of the
+  batch mean."""
+  epsilon, momentum = REFERENCE_BN[layout]
+  _, norm = conv_and_norm(get_layout(layout), conv_impl=conv_impl)
+  bn = norm()
+  x = _input(4, 3, 2, seed=1)
+  variables = bn.init(jax.random.key(0), x, use_running_average=True)
+  variables['batch_stats'] = jax.tree.map(np.zeros_like, variables['batch_stats'])
+  got = bn.apply(variables, x, use_running_average=True)
+  np.testing.assert_allclose(np.asarray(got), x / np.sqrt(np.float32(epsilon)), rtol=1e-6)
+  _, updated = bn.apply(variables, x, use_running_average=False, mutable=['batch_stats'])
+  np.testing.assert_allclose(np.asarray(updated['batch_stats']['mean']),
+                             (1 - momentum) * x.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-7)

@@ -215,8 +215,8 @@ def test_conv_impl_is_checked_by_the_model_and_the_config():
   with pytest.raises(ConfigError, match='conv_impl'):
     create_model('resnet50', conv_impl='winograd')
   config = config_lib.base_config()
-  config.conv_impl = 'winograd'
-  with pytest.raises(ConfigError, match=r'config\.conv_impl'):
+  config.speed.conv_impl = 'winograd'
+  with pytest.raises(ConfigError, match=r'config\.speed\.conv_impl'):
     config_lib.validate_config(config, check_dataset=False)
   assert config_lib.CONV_IMPLS == conv_lib.CONV_IMPLS
 

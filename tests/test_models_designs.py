@@ -111,15 +111,15 @@ def test_designs_and_shortcuts_are_refused_by_name():
 def test_config_fields_select_design_and_shortcut():
   from resnet_jax.train import base_config, config as config_lib, setup
   config = base_config()
-  config.unlock()
-  config.update(model='cifar_resnet20', layout='torchvision', num_classes=10, image_size=8,
-                dataset='digits', block_design='relu_before_add', shortcut='projection_all')
+  config.model.update(name='cifar_resnet20', layout='torchvision', num_classes=10,
+                      block_design='relu_before_add', shortcut='projection_all')
+  config.data.update(name='digits', image_size=8)
   config_lib.validate_config(config)
   model = setup.build_model(config)
   assert (model.design, model.shortcut) == ('relu_before_add', 'projection_all')
-  config.block_design = ''
+  config.model.block_design = ''
   assert setup.build_model(config).design == 'original'  # '' keeps the model's own
-  config.block_design = 'preact'
-  with pytest.raises(ConfigError, match=r"config\.block_design='preact'.*full_preact"):
+  config.model.block_design = 'preact'
+  with pytest.raises(ConfigError, match=r"config\.model\.block_design='preact'.*full_preact"):
     config_lib.validate_config(config)
 

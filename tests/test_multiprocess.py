@@ -19,7 +19,7 @@ import _fault_helpers as fh
 import helpers
 from resnet_jax import data
 from resnet_jax.data import pipeline
-from resnet_jax.train import checkpoint as checkpoint_lib, optim
+from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train.loop import state_to_host_shapes
 from resnet_jax.train.state import TrainState, abstract_train_state, seed_keys, state_from_host
 from resnet_jax.train.workdir import load_saved_config
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_multiprocess_worker.py')
 STEPS = 8
-FLAGS = (f'--config.num_steps={STEPS}', '--config.data_on_device=False')
+FLAGS = (f'--config.train.num_steps={STEPS}',)  # The worker feeds from the host.
 GLOBAL_BATCH = 16  # tiny_test.py
 
 
@@ -104,10 +104,10 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
 
   # The collective checkpoint restores into a TrainState in this single 1-device process.
   config = load_saved_config(two)
-  assert config.model == 'cifar_resnet20'
-  model = helpers.TinyNet(num_classes=config.num_classes)  # As in _multiprocess_worker.py.
-  tx, _ = optim.create_optimizer(config, 512 // GLOBAL_BATCH)
-  abstract = abstract_train_state(model, tx, (8, 8, 3), config.seed)
+  assert config.model.name == 'cifar_resnet20'
+  model = helpers.TinyNet(num_classes=config.model.num_classes)  # As in _multiprocess_worker.py.
+  tx, _ = helpers.create_optimizer(config, 512 // GLOBAL_BATCH)
+  abstract = abstract_train_state(model, tx, (8, 8, 3), config.train.seed)
   checkpointer = checkpoint_lib.Checkpointer(two, keep=10)
   try:
     step, host, _ = checkpointer.restore_latest(state_to_host_shapes(abstract))

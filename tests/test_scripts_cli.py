@@ -28,12 +28,19 @@ def test_every_script_imports_into_one_process_and_prints_its_help(capsys):
 
 # (script, arguments, error type, a fragment of the message): no model is built or trained.
 BAD_INPUT = [
-    ('train', ['--config.learnin_rate=0.1'], 'ConfigError', 'Did you mean "learning_rate"'),
+    ('train', ['--config.optim.learnin_rate=0.1'], 'ConfigError',
+     'Did you mean "learning_rate"'),
+    ('train', ['--config.learning_rate=0.1'], 'ConfigError',
+     'fields are grouped now: optim.learning_rate'),
+    ('train', ['--config.optim.learning_rate=inf', '--workdir=/nonexistent/x'], 'ConfigError',
+     'config.optim.learning_rate=inf: expected a finite positive number'),
     ('train', ['--config=/no/such/config.py'], 'ConfigError', '/no/such/config.py'),
     ('train', ['--no_such_flag'], 'UnrecognizedFlagError', 'no_such_flag'),
     ('train', ['stray'], 'UsageError', "['stray']"),
     ('ablation', ['--config.seeds=abc', '--workdir=/nonexistent/x'], 'ConfigError',
      'config.seeds'),
+    ('ablation', ['--config.base.optim.learnin_rate=0.1', '--workdir=/nonexistent/x'],
+     'ConfigError', 'Did you mean "learning_rate"'),
     ('benchmark', ['--steps=0'], 'IllegalFlagValueError', '--steps=0'),
     ('benchmark', ['--sweep=4,x'], 'UsageError', '--sweep=4,x'),
     ('convert_keras', ['/no/such/weights.h5', '--out=/nonexistent/out'], 'WeightsError',
@@ -81,13 +88,14 @@ def test_flag_names_may_use_dashes():
 
 def test_config_overrides_apply_and_reset_between_calls():
   train = _script('train')
-  train.SCRIPT.parse(['--config.num_steps=7', '--workdir=/tmp/w'])
-  assert train._CONFIG.value.num_steps == 7 and train._WORKDIR.value == '/tmp/w'
-  train.SCRIPT.parse(['--config.num_steps=8'])  # The same override again: no duplicate flag.
-  assert train._CONFIG.value.num_steps == 8
+  train.SCRIPT.parse(['--config.train.num_steps=7', '--workdir=/tmp/w'])
+  assert train._CONFIG.value.train.num_steps == 7 and train._WORKDIR.value == '/tmp/w'
+  # The same override again: no duplicate flag.
+  train.SCRIPT.parse(['--config.train.num_steps=8'])
+  assert train._CONFIG.value.train.num_steps == 8
   assert train.SCRIPT.config_path().endswith('signs_resnet50.py')
   train.SCRIPT.parse([])
-  assert train._CONFIG.value.num_steps != 7 and train._WORKDIR.value is None
+  assert train._CONFIG.value.train.num_steps != 7 and train._WORKDIR.value is None
 
 
 def test_error_line_is_one_line():

@@ -9,15 +9,15 @@ import pytest
 
 import helpers as fx
 from resnet_jax.errors import CheckpointError
-from resnet_jax.train import checkpoint as checkpoint_lib, optim
+from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train.state import create_train_state, state_from_host, state_to_host
 
 
 @functools.lru_cache(maxsize=None)
 def _host_state(seed=0, num_classes=fx.NUM_CLASSES):
   """A TrainState of numpy arrays (built once per module: compiling init is the slow part)."""
-  config = fx.tiny_config(optimizer='adam')
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+  config = fx.tiny_config(**{'optim.name': 'adam'})
+  tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   state = create_train_state(fx.TinyNet(num_classes=num_classes), tx, (8, 8, 3), seed=seed)
   # Make every array distinctive (a fresh Adam state is all zeros).
   rng = np.random.default_rng(seed)

@@ -18,7 +18,7 @@ import helpers as fx
 from resnet_jax.data import image_records, pipeline
 from resnet_jax.data.prepare_images import PrepareOptions, prepare_images
 from resnet_jax.errors import DatasetError
-from resnet_jax.train import checkpoint as checkpoint_lib, feeds, optim, setup, steps
+from resnet_jax.train import checkpoint as checkpoint_lib, feeds, setup, steps
 from resnet_jax.train.loop import train_and_evaluate
 from resnet_jax.train.state import create_train_state, state_to_host
 from resnet_jax.train.workdir import prepare_workdir, save_config
@@ -28,10 +28,11 @@ NUM_TRAIN, NUM_VAL = 240, 60
 
 def images_config(data_dir, **overrides):
   """TinyNet on 8x8 crops of the generated colour pictures: 15 steps per epoch, 2 epochs."""
-  return fx._config({'dataset': 'images', 'data_dir': data_dir, 'num_epochs': 2,
-                     'batch_size': 16, 'learning_rate': 0.05, 'log_every_steps': 5,
-                     'checkpoint_every_steps': 10, 'augment.flip': True,
-                     'augment.inception_crop': True, **overrides})
+  return fx._config({'data.name': 'images', 'data.data_dir': data_dir, 'train.num_epochs': 2,
+                     'train.batch_size': 16, 'optim.learning_rate': 0.05,
+                     'run.log_every_steps': 5, 'run.checkpoint_every_steps': 10,
+                     'data.augment.flip': True, 'data.augment.inception_crop': True,
+                     **overrides})
 
 
 @pytest.fixture(scope='module')
@@ -58,7 +59,7 @@ def test_training_on_prepared_shards_learns_the_classes_and_a_bad_shard_changes_
   with open(shard, 'r+b') as f:
     f.truncate(os.path.getsize(shard) // 2)
   with pytest.raises(DatasetError, match=shard):
-    train_and_evaluate(images_config(data, num_epochs=3), workdir, model=fx.TinyNet())
+    train_and_evaluate(images_config(data, **{'train.num_epochs': 3}), workdir, model=fx.TinyNet())
   assert fh.file_hashes(workdir) == before
 
 
@@ -75,7 +76,7 @@ def test_a_folder_prepared_and_the_same_folder_raw_both_learn_the_classes(folder
   prepared = str(tmp_path / 'prepared')
   prepare_images(folder, prepared, PrepareOptions(max_size=32, num_shards=2))
   for data_dir, source in ((prepared, 'prepared images'), (folder, 'image folder')):
-    config = images_config(data_dir, num_classes=4)
+    config = images_config(data_dir, **{'model.num_classes': 4})
     result = train_and_evaluate(config, str(tmp_path / f'run_{len(source)}'),
                                 model=fx.TinyNet(num_classes=4))
     assert result['data_source'].startswith(source)
@@ -84,8 +85,8 @@ def test_a_folder_prepared_and_the_same_folder_raw_both_learn_the_classes(folder
 
 def test_evaluation_reports_top5_accuracy_from_ten_classes_on():
   model = fx.TinyNet(num_classes=12)
-  config = fx.tiny_config(num_classes=12)
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+  config = fx.tiny_config(**{'model.num_classes': 12})
+  tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   devices = jax.local_devices()[:1]
   state = pipeline.replicate_on_devices(
       jax.tree.map(np.asarray, create_train_state(model, tx, (8, 8, 3), seed=0)), devices)
@@ -140,12 +141,12 @@ def test_evaluate_and_predict_see_a_streamed_run_as_its_evaluation_does(shards, 
 
 def _untrained_run(workdir, shards):
   """A workdir of an (untrained) CIFAR ResNet-20 run on `shards`, 8x8, its class names."""
-  config = fx.tiny_config(model='cifar_resnet20', layout='torchvision', image_size=8,
-                          dataset='images', data_dir=shards)
+  config = fx.tiny_config(**{'model.name': 'cifar_resnet20', 'model.layout': 'torchvision',
+                             'data.image_size': 8, 'data.name': 'images', 'data.data_dir': shards})
   prepare_workdir(workdir, config)
   save_config(workdir, config)
   model = setup.build_model(config)
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=8)
+  tx, _ = fx.create_optimizer(config, steps_per_epoch=8)
   state = jax.tree.map(np.asarray, create_train_state(model, tx, (8, 8, 3), seed=0))
   checkpointer = checkpoint_lib.Checkpointer(workdir, keep=1)
   checkpointer.save(3, state_to_host(state), {'class_names': list(_image_data.CLASSES)},

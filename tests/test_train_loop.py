@@ -53,7 +53,7 @@ def _assert_trees_equal(a, b, exact=True):
 def unbroken(tmp_path_factory):
   """A complete 3-epoch run (24 steps), the reference for the resume tests."""
   workdir = tmp_path_factory.mktemp('unbroken')
-  result = _run(workdir, tensorboard=True)
+  result = _run(workdir, **{'run.tensorboard': True})
   return workdir, result
 
 
@@ -74,7 +74,7 @@ def test_run_writes_metrics_checkpoints_and_plot(unbroken):
   assert os.path.getsize(os.path.join(workdir, 'training_curves.png')) > 1000
   events = os.listdir(os.path.join(workdir, 'tensorboard'))
   assert any(name.startswith('events.out.tfevents') for name in events)
-  assert json.load(open(os.path.join(workdir, 'config.json')))['batch_size'] == 8
+  assert json.load(open(os.path.join(workdir, 'config.json')))['train']['batch_size'] == 8
   step, _ = _final_params(workdir)
   assert step == 24
 
@@ -110,7 +110,7 @@ def test_rerunning_a_finished_run_ends_at_once(unbroken, tmp_path):
 @pytest.mark.slow  # More whole training runs.
 def test_one_step_per_dispatch_gives_the_same_run(unbroken, tmp_path):
   reference, first = unbroken
-  result = _run(tmp_path, steps_per_dispatch=1)
+  result = _run(tmp_path, **{'speed.steps_per_dispatch': 1})
   _assert_trees_equal(_final_params(tmp_path)[1], _final_params(reference)[1], exact=False)
   for a, b in zip(_records(tmp_path), _records(reference)):
     assert a.keys() == b.keys()
@@ -122,16 +122,17 @@ def test_one_step_per_dispatch_gives_the_same_run(unbroken, tmp_path):
 @pytest.mark.slow  # More whole training runs.
 def test_one_dispatch_per_step_without_a_device_loop_gives_the_same_run(unbroken, tmp_path):
   reference, _ = unbroken
-  _run(tmp_path, loop_on_device=False)
+  _run(tmp_path, **{'speed.loop_on_device': False})
   _assert_trees_equal(_final_params(tmp_path)[1], _final_params(reference)[1], exact=False)
   for a, b in zip(_records(tmp_path), _records(reference)):
     assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.slow  # More whole training runs.
-def test_host_fed_batches_give_the_same_run(unbroken, tmp_path):
+def test_host_fed_batches_give_the_same_run(unbroken, tmp_path, monkeypatch):
   reference, _ = unbroken
-  _run(tmp_path, data_on_device=False)
+  monkeypatch.setattr('resnet_jax.data.pipeline.fits_on_devices', lambda *args, **kwargs: False)
+  _run(tmp_path)
   _assert_trees_equal(_final_params(tmp_path)[1], _final_params(reference)[1], exact=False)
 
 
@@ -145,12 +146,12 @@ def test_preemption_saves_returns_and_resumes_exactly(unbroken, tmp_path, monkey
     return calls['n'] > 4  # Four chunks of 3, 1, 3, 1 steps (aligned to 3 and 4): step 8.
 
   monkeypatch.setattr(loop.StopRequest, 'requested', stop_after_a_few)
-  result = _run(tmp_path, checkpoint_every_steps=100)
+  result = _run(tmp_path, **{'run.checkpoint_every_steps': 100})
   assert result['preempted'] and result['step'] == 8
   assert result['checkpoint'].endswith(os.path.join('checkpoints', '8'))
   assert os.path.isdir(result['checkpoint'])
   monkeypatch.undo()
-  result = _run(tmp_path, checkpoint_every_steps=100)
+  result = _run(tmp_path, **{'run.checkpoint_every_steps': 100})
   assert result['resumed_from'] == 8 and not result['preempted']
   _assert_trees_equal(_final_params(tmp_path)[1], _final_params(reference)[1], exact=True)
   assert _records(tmp_path) == _records(reference)
@@ -172,7 +173,8 @@ def test_non_finite_loss_stops_naming_the_step_without_a_checkpoint(tmp_path):
 @pytest.mark.slow  # More whole training runs.
 def test_skip_policy_counts_skipped_steps_and_finishes(tmp_path):
   dataset = fx.make_dataset(poison_index=5)
-  result = _run(tmp_path, model=fx.TinyNet(poison=True), dataset=dataset, nan_policy='skip')
+  result = _run(tmp_path, model=fx.TinyNet(poison=True), dataset=dataset,
+                **{'train.nan_policy': 'skip'})
   records = read_jsonl(os.path.join(tmp_path, 'metrics.jsonl'))
   skipped = sum(r.get('skipped_steps', 0) for r in records)
   assert skipped == 3  # Example 5 is in exactly one batch per epoch, 3 epochs.
@@ -186,12 +188,12 @@ def test_workdir_of_another_model_is_refused(unbroken, tmp_path):
   workdir = tmp_path / 'other'
   shutil.copytree(reference, workdir)
   with pytest.raises(ConfigError, match=r"num_classes: 3 there, 4 now"):
-    _run(workdir, model=fx.TinyNet(num_classes=4), num_classes=4)
+    _run(workdir, model=fx.TinyNet(num_classes=4), **{'model.num_classes': 4})
 
 
 def test_batch_larger_than_the_dataset_names_the_field(tmp_path):
-  with pytest.raises(ConfigError, match=r'config\.batch_size=128'):
-    _run(tmp_path, batch_size=128)
+  with pytest.raises(ConfigError, match=r'config\.train\.batch_size=128'):
+    _run(tmp_path, **{'train.batch_size': 128})
 
 
 def test_unwritable_workdir_is_a_config_error(tmp_path):
@@ -202,7 +204,8 @@ def test_unwritable_workdir_is_a_config_error(tmp_path):
 
 
 def test_next_boundary_aligns_chunks_to_every_period():
-  config = fx.tiny_config(steps_per_dispatch=5, log_every_steps=4, checkpoint_every_steps=7)
+  config = fx.tiny_config(**{'speed.steps_per_dispatch': 5, 'run.log_every_steps': 4,
+                             'run.checkpoint_every_steps': 7})
   bounds, step = [], 0
   while step < 20:
     step = loop.next_boundary(step, config, steps_per_epoch=9, total=20)
@@ -222,7 +225,8 @@ def test_stop_request_is_honoured_between_steps_inside_a_chunk(tmp_path, monkeyp
     return calls['n'] >= 6
 
   monkeypatch.setattr(loop.StopRequest, 'requested_here', stop_at_the_sixth_question)
-  result = _run(tmp_path, dataset=fx.make_dataset(num_train=200), loop_on_device=False,
-                steps_per_dispatch=100, log_every_steps=100, checkpoint_every_steps=100)
+  result = _run(tmp_path, dataset=fx.make_dataset(num_train=200),
+                **{'speed.loop_on_device': False, 'speed.steps_per_dispatch': 100,
+                   'run.log_every_steps': 100, 'run.checkpoint_every_steps': 100})
   assert result['preempted'] and result['step'] == 5
   assert os.path.isdir(tmp_path / 'checkpoints' / '5')

@@ -30,14 +30,14 @@ _FOUR_DEVICE_SCRIPT = textwrap.dedent('''
     assert jax.local_device_count() == 4, jax.devices()
     found = {}
     # 1. A whole run with synchronised BN, for comparison with one device.
-    config = fx.tiny_config(sync_bn=True)
+    config = fx.tiny_config(**{'model.sync_bn': True})
     result = loop.train_and_evaluate(config, sys.argv[1], model=fx.TinyNet(bn_axis_name='batch'),
                                      dataset=fx.make_dataset())
     found['eval_accuracy'] = result['eval_accuracy']
 
     # 2. Per-device BN: after a few steps every device holds the same batch_stats and params.
     model, config = fx.TinyNet(), fx.tiny_config()
-    tx, _ = optim.create_optimizer(config, steps_per_epoch=8)
+    tx, _ = fx.create_optimizer(config, steps_per_epoch=8)
     state = create_train_state(model, tx, (8, 8, 3), seed=0)
     state = pipeline.replicate_on_devices(jax.tree.map(np.asarray, state), jax.local_devices())
     step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx,
@@ -88,7 +88,7 @@ def _latest_params(workdir):
 
 def test_four_devices_match_one_device_with_the_same_global_batch(four_devices, tmp_path):
   workdir, found = four_devices
-  result = loop.train_and_evaluate(fx.tiny_config(sync_bn=True), str(tmp_path),
+  result = loop.train_and_evaluate(fx.tiny_config(**{'model.sync_bn': True}), str(tmp_path),
                                    model=fx.TinyNet(bn_axis_name='batch'),
                                    dataset=fx.make_dataset())
   step4, four = _latest_params(workdir)  # Written by 4 devices, restored on 1.
@@ -112,4 +112,4 @@ def test_batches_have_the_local_device_axis(four_devices):
 
 def test_indivisible_global_batch_names_the_field_and_the_devices(four_devices):
   _, found = four_devices
-  assert 'config.batch_size=6 is not divisible by the 4 devices' in found['indivisible']
+  assert 'config.train.batch_size=6 is not divisible by the 4 devices' in found['indivisible']

@@ -8,7 +8,7 @@ import helpers
 from experiments import predict
 from resnet_jax.data import augment
 from resnet_jax.errors import CheckpointError, ConfigError
-from resnet_jax.train import checkpoint as checkpoint_lib, optim, setup
+from resnet_jax.train import checkpoint as checkpoint_lib, setup
 from resnet_jax.train.inference import load_predictor
 from resnet_jax.train.state import create_train_state, state_to_host
 from resnet_jax.train.workdir import prepare_workdir, save_config
@@ -23,12 +23,12 @@ def trained(tmp_path_factory):
   config.json, and checkpoints at step 2 (eval accuracy 0.9) and 4 (0.5). The states are
   initial ones with the head perturbed, to save compiling a training step."""
   workdir = tmp_path_factory.mktemp('predict')
-  config = helpers.tiny_config(model='cifar_resnet20', layout='torchvision',
-                               preprocess='standardize')
+  config = helpers.tiny_config(**{'model.name': 'cifar_resnet20', 'model.layout': 'torchvision',
+                                  'data.preprocess': 'standardize'})
   prepare_workdir(str(workdir), config)
   save_config(str(workdir), config)
   model = setup.build_model(config)
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=8)
+  tx, _ = helpers.create_optimizer(config, steps_per_epoch=8)
   state = jax.tree.map(np.asarray, create_train_state(model, tx, (8, 8, 3), seed=0))
   mean, std = augment.channel_stats(helpers.make_split(64, 0).images)
   checkpointer = checkpoint_lib.Checkpointer(str(workdir), keep=1)

@@ -20,7 +20,7 @@ DEVICES = jax.local_devices()[:1]
 def _setup(config=None, model=None, settings=None):
   config = config or fx.tiny_config()
   model = model or fx.TinyNet()
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+  tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   state = create_train_state(model, tx, (8, 8, 3), seed=0)
   state = pipeline.replicate_on_devices(jax.tree.map(np.asarray, state), DEVICES)
   settings = settings or steps.StepSettings(num_classes=3)
@@ -113,7 +113,7 @@ def test_weight_decay_mask_selects_only_kernels():
 
 
 def _zero_grad_update(config, params):
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+  tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   grads = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   return updates
@@ -123,7 +123,8 @@ def _zero_grad_update(config, params):
 def test_weight_decay_touches_kernels_only(optimizer):
   params = {'conv': {'kernel': jnp.full((2,), 2.0), 'bias': jnp.full((2,), 2.0)},
             'bn': {'scale': jnp.full((2,), 2.0)}}
-  config = fx.tiny_config(optimizer=optimizer, weight_decay=0.1, learning_rate=0.5, momentum=0.0)
+  config = fx.tiny_config(**{'optim.name': optimizer, 'optim.weight_decay': 0.1,
+                             'optim.learning_rate': 0.5, 'optim.momentum': 0.0})
   updates = _zero_grad_update(config, params)
   np.testing.assert_allclose(updates['conv']['kernel'], -0.5 * 0.1 * 2.0, rtol=1e-6)
   np.testing.assert_array_equal(updates['conv']['bias'], 0.0)
@@ -131,8 +132,8 @@ def test_weight_decay_touches_kernels_only(optimizer):
 
 
 def test_adam_uses_keras_defaults():
-  config = fx.tiny_config(optimizer='adam', learning_rate=1e-3)
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+  config = fx.tiny_config(**{'optim.name': 'adam', 'optim.learning_rate': 1e-3})
+  tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   params = {'w': jnp.array([1.0, -2.0])}
   grads = {'w': jnp.array([1e-6, 0.5])}
   updates, _ = tx.update(grads, tx.init(params), params)
@@ -142,8 +143,9 @@ def test_adam_uses_keras_defaults():
 
 
 def test_sgd_nesterov_momentum_matches_the_formula():
-  config = fx.tiny_config(optimizer='sgd', learning_rate=0.1, momentum=0.9, nesterov=True)
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+  config = fx.tiny_config(**{'optim.name': 'sgd', 'optim.learning_rate': 0.1, 'optim.momentum': 0.9,
+                             'optim.nesterov': True})
+  tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   params = {'w': jnp.array([1.0])}
   opt_state = tx.init(params)
   g = {'w': jnp.array([1.0])}
@@ -155,24 +157,26 @@ def test_sgd_nesterov_momentum_matches_the_formula():
 
 
 def test_gradient_clipping_bounds_the_update():
-  config = fx.tiny_config(optimizer='sgd', learning_rate=1.0, momentum=0.0, grad_clip_norm=1.0)
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+  config = fx.tiny_config(**{'optim.name': 'sgd', 'optim.learning_rate': 1.0, 'optim.momentum': 0.0,
+                             'optim.grad_clip_norm': 1.0})
+  tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   params = {'w': jnp.zeros(2)}
   updates, _ = tx.update({'w': jnp.array([30.0, 40.0])}, tx.init(params), params)
   np.testing.assert_allclose(updates['w'], [-0.6, -0.8], rtol=1e-6)
 
 
 def test_piecewise_schedule_divides_by_ten_at_the_boundaries():
-  config = fx.tiny_config(schedule='piecewise', learning_rate=0.1, lr_boundaries=(5, 8))
-  _, schedule = optim.create_optimizer(config, steps_per_epoch=10)
+  config = fx.tiny_config(**{'optim.schedule': 'piecewise', 'optim.learning_rate': 0.1,
+                             'optim.lr_boundaries': (5, 8)})
+  _, schedule = fx.create_optimizer(config, steps_per_epoch=10)
   values = [float(schedule(s)) for s in (0, 4, 5, 7, 8, 20)]
   np.testing.assert_allclose(values, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
 
 
 def test_warmup_cosine_rises_then_decays_to_zero():
-  config = fx.tiny_config(schedule='warmup_cosine', learning_rate=0.4, warmup_epochs=1.0,
-                          num_epochs=3)
-  _, schedule = optim.create_optimizer(config, steps_per_epoch=10)
+  config = fx.tiny_config(**{'optim.schedule': 'warmup_cosine', 'optim.learning_rate': 0.4,
+                             'optim.warmup_epochs': 1.0, 'train.num_epochs': 3})
+  _, schedule = fx.create_optimizer(config, steps_per_epoch=10)
   assert float(schedule(0)) == 0.0
   np.testing.assert_allclose(float(schedule(5)), 0.2, rtol=1e-6)
   np.testing.assert_allclose(float(schedule(10)), 0.4, rtol=1e-6)
@@ -181,30 +185,32 @@ def test_warmup_cosine_rises_then_decays_to_zero():
 
 
 def test_constant_schedule_with_warmup():
-  config = fx.tiny_config(schedule='constant', learning_rate=0.2, warmup_epochs=0.5)
-  _, schedule = optim.create_optimizer(config, steps_per_epoch=10)
+  config = fx.tiny_config(**{'optim.schedule': 'constant', 'optim.learning_rate': 0.2,
+                             'optim.warmup_epochs': 0.5})
+  _, schedule = fx.create_optimizer(config, steps_per_epoch=10)
   np.testing.assert_allclose([float(schedule(s)) for s in (0, 1, 5, 50)],
                              [0.0, 0.04, 0.2, 0.2], rtol=1e-6)
 
 
-@pytest.mark.parametrize('field,value', [('optimizer', 'rmsprop'), ('schedule', 'cyclic')])
+@pytest.mark.parametrize('field,value', [('name', 'rmsprop'), ('schedule', 'cyclic')])
 def test_unknown_optimizer_or_schedule_names_the_field(field, value):
   config = fx.tiny_config()
-  config[field] = value
-  with pytest.raises(ConfigError, match=rf'config\.{field}={value!r}'):
-    optim.create_optimizer(config, steps_per_epoch=10)
+  config.optim[field] = value
+  with pytest.raises(ConfigError, match=rf'config\.optim\.{field}={value!r}'):
+    fx.create_optimizer(config, steps_per_epoch=10)
 
 
 def test_negative_learning_rate_names_the_field():
-  config = fx.tiny_config(learning_rate=-0.1)
-  with pytest.raises(ConfigError, match=r'config\.learning_rate=-0\.1'):
-    optim.create_optimizer(config, steps_per_epoch=10)
+  config = fx.tiny_config(**{'optim.learning_rate': -0.1})
+  with pytest.raises(ConfigError, match=r'config\.optim\.learning_rate=-0\.1'):
+    fx.create_optimizer(config, steps_per_epoch=10)
 
 
 def test_frozen_backbone_updates_only_the_head():
-  config = fx.tiny_config(freeze_backbone=True, init_from='x', optimizer='sgd', momentum=0.0)
+  config = fx.tiny_config(**{'finetune.freeze_backbone': True, 'finetune.init_from': 'x',
+                             'optim.name': 'sgd', 'optim.momentum': 0.0})
   params = {'conv': {'kernel': jnp.ones(2)}, 'head': {'kernel': jnp.ones(2), 'bias': jnp.ones(1)}}
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+  tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_array_equal(updates['conv']['kernel'], 0.0)

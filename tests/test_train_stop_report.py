@@ -39,8 +39,8 @@ def test_stopped_run_reports_the_step_of_its_metrics_after_the_bar(tmp_path, mon
   logger.addHandler(handler)
   try:
     result = loop.train_and_evaluate(
-        fx.fault_config(progress_bar=True, steps_per_dispatch=1), str(tmp_path / 'run'),
-        model=fx.TinyNet(), dataset=fx.fault_dataset())
+        fx.fault_config(**{'run.progress_bar': True, 'speed.steps_per_dispatch': 1}),
+        str(tmp_path / 'run'), model=fx.TinyNet(), dataset=fx.fault_dataset())
   finally:
     logger.removeHandler(handler)
   assert result['preempted'] and result['step'] == 3

@@ -54,16 +54,17 @@ def test_a_rejected_run_leaves_no_new_directory(tmp_path, problem):
   workdir = tmp_path / 'new' / 'run'
   with pytest.raises(ConfigError):
     if problem == 'batch_larger_than_the_data':
-      _run(workdir, batch_size=4096)  # Larger than the data: rejected after loading it.
+      # Larger than the data: rejected after loading it.
+      _run(workdir, **{'train.batch_size': 4096})
     else:
-      _run(workdir, image_size=16)  # The data's images are 8x8.
+      _run(workdir, **{'data.image_size': 16})  # The data's images are 8x8.
   assert not (tmp_path / 'new').exists()  # Nor the parent the run made for it.
 
 
 def test_a_rejected_run_keeps_the_parents_that_were_there(tmp_path):
   (tmp_path / 'kept').mkdir()
   with pytest.raises(ConfigError):
-    _run(tmp_path / 'kept' / 'new' / 'run', batch_size=4096)
+    _run(tmp_path / 'kept' / 'new' / 'run', **{'train.batch_size': 4096})
   assert sorted(os.listdir(tmp_path)) == ['kept'] and not os.listdir(tmp_path / 'kept')
 
 
@@ -73,7 +74,7 @@ def test_a_rejected_run_leaves_an_existing_workdir_as_it_was(tmp_path):
   (workdir / 'notes.txt').write_text('mine')
   before = file_hashes(workdir)
   with pytest.raises(ConfigError):
-    _run(workdir, image_size=16)
+    _run(workdir, **{'data.image_size': 16})
   assert file_hashes(workdir) == before
   assert sorted(os.listdir(workdir)) == ['notes.txt', 'plots']
 

@@ -40,23 +40,24 @@ def quick(config):
   quick_config.models = quick_models(config.models)
   quick_config.seeds = (0,)
   quick_config.probe_batch_size = 16
-  train = quick_config.train
-  train.model = 'cifar_resnet20'  # Replaced by each run's model.
-  train.num_classes = 10 if train.dataset in ('digits', 'cifar10') else train.num_classes
-  train.layout = 'torchvision'
-  train.batch_size = 32
-  train.eval_batch_size = 128
-  train.num_steps = 12
-  train.lr_boundaries = ()
-  train.schedule = 'constant'
-  train.warmup_epochs = 0.0
-  train.steps_per_dispatch = 4
-  train.log_every_steps = 4
-  train.checkpoint_every_steps = 6
-  train.keep_checkpoints = 2
-  train.eval_every_epochs = 1
-  train.progress_bar = False
-  train.tensorboard = False
+  base = quick_config.base
+  base.model.name = 'cifar_resnet20'  # Replaced by each run's model.
+  if base.data.name in ('digits', 'cifar10'):
+    base.model.num_classes = 10
+  base.model.layout = 'torchvision'
+  base.optim.lr_boundaries = ()
+  base.optim.schedule = 'constant'
+  base.optim.warmup_epochs = 0.0
+  base.train.batch_size = 32
+  base.train.num_steps = 12
+  base.train.eval_every_epochs = 1
+  base.run.eval_batch_size = 128
+  base.run.log_every_steps = 4
+  base.run.checkpoint_every_steps = 6
+  base.run.keep_checkpoints = 2
+  base.run.progress_bar = False
+  base.run.tensorboard = False
+  base.speed.steps_per_dispatch = 4
   return quick_config
 
 

@@ -3,12 +3,10 @@
   python experiments/ablation.py --config experiments/configs/ablation_signs.py \
       --workdir runs/ablation_signs
 
-The course's setting for both networks (coursera layout, Adam 1e-3, batch 32, 64x64 input,
-10 epochs), three seeds each, checkpoints every 110 steps for the gradient-flow snapshots.
-Uses the real SIGNS files in data/signs when they are there, else the synthetic SIGNS set.
-Six runs of a bottleneck 50-layer net: minutes each on a GPU, most of an hour on a 2-core
-CPU (there, try --config.seeds="(0,)"). Not yet measured: this sweep has no recorded
-result; the digits sweep (ablation_digits.py) is the one whose table is in the README.
+The course's setting for both networks (coursera layout, Adam 1e-3, batch 32, 64x64, 10
+epochs), three seeds each, on the real SIGNS files in data/signs or else the synthetic set.
+Minutes a run on a GPU, most of an hour on a 2-core CPU (try --config.seeds="(0,)"). Not
+measured yet: the digits sweep (ablation_digits.py) is the one with a recorded result.
 """
 import ml_collections
 
@@ -16,28 +14,28 @@ from resnet_jax.train.config import base_config
 
 
 def get_config():
-  train = base_config()
-  train.model = 'resnet50'  # Replaced by each run's model.
-  train.layout = 'coursera'
-  train.num_classes = 6
-  train.dataset = 'signs'
-  train.image_size = 64
-  train.preprocess = 'scale'
-  train.optimizer = 'adam'
-  train.learning_rate = 1e-3
-  train.batch_size = 32
-  train.num_epochs = 10
-  train.schedule = 'constant'
-  train.steps_per_dispatch = 33
-  train.log_every_steps = 11
-  train.eval_every_epochs = 1
-  train.checkpoint_every_steps = 110  # 330 steps: snapshots at 0, 110, 220, 330.
-  train.keep_checkpoints = 3
-  train.progress_bar = False
-  train.tensorboard = False
+  base = base_config()
+  base.model.name = 'resnet50'  # Replaced by each run's model.
+  base.model.layout = 'coursera'
+  base.model.num_classes = 6
+  base.data.name = 'signs'
+  base.data.image_size = 64
+  base.data.preprocess = 'scale'
+  base.optim.name = 'adam'
+  base.optim.learning_rate = 1e-3
+  base.optim.schedule = 'constant'
+  base.train.batch_size = 32
+  base.train.num_epochs = 10
+  base.train.eval_every_epochs = 1
+  base.run.log_every_steps = 11
+  base.run.checkpoint_every_steps = 110  # 330 steps: snapshots at 0, 110, 220, 330.
+  base.run.keep_checkpoints = 3
+  base.run.progress_bar = False
+  base.run.tensorboard = False
+  base.speed.steps_per_dispatch = 33
 
   config = ml_collections.ConfigDict()
-  config.train = train
+  config.base = base
   config.models = ('plain50', 'resnet50')
   config.seeds = (0, 1, 2)
   config.probe_batch_size = 32

@@ -11,23 +11,24 @@ from resnet_jax.train.config import base_config
 
 def get_config():
   config = base_config()
-  config.model = 'cifar_resnet20'
-  config.layout = 'torchvision'
-  config.num_classes = 10
-  config.dataset = 'digits'
-  config.image_size = 32
-  config.preprocess = 'standardize'
-  config.augment.crop_padding = 2
-  config.optimizer = 'sgd'
-  config.learning_rate = 0.1
-  config.momentum = 0.9
-  config.nesterov = True
-  config.weight_decay = 1e-4
-  config.schedule = 'warmup_cosine'
-  config.warmup_epochs = 1.0
-  config.batch_size = 64
-  config.num_epochs = 30
-  config.steps_per_dispatch = 22  # One epoch: 1,437 // 64 = 22 steps (the rest is dropped).
-  config.log_every_steps = 22
-  config.checkpoint_every_steps = 220  # Every 10 epochs.
+  config.model.name = 'cifar_resnet20'
+  config.model.layout = 'torchvision'
+  config.model.num_classes = 10
+  config.data.name = 'digits'
+  config.data.image_size = 32
+  config.data.preprocess = 'standardize'
+  config.data.augment.crop_padding = 2
+  config.optim.name = 'sgd'
+  config.optim.learning_rate = 0.1
+  config.optim.momentum = 0.9
+  config.optim.nesterov = True
+  config.optim.weight_decay = 1e-4
+  config.optim.schedule = 'warmup_cosine'
+  config.optim.warmup_epochs = 1.0
+  config.train.batch_size = 64
+  config.train.num_epochs = 30
+  config.run.log_every_steps = 22
+  config.run.checkpoint_every_steps = 220  # Every 10 epochs.
+  # One epoch: 1,437 // 64 = 22 steps (the rest is dropped).
+  config.speed.steps_per_dispatch = 22
   return config

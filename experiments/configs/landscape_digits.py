@@ -5,24 +5,12 @@ the 8x8 handwritten digits (Li et al. 2018, Figure 5, at depths 20 and 56).
       --workdir runs/landscape
   python experiments/landscape.py --workdir /tmp/landscape_quick --quick   # smoke run
 
-The four nets are trained by the ablation sweep with exactly ablation_digits.py's
-training config (200 steps of 64, one seed), so `--workdir runs/ablation` reuses the
-finished runs of `experiments/ablation.py` instead of training them again. Each is then
-probed at its final checkpoint on a fixed subset of training digits, BatchNorm in
-inference mode: the loss on a 21 x 21 grid of [-1, 1]^2 along two filter-normalised
-directions, |lambda_min / lambda_max| of the Hessian on a 5 x 5 grid of the same square
-(Lanczos, 8 Hessian-vector products a point: lambda_max is accurate, lambda_min is an
-estimate from inside the spectrum, so the ratio errs low), and the loss from the starting
-weights to the final ones.
-
-Wall time here (2 cores shared with other jobs, load average 8.5-10.5): 1,907 s, of which
-787 s trained the four nets (reusing finished runs skips that); --quick 222 s at load 10
-(87 s of CPU), 84 s at load 1-3. Numbers and figure: README.md, "Loss landscapes".
-
-What to look for (Li et al.): the residual surfaces stay smooth and bowl-shaped at both
-depths; the plain ones get rougher with depth: a narrower basin, higher loss around the
-minimum, a larger lambda_max, and a larger share of the curvature grid with negative
-curvature comparable to the positive (|lambda_min / lambda_max| above ratio_threshold).
+The four nets are trained by the ablation sweep with ablation_digits.py's training config
+(one seed; `--workdir runs/ablation` reuses its finished runs), then probed at their final
+checkpoint: the loss on a 2D grid along two filter-normalised directions, the Hessian's
+|lambda_min / lambda_max| on a coarser grid, and the loss from the starting weights to the
+final ones. Reaches Li et al.'s picture: the residual surfaces stay smooth and bowl-shaped
+at both depths, the plain ones get rougher with depth (README.md, "Loss landscapes").
 
 Fields: everything of a sweep config (resnet_jax.ablation.sweep), plus `landscape`:
   subset_size           training digits the loss is computed on (the same for every net);

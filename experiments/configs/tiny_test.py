@@ -14,20 +14,20 @@ from resnet_jax.train.config import base_config
 
 def get_config():
   config = base_config()
-  config.model = 'cifar_resnet20'
-  config.layout = 'torchvision'
-  config.num_classes = 1000  # fake_imagenet's labels
-  config.dataset = 'fake_imagenet'
-  config.image_size = 8
-  config.batch_size = 16
-  config.num_steps = 24
-  config.optimizer = 'sgd'
-  config.learning_rate = 0.05
-  config.momentum = 0.9
-  config.steps_per_dispatch = 1  # One step per dispatch: signals are seen after each step.
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 4
-  config.keep_checkpoints = 3
-  config.progress_bar = False
-  config.tensorboard = False
+  config.model.name = 'cifar_resnet20'
+  config.model.layout = 'torchvision'
+  config.model.num_classes = 1000  # fake_imagenet's labels
+  config.data.name = 'fake_imagenet'
+  config.data.image_size = 8
+  config.optim.name = 'sgd'
+  config.optim.learning_rate = 0.05
+  config.optim.momentum = 0.9
+  config.train.batch_size = 16
+  config.train.num_steps = 24
+  config.run.log_every_steps = 2
+  config.run.checkpoint_every_steps = 4
+  config.run.keep_checkpoints = 3
+  config.run.progress_bar = False
+  config.run.tensorboard = False
+  config.speed.steps_per_dispatch = 1  # One step per dispatch: signals are seen after each step.
   return config

@@ -28,7 +28,7 @@ from resnet_jax.storage import write_text_atomic
 RESULT_FILE = 'result.json'
 METRICS_FILE = 'metrics.jsonl'
 GRADIENT_FLOW_FILE = 'gradient_flow.json'
-# Training-config fields a sweep's model name may set after ':' (see the module docstring).
+# Fields of config.model a sweep's model name may set after ':' (see the module docstring).
 VARIANT_FIELDS = ('block_design', 'shortcut')
 _VARIANT_CHOICES = {'block_design': models.DESIGN_NAMES, 'shortcut': models.SHORTCUTS}
 

@@ -1,7 +1,7 @@
 """Sweeps of residual designs: one ordinary training run per (model, seed).
 
 A sweep config (see experiments/configs/ablation_digits.py) holds:
-  train:  a training config (resnet_jax.train.config.base_config) shared by every run;
+  base:   a training config (resnet_jax.train.config.base_config) shared by every run;
   models: model names (resnet_jax.models.registry), e.g. ('cifar_plain20', 'cifar_plain56',
           'cifar_resnet20', ...); 'cifar_plain<6n+2>' / 'cifar_resnet<6n+2>' give CIFAR nets
           of any depth (tiny ones in experiments/configs/ablation_quick.py); a name may
@@ -15,10 +15,11 @@ A sweep config (see experiments/configs/ablation_digits.py) holds:
 
 Every run trains in <workdir>/<model>/seed<k> with `train_and_evaluate`, so an
 interrupted run resumes from its checkpoint. Its network is the one training builds from
-the run's config (setup.build_model): every model flag of config.train applies, and a flag
-that does not suit one of the models (zero_init_last_bn on a plain twin) stops the sweep
-before its first run. When training is done the run's gradient flow is probed -- at
-initialisation (the variables the run started from, rebuilt from its seed and init_from)
+the run's config (setup.build_model): every field of config.base.model applies, and a
+field that does not suit one of the models (zero_init_last_bn on a plain twin) stops the
+sweep before its first run. When training is done the run's gradient flow is probed -- at
+initialisation (the variables the run started from, rebuilt from its seed and
+finetune.init_from)
 and at every checkpoint the run kept -- on one fixed batch, then result.json is written
 last, atomically: a run with a result.json is finished and is skipped on a rerun. Nothing
 in the training loop is changed for it.
@@ -36,16 +37,18 @@ import numpy as np
 from resnet_jax import models, storage, weights
 from resnet_jax.ablation import plots, results
 from resnet_jax.ablation.gradient_flow import layer_gradient_norms
-from resnet_jax.data import augment
+from resnet_jax.data.channel_stats import channel_stats
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import (
   checkpoint,
   config as config_lib,
+  config_changes,
   loop,
   setup,
   state as state_lib,
   workdir_claim,
 )
+from resnet_jax.train.preprocess import preprocess as preprocess_images
 
 log = logging.getLogger(__name__)
 
@@ -55,47 +58,46 @@ def run_dir(workdir, model_name, seed):
 
 
 def run_config(config, model_name, seed):
-  """The training config of one run: the sweep's shared one with the model (and the design
-  and shortcut its name sets, if any) and the seed set."""
-  train = config.train.copy_and_resolve_references()
+  """The training config of one run: the sweep's shared one (config.base) with model.name
+  (and the model.block_design and model.shortcut its name sets, if any) and train.seed set."""
+  one = config.base.copy_and_resolve_references()
   model, settings = results.parse_run_name(model_name)
-  train.model = model
+  one.model.name = model
   for field, value in settings.items():
-    train[field] = value
-  train.seed = int(seed)
-  return train
+    one.model[field] = value
+  one.train.seed = int(seed)
+  return one
 
 
-def probe_batch(train_config, dataset, size):
-  """A fixed batch of training images, preprocessed as the training step does.
+def probe_batch(preprocess, dataset, size):
+  """A fixed batch of training images, preprocessed as the training step does
+  (`preprocess`: the run's config.data.preprocess).
 
   The same images (chosen with a fixed generator, independent of the run's seed) for
   every model, so the probes of all runs compare like with like.
   """
   count = min(int(size), len(dataset.train))
   index = np.sort(np.random.default_rng(0).choice(len(dataset.train), count, replace=False))
-  mean, std = (augment.channel_stats(dataset.train.images)
-               if train_config.preprocess == 'standardize' else (None, None))
-  images = augment.preprocess(jnp.asarray(dataset.train.images[index]),
-                              train_config.preprocess, mean, std)
+  mean, std = channel_stats(dataset.train) if preprocess == 'standardize' else (None, None)
+  images = preprocess_images(jnp.asarray(dataset.train.images[index]), preprocess, mean, std)
   return {'image': images, 'label': jnp.asarray(dataset.train.labels[index])}
 
 
 def starting_variables(train_config, model, image_shape):
   """The variables a run starts from, as the training loop makes them: model.init with the
-  seed's init key (resnet_jax.train.state.create_train_state), then config.init_from's
-  pretrained weights if it names any; no optimizer state.
+  seed's init key (config.train.seed, as resnet_jax.train.state.create_train_state), then
+  the pretrained weights of config.finetune.init_from if it names any; no optimizer state.
 
   Run op by op rather than jitted: compiling the initialiser of a deep net costs seconds
   of CPU, running it eagerly a fraction of one (after a one-off warm-up per process). The
   values agree with the jitted ones to float32 rounding.
   """
-  init_key = state_lib.seed_keys(train_config.seed)[0]
+  init_key = state_lib.seed_keys(train_config.train.seed)[0]
   variables = model.init(init_key, jnp.zeros((1,) + tuple(image_shape), jnp.float32),
                          train=False)
   variables = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
-  if train_config.init_from:
-    variables = weights.initial_variables(train_config, model, variables)
+  if train_config.finetune.init_from:
+    variables = weights.initial_variables(train_config.finetune, model, variables)
   return variables
 
 
@@ -104,7 +106,8 @@ def probe_gradient_flow(train_config, model, dataset, directory, batch):
 
   Returns:
     [{'step': int, 'layers': {layer path: float}}], by step; step 0 is where the run
-    started (starting_variables: rebuilt from the seed and init_from as the loop builds it).
+    started (starting_variables: rebuilt from the seed and finetune.init_from as the loop
+    builds it).
   """
   # The probe's batch is on this host: synchronised BN's statistics over all devices are
   # then those of this batch, which the model computes without a device axis.
@@ -119,7 +122,7 @@ def probe_gradient_flow(train_config, model, dataset, directory, batch):
 
   init = starting_variables(train_config, model, dataset.train.image_shape)
   snapshots = [snapshot(0, init['params'], init['batch_stats'])]
-  checkpointer = checkpoint.Checkpointer(directory, train_config.keep_checkpoints)
+  checkpointer = checkpoint.Checkpointer(directory, train_config.run.keep_checkpoints)
   try:
     for step in checkpointer.all_steps():
       if step == 0:
@@ -131,21 +134,25 @@ def probe_gradient_flow(train_config, model, dataset, directory, batch):
   return snapshots
 
 
-# Fields that change how a run is shown or scheduled, not what it computes.
-_PRESENTATION_FIELDS = ('progress_bar', 'tensorboard', 'data_on_device', 'steps_per_dispatch',
-                        'loop_on_device', 'cache_dir')
-
-
 def _config_json(train_config):
+  """The run's config as recorded in result.json: every group but those that cannot
+  change what it computes (run, speed) and data.cache_dir (config.FREE_ON_RESUME)."""
   values = json.loads(train_config.to_json_best_effort())
-  return {k: v for k, v in values.items() if k not in _PRESENTATION_FIELDS}
+  values = {group: fields for group, fields in values.items() if group not in ('run', 'speed')}
+  if isinstance(values.get('data'), dict):
+    values['data'] = {k: v for k, v in values['data'].items() if k != 'cache_dir'}
+  return values
 
 
-def _config_differences(recorded, now):
-  """Fields whose values differ. A field only one side has is a field added to (or removed
-  from) base_config since the run: the run used its default, so it is not a difference."""
+def _config_differences(result_path, recorded, now):
+  """Dotted fields whose values differ. A field only one side has is a field added to (or
+  removed from) base_config since the run: the run used its default, so it is not a
+  difference. ConfigError if the run recorded the earlier flat config."""
   recorded = storage.as_json(recorded or {})
-  return sorted(k for k in set(recorded) & set(now) if recorded[k] != now[k])
+  config_lib.check_grouped(recorded, f"{result_path!r} (its 'config')")
+  recorded, now = config_changes.flat_fields(recorded), config_changes.flat_fields(now)
+  return {k: (recorded[k], now[k]) for k in sorted(set(recorded) & set(now))
+          if recorded[k] != now[k]}
 
 
 def run_one(config, workdir, model_name, seed, dataset, train_fn):
@@ -156,14 +163,14 @@ def run_one(config, workdir, model_name, seed, dataset, train_fn):
   if os.path.isfile(result_path):
     with open(result_path) as f:
       finished = json.load(f)
-    now = _config_json(train_config)
-    differences = _config_differences(finished.get('config'), now)
+    differences = _config_differences(result_path, finished.get('config'),
+                                      _config_json(train_config))
     if differences:
-      details = ', '.join(f"{k}: {finished['config'][k]!r} there, {now[k]!r} now"
-                          for k in differences[:3])
+      details = ', '.join(f'{k}: {old!r} there, {new!r} now'
+                          for k, (old, new) in list(differences.items())[:3])
       raise ConfigError(
           f'{result_path} was written by a run with another training config ({details}); '
-          f'expected the same config.train to skip it. Use a new workdir, or delete '
+          f'expected the same config.base to skip it. Use a new workdir, or delete '
           f'{directory} to retrain it.')
     return 'skipped'
   model = setup.build_model(train_config)
@@ -173,7 +180,7 @@ def run_one(config, workdir, model_name, seed, dataset, train_fn):
   if final.get('preempted'):
     return 'preempted'
   probe_start = time.perf_counter()
-  batch = probe_batch(train_config, dataset, config.probe_batch_size)
+  batch = probe_batch(train_config.data.preprocess, dataset, config.probe_batch_size)
   snapshots = probe_gradient_flow(train_config, model, dataset, directory, batch)
   log.info('sweep: %s seed %d trained in %.0f s, gradient flow probed at steps %s in %.0f s',
            model_name, seed, elapsed, [s['step'] for s in snapshots],
@@ -212,7 +219,7 @@ def run_sweep(config, workdir, *, train_fn=None):
   storage.write_text_atomic(start.config_path, config.to_json_best_effort(indent=2) + '\n')
   status = {}
   try:
-    dataset = setup.load_data(config.train)
+    dataset = setup.load_data(config.base)
     # Seed-major, so that a sweep cut short already holds every model once.
     for seed in config.seeds:
       for model_name in config.models:
@@ -290,12 +297,12 @@ def write_report(workdir, title=None):
 
 def check_sweep_config(config):
   """ConfigError naming the first sweep field that is missing or wrong."""
-  for field in ('train', 'models', 'seeds', 'probe_batch_size'):
+  for field in ('base', 'models', 'seeds', 'probe_batch_size'):
     if field not in config:
       raise ConfigError(f'sweep config.{field} is missing; expected the fields of '
                         'experiments/configs/ablation_digits.py')
-  if not isinstance(config.train, ml_collections.ConfigDict):
-    raise ConfigError(f'sweep config.train is a {type(config.train).__name__}; expected a '
+  if not isinstance(config.base, ml_collections.ConfigDict):
+    raise ConfigError(f'sweep config.base is a {type(config.base).__name__}; expected a '
                       'ConfigDict from resnet_jax.train.config.base_config()')
   if not config.models or len(set(config.models)) != len(config.models):
     raise ConfigError(f'sweep config.models={tuple(config.models)!r}: expected distinct model '
@@ -308,8 +315,8 @@ def check_sweep_config(config):
     raise ConfigError(f'sweep config.probe_batch_size={config.probe_batch_size!r}: expected a '
                       'positive integer')
   # Every model name, then every run's training config, before the first run trains: a
-  # flag that does not suit one of the models (zero_init_last_bn on a plain twin) stops
-  # the sweep here.
+  # field that does not suit one of the models (model.zero_init_last_bn on a plain twin)
+  # stops the sweep here.
   for name in config.models:
     try:
       models.parse_model_name(results.parse_run_name(name)[0])

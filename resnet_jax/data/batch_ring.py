@@ -3,15 +3,15 @@ into a shared-memory slot it keeps, and the reading process gives the slot back 
 last view of that batch is gone.
 
 Why: fresh shared memory for every batch (Grain's SharedMemoryArray) is faulted in page by
-page as the worker writes it and freed after it is read: 48 page faults an image on a
-347x347 canvas, 0.19 ms of CPU on top of the 0.70 ms the image's other work takes
-(BENCHMARKS.md). A slot's pages are faulted in once.
+page as the worker writes it, each page zeroed by the kernel, and freed after it is read:
+on every batch, a cost per image that the decoding itself does not have (BENCHMARKS.md,
+"Streaming input", change (5)). A slot's pages are faulted in once.
 
 How: a worker's `WorkerRing` holds slots, each a shared-memory segment of one page of header
 and one batch's images; the header's first byte is 1 while the slot's batch is out and 0
 when it is free. `take` gives a free slot, or a new one when every slot is out (as many as
 the batches a worker has out at once: Grain's buffers on both sides and what the reader
-holds, 9 with a slow reader); the batch carries the slot's `SlotHandle` in place of its
+holds); the batch carries the slot's `SlotHandle` in place of its
 images. In the reading process `SlotReader.array` maps the slot (once per segment,
 unlinking the name as soon as it is mapped) and returns an array whose collection frees the
 slot: numpy views, and JAX arrays that alias host memory, keep the array they view alive.
@@ -23,7 +23,7 @@ failed batch, a run stopped early) and nothing is left for Python's resource tra
 report.
 
 A reused slot still holds the pixels of the batch before; `Slot.written` records what each
-image wrote, so that the caller can clear what the new batch leaves (see grain_pipeline).
+image wrote, so that the caller can clear what the new batch leaves (see pipeline.TrainBatch).
 
 This module does not import JAX: Grain's worker processes import it.
 """

@@ -3,10 +3,9 @@ pipeline's decoder.
 
 Pillow decodes a JPEG through its incremental decoder into 4 bytes a pixel, and an array of
 it is one more copy; `simplejpeg` (a thin binding of libjpeg-turbo, the library Pillow
-itself bundles) writes the 3-byte RGB rows in one pass. On the 256-px JPEGs a prepared
-dataset stores that is 0.49 ms of CPU an image against 0.74 ms for Pillow and the copy
-(BENCHMARKS.md, "Streaming input"), with the same pixels: both run libjpeg-turbo's exact
-integer IDCT and smooth upsampling.
+itself bundles) writes the 3-byte RGB rows in one pass: less CPU an image than Pillow
+and the copy (BENCHMARKS.md, "Streaming input", change (4)), with the same pixels: both
+run libjpeg-turbo's exact integer IDCT and smooth upsampling.
 
 Only what needs nothing beyond libjpeg goes this way: a JPEG without an APP1 block (EXIF or
 XMP, where Pillow finds an orientation to apply) that simplejpeg decodes without error or warning to
@@ -34,7 +33,7 @@ def decode_rgb_fast(encoded: bytes, *, min_shorter_side: Optional[int] = None
                     ) -> Union[np.ndarray, Image.Image]:
   """The pixels `image_files.decode_rgb_image(encoded, ...)` gives: a uint8 [H, W, 3] array
   where libjpeg-turbo decoded them directly, else that function's Pillow image (each
-  host_augment transform takes either). Raises its BadImageError for what it refuses.
+  augment transform takes either). Raises its BadImageError for what it refuses.
 
   Args:
     min_shorter_side: as decode_rgb_image's; a JPEG it would shrink goes through Pillow.

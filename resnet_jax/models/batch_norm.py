@@ -9,8 +9,8 @@ and one pass (Ioffe and Szegedy 2015, section 3):
     dbias = sum(dy),  dscale = sum(dy * xhat),
     dx = scale / sqrt(var + eps) * (dy - dbias / n - xhat * dscale / n)
 
-Measured on the course's ResNet-50 at 64x64, batch 32 (BENCHMARKS.md, "What each change
-bought"): the whole train step 739 -> 722 ms, XLA's kernel time 824 -> 794 ms.
+What that saves in the course's ResNet-50 step on CPU: BENCHMARKS.md, "What each change
+bought".
 
 The forward pass is nn.BatchNorm's, operation for operation (two-pass variance, as the
 layouts configure it), so outputs and running statistics are bitwise those of

@@ -1,20 +1,19 @@
 """Convolution implementations, chosen by backend and shape, behind `nn.Conv`.
 
-XLA:CPU runs some convolution shapes far below the machine's matmul speed: a 3x3 'SAME'
-convolution on a 2x2 map (stage 5 of ResNet-50 at 64x64) at ~3 GFLOP/s, 1x1
-convolutions at about half the speed of the same product written as a matmul. On CPU
-those shapes are better written as matrix products, which XLA:CPU runs with its tuned
-GEMM:
+XLA:CPU runs some convolution shapes far below the machine's matmul speed: worst of all
+a 3x3 'SAME' convolution on a 2x2 map (stage 5 of ResNet-50 at 64x64), and 1x1
+convolutions slower than the same product written as a matmul. On CPU those shapes are
+better written as matrix products, which XLA:CPU runs with its tuned GEMM:
 
 - 'matmul' for 1x1 kernels: subsample by the stride, then one product over channels;
 - 'im2col' for kxk kernels: pad, slice the input at each kernel offset (with the
   stride), stack the slices along channels, then one product with the kernel reshaped
-  to [kh * kw * C, F]. (Nine separate shifted 1x1 products, summed, measured as fast
-  at 3x3 on 2x2 and up to 10x slower elsewhere; BENCHMARKS.md.)
+  to [kh * kw * C, F]. (Nine separate shifted 1x1 products, summed, were tried: no
+  faster on a 2x2 map, slower elsewhere.)
 
 Both end in `channel_product`, whose gradient is written as two plain products: autodiff's
 transposes the output gradient, and XLA:CPU materialised that transpose as a copy of each
-batch norm's backward output (the step 1.13x faster without; BENCHMARKS.md).
+batch norm's backward output.
 
 The choice plugs into `nn.Conv` through its `conv_general_dilated` field, so the module,
 its parameter names ('kernel', 'bias'), shapes, dtypes and initialisation (including the
@@ -26,7 +25,10 @@ bits).
 `conv_impl` names: 'xla' (always lax's convolution), 'matmul' (the matmul formulations
 wherever they apply, whatever the backend), 'auto' (the measured choice: matmul
 formulations on CPU for the shapes where they were faster, XLA elsewhere; see
-`auto_choice` and BENCHMARKS.md).
+`auto_choice`).
+
+The measurements behind these choices: BENCHMARKS.md, "CPU speed: convolutions by shape"
+and its table "What each change bought".
 """
 import functools
 from typing import Sequence
@@ -114,13 +116,15 @@ def formulation_for(conv_impl: str, kernel_hw: Sequence[int], in_hw: Sequence[in
 def auto_choice(pointwise: bool, kernel_hw: Sequence[int], in_hw: Sequence[int],
                 in_channels: int) -> bool:
   """Whether 'auto' takes a matmul formulation: on CPU, for the shapes where it measured
-  faster forward+backward (BENCHMARKS.md), XLA's convolution everywhere else.
+  faster forward+backward, XLA's convolution everywhere else (BENCHMARKS.md, "CPU speed:
+  convolutions by shape").
 
-  On CPU: every 1x1 convolution (1.4-3.3x faster as a matmul); kxk kernels not smaller
-  than the input map (50x faster at 3x3 on 2x2); kxk kernels over few input channels,
-  i.e. the stems (1.4-1.8x); kxk kernels over 64 or more channels on maps of at most
-  16x16, ResNet-50's mid-size 3x3s at 64x64 (its whole step 1.03x faster). The CIFAR
-  nets' 3x3s over 16 and 32 channels on 16-32 px maps measured 1.5-2.4x slower as im2col.
+  On CPU: every 1x1 convolution; kxk kernels not smaller than the input map (a 3x3 on a
+  2x2 map, XLA's slowest case); kxk kernels over few input channels, i.e. the stems; kxk
+  kernels over 64 or more channels on maps of at most 16x16, ResNet-50's mid-size 3x3s at
+  64x64 (decided on whole steps: such a convolution timed alone swings either way from
+  run to run). The CIFAR nets' 3x3s over 16 and 32 channels on 16-32 px maps stay XLA's:
+  slower as im2col alone, and no faster in whole steps.
   """
   if jax.default_backend() != 'cpu':
     return False
@@ -135,7 +139,7 @@ def cpu_formulations(conv_impl: str) -> bool:
   """Whether a model takes the layers written out for XLA:CPU under `conv_impl`: batch
   norm's closed-form training gradient (models/batch_norm.py) and the max pool over strided
   slices (models/max_pool.py). With the matmul formulations, i.e. 'matmul', and 'auto' on
-  CPU, where XLA runs autodiff's versions of those layers slowly (BENCHMARKS.md); their
+  CPU, where XLA runs autodiff's versions of those layers slowly; their
   parameters and forward values are the same either way."""
   check_conv_impl(conv_impl)
   return conv_impl == 'matmul' or (conv_impl == 'auto' and jax.default_backend() == 'cpu')
@@ -169,7 +173,8 @@ def channel_product(x, kernel, precision=None, preferred_element_type=None):
   Its gradient is written as the two products themselves, each contracting the operands'
   natural axes (rows for the kernel's, F for the input's), with no transposes for XLA to
   place: autodiff's version transposes the output gradient, which XLA:CPU materialised as
-  a transposed copy of each batch norm's backward output (BENCHMARKS.md).
+  a transposed copy of each batch norm's backward output (BENCHMARKS.md, "What each
+  change bought").
   """
   return _channel_product(x, kernel, precision, preferred_element_type)
 

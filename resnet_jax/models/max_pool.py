@@ -2,11 +2,11 @@
 
 `flax.linen.max_pool` lowers to a reduce-window whose gradient XLA computes from the
 argmax of every window: in ResNet-50's step at 64x64 on CPU the stem's 3x3/2 pool built
-four int32 index maps of its input and a five-output reduce-window, ~80 ms of the step's
-CPU time (BENCHMARKS.md). Here the forward pass is the elementwise maximum of the kh * kw
-strided slices of the (padded) input, and the backward pass sends each window's gradient
-to the first position in it (row-major) that holds the maximum, as XLA's
-select-and-scatter does, through one strided placement per offset.
+four int32 index maps of its input and a five-output reduce-window, a visible part of the
+step's CPU time (BENCHMARKS.md, "What each change bought"). Here the forward pass is the
+elementwise maximum of the kh * kw strided slices of the (padded) input, and the backward
+pass sends each window's gradient to the first position in it (row-major) that holds the
+maximum, as XLA's select-and-scatter does, through one strided placement per offset.
 
 The values are max_pool's exactly; the gradient is too, up to the order in which the
 windows that overlap on one position add their shares (last bits of float rounding).

@@ -29,7 +29,7 @@ def batch_statistics_model(model: nn.Module) -> nn.Module:
   """The same network with BatchNorm momentum 0: a train-mode forward pass then leaves each
   layer's running statistics equal to that batch's mean and variance."""
   if not hasattr(model, 'layout'):
-    raise ConfigError(f'config.bn_recompute_batches > 0 needs a model built by '
+    raise ConfigError(f'config.train.bn_recompute_batches > 0 needs a model built by '
                       f'resnet_jax.models.create_model (with a layout); got '
                       f'{type(model).__name__}')
   return model.clone(layout=dataclasses.replace(get_layout(model.layout), bn_momentum=0.0))

@@ -1,10 +1,12 @@
 """What may change when a run resumes: the saved config.json against the config of now.
 
-A field that changes what the run computes (everything not in config.FREE_ON_RESUME: the
+Fields are compared by their dotted names ('optim.learning_rate'). A field that changes what
+the run computes (everything not in config.FREE_ON_RESUME, which frees the `run` and `speed`
+groups, data.cache_dir and, under conditions, the run's length and evaluation period: the
 model, the data, the optimizer and its schedule, the batch size, the seed, ...) must keep
 its saved value, or the steps before and after the resume would belong to different
-experiments while the workdir says they are one. With config.allow_changes_on_resume the
-run goes on with the new values, and `record_changes` appends the change (old and new
+experiments while the workdir says they are one. With config.run.allow_changes_on_resume
+the run goes on with the new values, and `record_changes` appends the change (old and new
 values, the step it took effect at and the whole previous config) to config_changes.jsonl.
 """
 import json
@@ -23,7 +25,8 @@ _ABSENT = '<absent>'
 
 
 def flat_fields(config: ml_collections.ConfigDict) -> dict:
-  """{'augment.flip': value, ...}: every leaf field under its dotted name, as JSON values."""
+  """{'data.augment.flip': value, ...}: every leaf field under its dotted name, as JSON
+  values."""
   flat = {}
 
   def visit(prefix, node):
@@ -39,12 +42,15 @@ def flat_fields(config: ml_collections.ConfigDict) -> dict:
 
 
 def _free(field: str, saved: dict, now: dict) -> bool:
-  if field not in config_lib.FREE_ON_RESUME:
+  """Whether the dotted `field` may change on resume, given both flat configs."""
+  if not config_lib.is_free_on_resume(field):
     return False
-  if field in ('num_steps', 'num_epochs'):
-    return saved.get('schedule') != 'warmup_cosine' and now.get('schedule') != 'warmup_cosine'
-  if field == 'eval_every_epochs':
-    return not saved.get('bn_recompute_batches') and not now.get('bn_recompute_batches')
+  if field in ('train.num_steps', 'train.num_epochs'):
+    cosine = 'warmup_cosine'
+    return saved.get('optim.schedule') != cosine and now.get('optim.schedule') != cosine
+  if field == 'train.eval_every_epochs':
+    return (not saved.get('train.bn_recompute_batches')
+            and not now.get('train.bn_recompute_batches'))
   return True
 
 
@@ -59,17 +65,17 @@ def guarded_changes(saved: ml_collections.ConfigDict,
 def check_resume_config(workdir: str, saved: Optional[ml_collections.ConfigDict],
                         config: ml_collections.ConfigDict) -> dict:
   """The guarded changes a resumed run may make ({} when none); ConfigError naming each
-  changed field with its old and new value unless config.allow_changes_on_resume."""
+  changed dotted field with its old and new value unless config.run.allow_changes_on_resume."""
   if saved is None:
     return {}
   changes = guarded_changes(saved, config)
-  if changes and not config.allow_changes_on_resume:
-    details = '; '.join(f'{field}: {old!r} there, {new!r} now'
+  if changes and not config.run.allow_changes_on_resume:
+    details = '; '.join(f'config.{field}: {old!r} there, {new!r} now'
                         for field, (old, new) in changes.items())
     raise ConfigError(
         f'workdir {workdir!r} holds a run with other settings ({details}); expected the '
         'saved values to continue it (they change what the run computes). Pass '
-        '--config.allow_changes_on_resume=True to go on with the new values (the change is '
+        '--config.run.allow_changes_on_resume=True to go on with the new values (the change is '
         f'recorded in {CHANGES_NAME}), or use a new --workdir.')
   return changes
 

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from resnet_jax.data import augment
 from resnet_jax.errors import CheckpointError, DatasetError
 from resnet_jax.train import checkpoint as checkpoint_lib, setup, workdir as workdir_lib
+from resnet_jax.train.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ class Predictor:
   """A model with the variables of one checkpoint and the preprocessing it was trained with."""
   model: nn.Module
   variables: dict
-  config: object
+  config: object  # The run's saved config (workdir.load_saved_config).
   class_names: tuple
   step: int
   checkpoint: str
@@ -34,8 +34,8 @@ class Predictor:
   def check_fits(self, image_shape: tuple, num_classes: Optional[int], source: str) -> None:
     """DatasetError naming `source` and the model unless images of `image_shape` ([H, W, C])
     and labels among `num_classes` classes (None: unlabelled) are what the model takes."""
-    size = self.config.image_size
-    model = f'the model of {self.checkpoint} ({self.config.model})'
+    size = self.config.data.image_size
+    model = f'the model of {self.checkpoint} ({self.config.model.name})'
     if tuple(image_shape) != (size, size, 3):
       raise DatasetError(f'{source} holds images of shape {tuple(image_shape)} (H, W, C) but '
                          f'{model} takes {(size, size, 3)}; expected data of the run\'s image '
@@ -47,7 +47,7 @@ class Predictor:
 
   def probabilities(self, images: np.ndarray) -> np.ndarray:
     """uint8 images [N, H, W, C] at the config's image size -> float32 [N, num_classes]."""
-    x = augment.preprocess(jnp.asarray(images), self.config.preprocess, self.mean, self.std)
+    x = preprocess(jnp.asarray(images), self.config.data.preprocess, self.mean, self.std)
     logits = self._logits(self.variables, x).astype(jnp.float32)
     return np.asarray(jax.nn.softmax(logits, axis=-1))
 
@@ -61,7 +61,7 @@ def load_predictor(workdir: str, which: str = 'best') -> Predictor:
   """
   config = workdir_lib.load_saved_config(workdir)
   model = setup.build_model(config)
-  size = config.image_size
+  size = config.data.image_size
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
                                                train=False))
   checkpointer = checkpoint_lib.Checkpointer(workdir, keep=1, read_only=True)
@@ -88,7 +88,7 @@ def load_predictor(workdir: str, which: str = 'best') -> Predictor:
       template = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
       found = {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
       checkpoint_lib.check_fits(found, template, checkpointer.path(step))
-      class_names = tuple(meta.get('class_names') or range(config.num_classes))
+      class_names = tuple(meta.get('class_names') or range(config.model.num_classes))
       return Predictor(model=model, variables=found, config=config,
                        class_names=tuple(str(c) for c in class_names), step=step,
                        checkpoint=checkpointer.path(step), mean=meta.get('preprocess_mean'),

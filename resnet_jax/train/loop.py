@@ -189,7 +189,7 @@ def _restore_or_create(config, model, tx, checkpointer):
     return start, state_from_host(abstract, state_dict), meta
   state = create_train_state(model, tx, image_shape, seed)
   if config.finetune.init_from:
-    variables = weights.initial_variables(config, model, {
+    variables = weights.initial_variables(config.finetune, model, {
         'params': state.params, 'batch_stats': state.batch_stats})
     state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
                           opt_state=tx.init(variables['params']))

@@ -2,7 +2,9 @@
 
 Only process 0 writes. Each line is flushed as it is written, so a killed run loses at most
 the line being written; on resume, `truncate_jsonl` drops every line past the restored
-step (rewriting the file atomically), so each step appears exactly once.
+step and any torn line, and ends every kept line with its newline (rewriting the file
+atomically), so that the file is again one JSON object per line, each step once, before
+the resumed run appends to it.
 
 TensorBoard events are written by tensorboardX's background thread, whose own flush() does
 not wait for the events still queued; `MetricWriter.flush` (called at each checkpoint)
@@ -16,6 +18,7 @@ import os
 from typing import Iterable, Optional
 
 from resnet_jax import storage
+from resnet_jax.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -29,42 +32,62 @@ def _clean(value):
   return value
 
 
-def read_jsonl(path: str) -> list[dict]:
-  """The records of a metrics file; a torn last line (a killed writer) is ignored."""
+def read_jsonl(path: str, strict: bool = False) -> list[dict]:
+  """The records of a metrics file.
+
+  By default a line that is not a whole JSON object with a 'step' is skipped: a file may be
+  read while a run is appending to it (the plots, a watcher), and its last line may be one
+  still being written. `strict=True` is for a file that no run is writing (tests, after a
+  resume): every line must be one JSON object holding 'step' and end in a newline, or
+  DatasetError names the file and the line.
+  """
   if not os.path.exists(path):
     return []
   records = []
   with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if isinstance(record, dict) and 'step' in record:
+    for number, line in enumerate(f, 1):
+      record = _record(line)
+      if record is not None and (line.endswith('\n') or not strict):
         records.append(record)
+      elif strict:
+        raise DatasetError(f'{path} line {number}: {line[:80]!r} is not a whole JSON object '
+                           "with a 'step' ended by a newline; expected one such object a line")
   return records
 
 
+def _record(line: str) -> Optional[dict]:
+  """The line's record, or None if it is not a JSON object holding a 'step'."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  return record if isinstance(record, dict) and 'step' in record else None
+
+
+def _step(record: Optional[dict]) -> Optional[int]:
+  try:
+    return int(record['step'])
+  except (KeyError, TypeError, ValueError):
+    return None
+
+
 def truncate_jsonl(path: str, last_step: int) -> int:
-  """Keeps the records with step <= last_step (and drops torn lines); returns how many went."""
+  """Keeps the records with step <= last_step, each ended by its newline; drops the rest
+  and any line that is not a whole record (a torn one). Returns how many lines went."""
   if not os.path.exists(path):
     return 0
   with open(path) as f:
     lines = f.readlines()
-  kept, dropped = [], 0
+  kept = []
   for line in lines:
-    try:
-      record = json.loads(line)
-      keep = isinstance(record, dict) and int(record['step']) <= last_step
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-      keep = False
-    if keep:
+    step = _step(_record(line))
+    if step is not None and step <= last_step:
       kept.append(line if line.endswith('\n') else line + '\n')
-    else:
-      dropped += 1
-  if dropped:
+  # A whole record that lost only its newline is kept, with it: the run that wrote it has
+  # checkpointed past it, so the resumed run will not write it again.
+  if kept != lines:
     storage.write_text_atomic(path, ''.join(kept))
-  return dropped
+  return len(lines) - len(kept)
 
 
 class MetricWriter:

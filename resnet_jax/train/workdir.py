@@ -17,7 +17,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Creates `workdir` and checks it is writable (`save_config` writes config.json later).
 
   A workdir whose saved config differs in a model-defining field (MODEL_FIELDS) holds
-  another experiment: refuse it rather than mixing checkpoints and metrics.
+  another experiment: refuse it rather than mixing checkpoints and metrics. So does one whose
+  config.json has the earlier flat layout (ConfigError saying so).
   """
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -29,12 +30,12 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
                       'expected a directory this process can create files in') from error
   saved = load_saved_config(workdir, required=False)
   if saved is not None:
-    before = {k: saved.get(k) for k in config_lib.MODEL_FIELDS}
+    before = config_lib.model_fields(saved)
     now = config_lib.model_fields(config)
     changed = [k for k in config_lib.MODEL_FIELDS
                if storage.as_json(before[k]) != storage.as_json(now[k])]
     if changed:
-      details = ', '.join(f'{k}: {before[k]!r} there, {now[k]!r} now' for k in changed)
+      details = ', '.join(f'config.{k}: {before[k]!r} there, {now[k]!r} now' for k in changed)
       raise ConfigError(
           f'workdir {workdir!r} holds a run of another model ({details}); expected the same '
           f'{", ".join(changed)} to continue it. Use a new --workdir for a new experiment.')
@@ -49,7 +50,11 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def load_saved_config(workdir: str, required: bool = True):
-  """The config a run saved in `workdir`, as a ConfigDict (None if absent and not required)."""
+  """The config a run saved in `workdir`, as a ConfigDict (None if absent and not required).
+
+  Fields added to base_config since that run keep their defaults. ConfigError if the file
+  cannot be read, or holds the earlier flat layout (config_lib.check_grouped).
+  """
   path = os.path.join(workdir, CONFIG_NAME)
   if not os.path.exists(path):
     if required:
@@ -62,11 +67,20 @@ def load_saved_config(workdir: str, required: bool = True):
   except (OSError, json.JSONDecodeError) as error:
     raise ConfigError(f'{path!r} cannot be read as JSON ({error}); expected the config a '
                       'training run saved') from error
-  # Fields added after that run keep their defaults.
-  merged = config_lib.base_config().to_dict()
-  for key, value in values.items():
+  if not isinstance(values, dict):
+    raise ConfigError(f'{path!r} holds a JSON {type(values).__name__}; expected the config '
+                      'a training run saved (an object of groups)')
+  config_lib.check_grouped(values, repr(path))
+  return ml_collections.ConfigDict(_merged(config_lib.base_config().to_dict(), values))
+
+
+def _merged(defaults: dict, saved: dict) -> dict:
+  """`defaults` with every value of `saved` in its place (nested groups merged, JSON lists
+  back to tuples): fields added after the run keep their defaults."""
+  merged = dict(defaults)
+  for key, value in saved.items():
     if isinstance(value, dict) and isinstance(merged.get(key), dict):
-      merged[key].update(value)
+      merged[key] = _merged(merged[key], value)
     else:
       merged[key] = tuple(value) if isinstance(value, list) else value
-  return ml_collections.ConfigDict(merged)
+  return merged

@@ -18,8 +18,9 @@ Keras Applications files need layout='keras' and the course's files
 layout='coursera': a file does not record the BN epsilon or the stem's pooling, so
 the importer checks names and shapes only.
 
-A training run whose config names pretrained weights (`init_from`) starts from
-`initial_variables(config, model, fresh_variables)`: the file's or directory's arrays,
+A training run whose config names pretrained weights (config.finetune.init_from) starts
+from `initial_variables(config.finetune, model, fresh_variables)`: the file's or directory's
+arrays,
 with the fresh classifier head where the file's does not fit.
 """
 from resnet_jax.weights.checkpoint import restore_variables, save_variables

@@ -1,4 +1,5 @@
-"""The variables a run starts from when its config names pretrained weights (`init_from`)."""
+"""The variables a run starts from when its config names pretrained weights
+(config.finetune.init_from)."""
 import os
 
 import ml_collections
@@ -10,8 +11,11 @@ from resnet_jax.weights.checkpoint import VARIABLE_COLLECTIONS, restore_variable
 from resnet_jax.weights.keras_import import load_keras_h5
 
 
-def initial_variables(config: ml_collections.ConfigDict, model: nn.Module, template: dict) -> dict:
-  """{'params', 'batch_stats'} to start from: config.init_from's, checked against `template`.
+def initial_variables(finetune: ml_collections.ConfigDict, model: nn.Module,
+                      template: dict) -> dict:
+  """{'params', 'batch_stats'} to start from: finetune.init_from's, checked against `template`.
+
+  finetune is the config's `finetune` group; `model` is the network built from the config.
 
   init_from is either a Keras .h5 file (the course's pretrained ResNet50) or a directory
   written by resnet_jax.weights.save_variables. The classifier `head` is the fresh one of
@@ -23,10 +27,10 @@ def initial_variables(config: ml_collections.ConfigDict, model: nn.Module, templ
       from the file or of another shape (named with both shapes).
     WeightsError, CheckpointError: the file or directory cannot be read as weights.
   """
-  path = config.init_from
+  path = finetune.init_from
   if not os.path.exists(path):
-    raise ConfigError(f'config.init_from={path!r} does not exist; expected a Keras .h5 file '
-                      'or a directory of saved variables')
+    raise ConfigError(f'config.finetune.init_from={path!r} does not exist; expected a Keras '
+                      '.h5 file or a directory of saved variables')
   if os.path.isdir(path):
     loaded = restore_variables(path)
   else:
@@ -46,7 +50,7 @@ def initial_variables(config: ml_collections.ConfigDict, model: nn.Module, templ
   mismatch = first_shape_mismatch(result, wanted)
   if mismatch is not None:
     name, got, expected = mismatch
-    raise ConfigError(f'config.init_from={path!r}: {name} has shape {got} there but {expected} '
-                      'in the model built from the config')
+    raise ConfigError(f'config.finetune.init_from={path!r}: {name} has shape {got} there but '
+                      f'{expected} in the model built from the config')
   return result
 
