@@ -219,7 +219,7 @@ def run_sweep(config, workdir, *, train_fn=None):
   storage.write_text_atomic(start.config_path, config.to_json_best_effort(indent=2) + '\n')
   status = {}
   try:
-    dataset = setup.load_data(config.base)
+    dataset = setup.load_data(config.base.data)
     # Seed-major, so that a sweep cut short already holds every model once.
     for seed in config.seeds:
       for model_name in config.models:
