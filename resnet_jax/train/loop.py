@@ -218,14 +218,16 @@ class _Run:
     self.extra_meta = {'preprocess_mean': mean, 'preprocess_std': std,
                        'class_names': list(dataset.class_names), 'data_source': dataset.source}
     settings = steps.StepSettings.from_config(config, mean, std)
-    fns = steps.make_step_functions(model, tx, settings, shape.local_devices)
+    # The programs map over every process's devices (pmap's default): one mapped over this
+    # process's devices alone would average gradients within the process only.
+    fns = steps.make_step_functions(model, tx, settings)
     self.feed = feed_lib.Feed(fns, dataset, shape, setup.input_recipe(config, dataset.max_size),
                               workers=config.speed.data_workers,
                               chunk_on_device=config.speed.loop_on_device)
     self.recompute_bn = lambda state: state
     if config.train.bn_recompute_batches:
       self.recompute_bn = bn_recompute.make_recompute(
-          model, settings, self.feed, config.train.bn_recompute_batches, shape.local_devices)
+          model, settings, self.feed, config.train.bn_recompute_batches)
     self.eval_period = shape.steps_per_epoch * config.train.eval_every_epochs
     self.pending = []  # Device-side metric sums of dispatches not yet checked.
     self.last_train = self.last_eval = None
