@@ -21,8 +21,9 @@ How the numbers are taken:
   reported time is the median over windows; the paths' windows alternate, so that all
   see the same load on a shared machine, and a speed-up is the median of the per-window
   ratios;
-- FLOPs come from XLA's cost analysis of the compiled program, divided by the steps it
-  runs; pmap compiles one device's program, so it is multiplied by the device count.
+- FLOPs come from XLA's cost analysis of the compiled program, which counts a loop's body
+  once: a chunk's program (a scan over its steps) counts one step, as the step's does;
+  pmap compiles one device's program, so it is multiplied by the device count.
 """
 import dataclasses
 import logging
@@ -158,7 +159,7 @@ class TrainingPath:
     seconds = time.perf_counter() - start
     flops, self.program_bytes = hardware.compiled_cost(compiled)
     if flops is not None:
-      self.flops_per_step = flops * len(self.devices) / self.steps_per_dispatch
+      self.flops_per_step = flops * len(self.devices)
     return seconds
 
   def run(self, num_steps: int) -> None:
