@@ -137,9 +137,9 @@ import test_batch_ring as t
 from resnet_jax.data import images, pipeline
 from resnet_jax.errors import DatasetError
 for shards in ({shards!r}, {broken_shards!r}):
-  source = streamed.open_images(shards, t.SIZE).train.source
+  source = images.open_images(shards).train
   try:
-    for batch in grain_pipeline.iterate(t._dataset(source, 20), 2, workers=2):
+    for batch in pipeline.iterate(t._dataset(source, 20), 2, workers=2):
       pass
   except DatasetError as error:
     print(error)
