@@ -239,8 +239,6 @@ def eval_dataset(source, layout: BatchLayout, recipe: Recipe):
           .map(EvalExample(source, layout, recipe)).batch(layout.local_batch))
 
 
-  import grain
-  batches = num_eval_batches(len(source), layout.global_batch)
 def iterate(dataset, local_devices: int, workers: int = 0,
             threads: Optional[int] = None) -> Iterator[dict]:
   """Iterates a batched dataset, decoding in `workers` processes (0: in this one), and

@@ -219,7 +219,9 @@ def make_step_functions(model: nn.Module, tx: optax.GradientTransformation,
   """Builds the pmapped train/eval programs of one run.
 
   Args:
-    devices: the local devices to pmap over (default: all devices).
+    devices: the devices to pmap over; None (what a run passes): every device of every
+      process, so that gradients are averaged over the whole global batch. A subset is for
+      single-process measurements (perf/benchmarking).
   """
   step = lambda state, batch: train_step(state, batch, model=model, tx=tx, settings=settings)
 
