@@ -2,7 +2,7 @@
 
   python experiments/benchmark.py --model resnet50 --layout coursera --image_size 64 \
       --batch_size 32 --dtype float32 --steps 8 --steps_per_dispatch 8 --baseline
-  python experiments/benchmark.py --program loop,step --baseline --steps 4 --windows 3
+  python experiments/benchmark.py --program chunk,step --baseline --steps 4 --windows 3
   python experiments/benchmark.py --image_size 224 --layout torchvision --batch_size 256 \
       --dtype bfloat16 --optimizer sgd --steps 50 --steps_per_dispatch 50
   python experiments/benchmark.py --sweep 8,16,32,64 --steps 8 --out runs/benchmark
@@ -10,12 +10,12 @@
   python experiments/benchmark.py --input_only --image_size 224 --batch_size 128 \
       --data_workers 2 [--data_dir prepared_shards]
 
-One line per path timed: 'train_loop' (--program loop: train.py's program off CPU, K
-steps per dispatch in an on-device loop), 'train_resident_step' (--program step:
-train.py's program on CPU, one dispatch per step, data on the device) and 'baseline'
-(--baseline: a plain jitted Flax step fed float32 images from the host, perf/flax_baseline.py);
-'train_fed_step' (--program fed: train.py's step fed batch by batch from the host). The default
---program auto is the one train.py runs on this backend (train_py_default: true).
+One line per path timed, each train.py's feed and programs on batches of its input
+pipeline: 'train_chunk' (--program chunk: train.py's program off CPU, K steps per dispatch
+in one scan over their batches), 'train_step' (--program step: train.py's program on CPU,
+one dispatch per step) and 'baseline' (--baseline: a plain jitted Flax step fed float32
+images from the host, perf/flax_baseline.py). The default --program auto is the one
+train.py runs on this backend (train_py_default: true).
 
 Fields: img_per_sec, ms_per_step (median of --windows windows of --steps steps, after
 compiling and warming up), compile_seconds, device, backend, peak_memory_bytes (null where
@@ -78,12 +78,12 @@ _WARMUP_STEPS = flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps after com
                                      'least one dispatch).', lower_bound=0,
                                      flag_values=SCRIPT.flags)
 _STEPS_PER_DISPATCH = flags.DEFINE_integer('steps_per_dispatch', 1, "Steps per chunk, one "
-                                           "dispatch with the 'loop' program.", lower_bound=1,
+                                           "dispatch with the 'chunk' program.", lower_bound=1,
                                            flag_values=SCRIPT.flags)
-_EPOCH_STEPS = flags.DEFINE_integer('epoch_steps', 8, 'Batches in the device-resident split '
+_EPOCH_STEPS = flags.DEFINE_integer('epoch_steps', 8, 'Batches in the random training split '
                                     '(rounded up to whole dispatches; a chunk never crosses an '
                                     'epoch).', lower_bound=1, flag_values=SCRIPT.flags)
-_PROGRAM = flags.DEFINE_string('program', 'auto', "Comma-separated: 'loop', 'step', 'fed' or "
+_PROGRAM = flags.DEFINE_string('program', 'auto', "Comma-separated: 'chunk', 'step' or "
                                "'auto' (train.py's choice on this backend).",
                                flag_values=SCRIPT.flags)
 _BASELINE = flags.DEFINE_bool('baseline', False, 'Also time a plain Flax train step (the '
@@ -131,21 +131,21 @@ def _input_only() -> int:
   import math
   import tempfile
 
-  from resnet_jax.data import host_augment, streamed
+  from resnet_jax.data import augment, images
   from resnet_jax.perf import input_throughput
   load_at_start = os.getloadavg()
   with tempfile.TemporaryDirectory() as scratch:
     data_dir = _DATA_DIR.value or input_throughput.write_benchmark_shards(
         os.path.join(scratch, 'shards'), _INPUT_IMAGES.value)
-    dataset = streamed.open_images(data_dir, _IMAGE_SIZE.value)
+    dataset = images.open_images(data_dir)
     canvas = 0
     if _CROP_RESIZE.value == 'device':
       if not dataset.max_size:
         raise app.UsageError(f'--data_dir={data_dir}: its index states no max_size; expected '
                              'prepared shards (or --crop_resize=host)')
-      canvas = host_augment.canvas_size(dataset.max_size, _IMAGE_SIZE.value)
+      canvas = augment.canvas_size(dataset.max_size, _IMAGE_SIZE.value)
     record = input_throughput.measure_input(
-        dataset.train.source, image_size=_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value,
+        dataset.train, image_size=_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value,
         workers=_DATA_WORKERS.value, num_batches=_INPUT_BATCHES.value, windows=_WINDOWS.value,
         canvas_size=canvas)
   # Cores the pipeline kept busy: its workers (the reading process itself with 0 workers).

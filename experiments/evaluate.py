@@ -6,8 +6,9 @@
 
 For a run on streamed images (dataset 'images': imagenet_resnet50.py, folder_finetune.py)
 --data_dir is prepared shards or an image folder (default: the run's own data_dir) with the
-run's classes, and its validation split is evaluated as the run evaluates (centre crop);
-the line adds top5_accuracy with 10 or more classes.
+run's classes, and its validation split is evaluated; the line adds top5_accuracy with 10
+or more classes. Every picture goes through the input pipeline's evaluation view of the
+run's recipe, as the run's own evaluation sees it.
 
 The first reads test_signs.h5 from a directory (the course's real files, say; --data_dir may
 also name the test file itself, and no train_signs.h5 is needed); the second
@@ -46,21 +47,17 @@ _BATCH = flags.DEFINE_integer('batch_size', 100, 'Pictures per forward pass.', l
                               flag_values=SCRIPT.flags)
 
 
-def accuracy(predictor, images: np.ndarray, labels: np.ndarray, batch_size: int) -> float:
-  predicted = np.concatenate([
-      np.argmax(predictor.probabilities(images[i:i + batch_size]), axis=-1)
-      for i in range(0, len(images), batch_size)])
-  return float(np.mean(predicted == labels))
-
-
-def streamed_accuracy(predictor, split, batch_size: int) -> dict:
-  """{'accuracy', 'top5_accuracy' (10 or more classes), 'count'} of a streamed split, each
-  image seen as the run's evaluation sees it (grain_pipeline's evaluation view)."""
-  from resnet_jax.data import grain_pipeline
-  layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
-  batches = grain_pipeline.eval_dataset(split.source, layout, predictor.config.data.image_size)
+def split_accuracy(predictor, split, batch_size: int) -> dict:
+  """{'accuracy', 'top5_accuracy' (10 or more classes), 'count'} of a split (any source:
+  arrays, shards, a folder), each picture seen as the run's evaluation sees it (the input
+  pipeline's evaluation view of the run's recipe)."""
+  from resnet_jax.data import pipeline
+  from resnet_jax.data.layout import BatchLayout
+  from resnet_jax.train import setup
+  layout = BatchLayout(batch_size, (0,), batch_size)
+  batches = pipeline.eval_dataset(split, layout, setup.input_recipe(predictor.config))
   correct = top5 = count = 0.0
-  for batch in grain_pipeline.iterate(batches, 1):
+  for batch in pipeline.iterate(batches, 1):
     keep = batch['mask'][0] > 0
     probs = predictor.probabilities(batch['image'][0][keep])
     labels = batch['label'][0][keep]
@@ -79,13 +76,13 @@ def _evaluate_images(predictor) -> int:
   from resnet_jax import data
   from resnet_jax.errors import DatasetError
   data_dir = _DATA_DIR.value or predictor.config.data.data_dir
-  dataset = data.open_images(data_dir, predictor.config.data.image_size)
+  dataset = data.open_images(data_dir)
   if tuple(dataset.class_names) != tuple(predictor.class_names):
     raise DatasetError(f'{data_dir} has the classes {list(dataset.class_names)[:10]} but the '
                        f'model of {predictor.checkpoint} predicts '
                        f'{list(predictor.class_names)[:10]}; expected the same classes in the '
                        'same order')
-  result = streamed_accuracy(predictor, dataset.test, _BATCH.value)
+  result = split_accuracy(predictor, dataset.test, _BATCH.value)
   print(json.dumps(dict(result, checkpoint=predictor.checkpoint, step=predictor.step,
                         data=dataset.source)))
   return cli.EXIT_OK
@@ -121,9 +118,10 @@ def _main(argv: list) -> int:
   source = (signs_test_file(_DATA_DIR.value) if _SEED.value is None
             else f'the fresh synthetic SIGNS set (seed {_SEED.value})')
   predictor.check_fits(test.images.shape[1:], len(class_names), source)
-  print(json.dumps({'accuracy': accuracy(predictor, test.images, test.labels, _BATCH.value),
-                    'count': len(test), 'checkpoint': predictor.checkpoint,
-                    'step': predictor.step, 'data': described}))
+  result = split_accuracy(predictor, test, _BATCH.value)
+  print(json.dumps({'accuracy': result['accuracy'], 'count': result['count'],
+                    'checkpoint': predictor.checkpoint, 'step': predictor.step,
+                    'data': described}))
   return cli.EXIT_OK
 
 

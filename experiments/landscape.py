@@ -82,7 +82,7 @@ def _main(argv: list) -> int:
   from resnet_jax.train import checkpoint, loop, setup
   settings = config.landscape.to_dict()
   start = time.perf_counter()
-  dataset = setup.load_data(config.base)
+  dataset = setup.load_data(config.base.data)
   for seed in config.seeds:
     for model_name in config.models:
       status = sweep.run_one(config, workdir, model_name, seed, dataset, loop.train_and_evaluate)

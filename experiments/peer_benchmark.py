@@ -5,8 +5,8 @@
 
 The course's ResNet-50 (coursera layout: 64x64x3 input, 6 classes), batch 32, float32,
 Adam, one training step, in three stacks:
-- 'resnet_jax': train.py's program on this backend (perf/benchmarking.TrainingPath, data
-  resident);
+- 'resnet_jax': train.py's feed and program on this backend (perf/benchmarking.TrainingPath,
+  batches from the input pipeline);
 - 'keras_tf': the network as the course's notebook writes it, Keras 3 on the TensorFlow
   backend, `compile(jit_compile=False)`, `train_on_batch`, with TF_ENABLE_ONEDNN_OPTS=1
   (TensorFlow's oneDNN kernels, off by default on some CPUs) unless set otherwise;

@@ -99,7 +99,7 @@ def torch_step(batch: int, size: int, classes: int):
 
 
 def jax_step(batch: int, size: int, classes: int, conv_impl: str):
-  """train.py's step program on this backend, on a resident random split."""
+  """train.py's step program on this backend, fed by its input pipeline (random images)."""
   from resnet_jax.perf import benchmarking
   workload = benchmarking.Workload(model='resnet50', layout='coursera', image_size=size,
                                    batch_size=batch, num_classes=classes, conv_impl=conv_impl)

@@ -2,10 +2,10 @@
 
   python experiments/predict.py --workdir runs/signs_resnet50 my_hand.jpg other.png
 
-The course's "test with your own image": each image is read with Pillow, converted to RGB,
-resized to the run's image size and preprocessed as in training (runs on streamed images,
-dataset 'images', see them as their evaluation does: shorter side to size / 0.875, centre
-crop; class names from the dataset's index or folder). Prints one line per image
+The course's "test with your own image": each image is decoded as training data are (EXIF
+orientation, RGB), seen as the run's evaluation sees a picture (the whole picture resized to
+the run's image size; runs with Inception crops: shorter side to size / 0.875, centre crop)
+and preprocessed as in training; class names are those the run trained on. Prints one line per image
 with the predicted class and the --top_k most probable classes (default: all of them for
 fewer than 10 classes, else 5), most probable first. --checkpoint=latest uses the newest
 checkpoint instead of the best by eval accuracy.
@@ -18,7 +18,6 @@ traceback).
 """
 import logging
 import sys
-import warnings
 
 import numpy as np
 from absl import app, flags
@@ -41,34 +40,25 @@ def default_top_k(num_classes: int) -> int:
   return num_classes if num_classes < 10 else 5
 
 
-def read_image(path: str, size: int, center_crop: bool = False) -> np.ndarray:
-  """uint8 [size, size, 3] from an image file; DatasetError naming the file if unreadable.
-
-  center_crop: the evaluation view of streamed runs (dataset 'images'): decoded as their
-  training data were (EXIF orientation applied), the shorter side resized to size / 0.875,
-  the centre cut out; else the whole picture resized to size x size.
+def read_image(path: str, size: int, augmentation=None) -> np.ndarray:
+  """uint8 [size, size, 3] from an image file, as the run's evaluation sees a picture: decoded
+  as training data are (EXIF orientation applied, any mode to RGB), then the evaluation view
+  of the run's recipe (`augmentation`, resnet_jax.data.augment.Augmentation; default the
+  small pictures' recipe: the whole picture resized to size x size; Inception-crop runs see
+  the centre crop). DatasetError naming the file if it cannot be read.
   """
-  if center_crop:
-    from resnet_jax.data import host_augment, image_files
-    image = image_files.decode_rgb_image(path,
-                                         min_shorter_side=host_augment.resize_target(size))
-    return host_augment.center_crop(image, size)
-  from PIL import Image, UnidentifiedImageError
-
-  from resnet_jax.errors import DatasetError
+  from resnet_jax.data import image_files
+  from resnet_jax.data.augment import Augmentation
+  from resnet_jax.errors import BadImageError, DatasetError
+  augmentation = augmentation or Augmentation()
   try:
-    with warnings.catch_warnings():
-      # Over Pillow's pixel limit Image.open only warns (twice over it, it raises).
-      warnings.simplefilter('error', Image.DecompressionBombWarning)
-      with Image.open(path) as image:
-        image = image.convert('RGB').resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(image, np.uint8)
-  except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-    raise DatasetError(f'{path!r} is too large to read safely ({error}); expected an image of '
-                       f'at most {Image.MAX_IMAGE_PIXELS} pixels') from error
-  except (OSError, UnidentifiedImageError) as error:
-    raise DatasetError(f'{path!r} cannot be read as an image ({error}); expected a JPEG, PNG '
-                       'or another format Pillow reads') from error
+    image = image_files.decode_rgb_image(path,
+                                         min_shorter_side=augmentation.eval_decode_side(size))
+  except BadImageError as error:
+    raise DatasetError(f'{path!r} cannot be read as an image: {error.reason}; expected a '
+                       'JPEG, PNG or another format Pillow reads, within its pixel limit'
+                       ) from error
+  return augmentation.eval_view(image, size)
 
 
 def _main(argv: list) -> int:
@@ -77,12 +67,14 @@ def _main(argv: list) -> int:
     raise app.UsageError('give one or more image files after the flags')
   from resnet_jax.errors import DatasetError
   from resnet_jax.train.inference import load_predictor
+  from resnet_jax.train.setup import input_recipe
   from resnet_jax.train.workdir import load_saved_config
   config = load_saved_config(_WORKDIR.value)
+  recipe = input_recipe(config)
   readable, images, failed = [], [], 0
   for path in paths:  # All images are read before the checkpoint is loaded.
     try:
-      images.append(read_image(path, config.data.image_size, config.data.name == 'images'))
+      images.append(read_image(path, config.data.image_size, recipe.augmentation))
       readable.append(path)
     except DatasetError as error:
       cli.report(error, SCRIPT.flags.debug)

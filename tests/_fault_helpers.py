@@ -168,14 +168,18 @@ def tmp_checkpoints(workdir) -> list:
     return []
 
 
-def metric_steps(workdir) -> list:
-  return [r['step'] for r in read_jsonl(os.path.join(str(workdir), 'metrics.jsonl'))]
+def metric_steps(workdir, strict: bool = False) -> list:
+  """The steps metrics.jsonl holds. Not strict by default: a run may be writing the file (the
+  triggers poll it) or have been killed mid-line; `strict` once no run writes it (every line
+  a whole record, see read_jsonl)."""
+  path = os.path.join(str(workdir), 'metrics.jsonl')
+  return [r['step'] for r in read_jsonl(path, strict=strict)]
 
 
 def records(workdir) -> list:
-  """metrics.jsonl without timing fields."""
+  """metrics.jsonl without timing fields, read strictly (a torn line fails the test)."""
   return [{k: v for k, v in r.items() if k not in TIMING_FIELDS}
-          for r in read_jsonl(os.path.join(str(workdir), 'metrics.jsonl'))]
+          for r in read_jsonl(os.path.join(str(workdir), 'metrics.jsonl'), strict=True)]
 
 
 def read_checkpoint(workdir, step: int, scratch) -> tuple:

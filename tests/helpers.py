@@ -1,9 +1,10 @@
 """The one tiny network, data and configs that the training tests share (imported as a module).
 
 Kept tiny so that a whole training run compiles and finishes in a second or two:
-`TinyNet` on `make_dataset()` with `tiny_config()` (the loop tests: 8 steps per epoch, 3
-steps per dispatch in a lax loop) or `fault_config()` (the fault tests: 6 steps per epoch
-on `fault_dataset()`, a checkpoint every 4 steps, one dispatch per step).
+`TinyNet` on `make_dataset()` with `tiny_config()` (the loop tests: 8 steps per epoch,
+chunks of up to 3 steps, each one train_chunk dispatch) or `fault_config()` (the fault tests:
+6 steps per epoch on `fault_dataset()`, a checkpoint every 4 steps, one dispatch per step).
+The datasets are in-memory Splits, read through the same input pipeline as any other source.
 """
 from typing import Sequence
 
@@ -74,7 +75,8 @@ def fault_dataset(poison_index=None) -> Dataset:
 def tiny_config(**overrides):
   """A complete config for TinyNet on `make_dataset()` data; overrides by dotted name,
   e.g. tiny_config(**{'optim.name': 'sgd'})."""
-  # loop_on_device: exercise the lax loop (CPU's default is a dispatch per step).
+  # loop_on_device: exercise train_chunk, a lax.scan over the chunk's steps (CPU's default
+  # is a dispatch per step).
   return _config({'train.num_epochs': 3, 'run.log_every_steps': 4,
                   'run.checkpoint_every_steps': 8, 'speed.steps_per_dispatch': 3,
                   'speed.loop_on_device': True, **overrides})

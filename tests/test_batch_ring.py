@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import _fault_helpers as fh
-from resnet_jax.data import batch_ring, grain_pipeline, host_augment, image_records, streamed
+from resnet_jax.data import augment, batch_ring, image_records, images, pipeline
+from resnet_jax.data.layout import BatchLayout
 
 SIZE = 8
 SHAPE = (3, 5, 4, 3)
@@ -80,7 +81,7 @@ def broken_shards(tmp_path_factory):
   """The same pictures, but record 20 of the first train shard is not an image."""
   out = _image_data.make_shards(str(tmp_path_factory.mktemp('broken')), 48, 4)
   index = image_records.read_index(out)
-  source = streamed.open_images(out, SIZE).train.source
+  source = images.open_images(out).train
   records = [image_records.encode_record(*source[i])
              for i in range(index.splits['train'].records_per_shard[0])]
   records[20] = image_records.encode_record(0, b'not an image')
@@ -90,30 +91,35 @@ def broken_shards(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def source(shards):
-  return streamed.open_images(shards, SIZE).train.source
+  return images.open_images(shards).train
 
 
 def _dataset(source, num_steps):
-  layout = grain_pipeline.BatchLayout(8, (0, 1), 4)
+  layout = BatchLayout(8, (0, 1), 4)
   # Canvases: each image writes a box of its own size, and a reused slot must not show the
   # larger box of the batch before it.
-  augmentation = grain_pipeline.Augmentation(inception_crop=True, flip=True,
-                                             canvas_size=host_augment.canvas_size(40, SIZE))
-  return grain_pipeline.train_dataset(source, layout, 6, 5, SIZE, augmentation, 0, num_steps)
+  augmentation = augment.Augmentation(inception_crop=True, flip=True,
+                                      canvas_size=augment.canvas_size(40, SIZE))
+  return pipeline.train_dataset(source, layout, pipeline.Recipe(SIZE, augmentation, seed=5),
+                                0, num_steps)
 
 
 def test_worker_batches_on_reused_slots_equal_in_process_batches(source):
   steps = 48
-  expected = list(grain_pipeline.iterate(_dataset(source, steps), 2))
+  expected = list(pipeline.iterate(_dataset(source, steps), 2))
+  assert len(expected) == steps
   addresses = set()
-  for step, batch in enumerate(grain_pipeline.iterate(_dataset(source, steps), 2, workers=2)):
+  seen = 0
+  for step, batch in enumerate(pipeline.iterate(_dataset(source, steps), 2, workers=2)):
+    seen += 1
     addresses.add(batch['image'].__array_interface__['data'][0])
     for key in expected[step]:
       np.testing.assert_array_equal(batch[key], expected[step][key], err_msg=f'{step} {key}')
     del batch  # Its slot goes back to its worker.
+  assert seen == steps
   assert len(addresses) <= steps // 2  # Slots were reused (about 10 a worker).
   # A reader that keeps every batch: the workers make new slots rather than wait for one.
-  kept = list(grain_pipeline.iterate(_dataset(source, steps), 2, workers=2))
+  kept = list(pipeline.iterate(_dataset(source, steps), 2, workers=2))
   assert len(kept) == steps
   for step, batch in enumerate(kept):
     for key in expected[step]:
@@ -128,12 +134,12 @@ def test_a_process_whose_pipelines_ended_or_failed_exits_without_a_word(shards, 
 import sys
 sys.path.insert(0, {fh.REPO!r} + '/tests')
 import test_batch_ring as t
-from resnet_jax.data import grain_pipeline, streamed
+from resnet_jax.data import images, pipeline
 from resnet_jax.errors import DatasetError
 for shards in ({shards!r}, {broken_shards!r}):
-  source = streamed.open_images(shards, t.SIZE).train.source
+  source = images.open_images(shards).train
   try:
-    for batch in grain_pipeline.iterate(t._dataset(source, 20), 2, workers=2):
+    for batch in pipeline.iterate(t._dataset(source, 20), 2, workers=2):
       pass
   except DatasetError as error:
     print(error)

@@ -1,8 +1,8 @@
 """The benchmark machinery on a tiny model: record fields, step accounting, the CLI, the sweep.
 
 No timing assertions: the machine is shared, so only sanity (positive, finite) is checked.
-That the loop and the loop-free programs (and any steps per dispatch) train identically is
-covered by tests/test_train_loop.py and not repeated here.
+The two programs (a chunk of steps in one dispatch, one step per dispatch) are checked to
+train the same run here; whole runs with either are compared in tests/test_train_loop.py.
 """
 import json
 import math
@@ -31,9 +31,8 @@ def _workload(**overrides):
 
 @pytest.fixture(scope='module')
 def paths():
-  """train_loop (3 steps per dispatch), train_resident_step, train_fed_step and the plain
-  Flax baseline, built once."""
-  return benchmarking.build_paths(_workload(), programs=('loop', 'step', 'fed'), baseline=True,
+  """train_chunk (3 steps per dispatch), train_step and the plain Flax baseline, built once."""
+  return benchmarking.build_paths(_workload(), programs=('chunk', 'step'), baseline=True,
                                   model=helpers.TinyNet(num_classes=CLASSES), epoch_steps=4)
 
 
@@ -47,9 +46,8 @@ def _positive(value):
 
 
 def test_records_hold_every_field_with_sane_values(records):
-  assert [r['path'] for r in records] == ['train_loop', 'train_resident_step', 'train_fed_step',
-                                          'baseline']
-  assert [r['steps_per_dispatch'] for r in records] == [3, 1, 1, 1]
+  assert [r['path'] for r in records] == ['train_chunk', 'train_step', 'baseline']
+  assert [r['steps_per_dispatch'] for r in records] == [3, 1, 1]
   device = jax.local_devices()[0]
   for record in records:
     json.loads(json.dumps(record, allow_nan=False))  # Valid JSON, no NaN.
@@ -71,41 +69,41 @@ def test_records_hold_every_field_with_sane_values(records):
   assert records[0]['device']['count'] == jax.local_device_count()
   for record in records[:2]:
     assert _positive(record['speedup_vs_baseline'])
-    assert record['baseline_ms_per_step'] == records[3]['ms_per_step']
+    assert record['baseline_ms_per_step'] == records[2]['ms_per_step']
 
 
 def test_flops_per_step_is_one_step_in_every_program(records):
-  # XLA counts the loop's body once; three programs run train.py's step, the baseline the
-  # same network's plain step.
-  loop, step, fed, baseline = (r['flops_per_step'] for r in records)
-  assert loop == pytest.approx(step, rel=0.05)
-  assert fed == pytest.approx(step, rel=0.05)
-  assert loop == pytest.approx(baseline, rel=0.15)
+  # XLA counts the chunk's loop body once; both programs run train.py's step, the baseline
+  # the same network's plain step.
+  chunk, step, baseline = (r['flops_per_step'] for r in records)
+  assert chunk == pytest.approx(step, rel=0.05)
+  assert chunk == pytest.approx(baseline, rel=0.15)
   assert step == pytest.approx(baseline, rel=0.15)
 
 
 def test_every_path_ran_the_warmup_and_every_window(records, paths):
   # 1 warm-up step rounded up to a chunk of 3, then 2 windows of 3 steps.
-  loop, step, fed, baseline = paths
-  assert loop.steps_taken() == step.steps_taken() == fed.steps_taken() == 3 + 2 * 3
+  chunk, step, baseline = paths
+  assert chunk.steps_taken() == step.steps_taken() == 3 + 2 * 3
   assert baseline.steps_taken() == 3 + 2 * 3
   assert all(np.isfinite(np.asarray(m)) for m in baseline.last_metrics)
-  for path in (loop, step, fed):
+  for path in (chunk, step):
     sums = jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], path.last_sums)
     assert int(sums['steps']) == path.steps_per_dispatch and int(sums['finite_steps']) >= 1
     assert math.isfinite(float(sums['loss_sum'])) and float(sums['loss_sum']) > 0
   assert [r['train_py_default'] for r in records] == [
-      jax.default_backend() != 'cpu', jax.default_backend() == 'cpu', False, False]
+      jax.default_backend() != 'cpu', jax.default_backend() == 'cpu', False]
 
 
 def test_every_path_trains_the_same_run(records, paths):
-  # Same seed, same data, same steps: the three feeds of train.py's step reach one state.
+  # Same seed, same data, same steps: chunks of 3 steps in one dispatch and one step per
+  # dispatch reach one state.
   first = lambda path: jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0],
                                     path.state.params)
-  loop, step, fed = (first(path) for path in paths[:3])
-  for other in (step, fed):
-    for x, y in zip(jax.tree.leaves(loop), jax.tree.leaves(other)):
-      np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6)
+  chunk, step = (first(path) for path in paths[:2])
+  assert paths[0].steps_taken() == paths[1].steps_taken() > 0
+  for x, y in zip(jax.tree.leaves(chunk), jax.tree.leaves(step), strict=True):
+    np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6)
 
 
 def test_sweep_writes_a_table_row_per_record_and_a_png(records, tmp_path):
@@ -148,18 +146,18 @@ def test_cli_measures_each_batch_size_prints_json_and_writes_the_sweep(
   code = benchmark_script.main([
       '--model', 'resnet18', '--layout', 'keras', '--image-size', '8', '--dtype', 'bfloat16',
       '--sweep', '4,16', '--steps', '5', '--windows', '3', '--steps-per-dispatch', '2',
-      '--program', 'auto,loop', '--baseline', '--out', str(out)])
+      '--program', 'auto,chunk', '--baseline', '--out', str(out)])
   assert code == 0
   assert [c[0] for c in calls] == [
       benchmarking.Workload('resnet18', 'keras', 8, size, 'bfloat16', 1000, 'adam', 2)
       for size in (4, 16)]
-  auto = 'step' if jax.default_backend() == 'cpu' else 'loop'
-  assert calls[0][1] == dict(steps=5, windows=3, warmup_steps=2, programs=[auto, 'loop'],
+  auto = 'step' if jax.default_backend() == 'cpu' else 'chunk'
+  assert calls[0][1] == dict(steps=5, windows=3, warmup_steps=2, programs=[auto, 'chunk'],
                              baseline=True, epoch_steps=8)
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   assert [r['batch_size'] for r in lines] == [4] * len(records) + [16] * len(records)
   table = (out / 'sweep.md').read_text()
-  assert len([line for line in table.splitlines() if line.startswith('| train_loop')]) == 2
+  assert len([line for line in table.splitlines() if line.startswith('| train_chunk')]) == 2
   assert (out / 'sweep.png').stat().st_size > 0
 
 

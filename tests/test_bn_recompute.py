@@ -8,10 +8,9 @@ import optax
 import pytest
 
 import helpers as fx
-from resnet_jax.data import pipeline
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model
-from resnet_jax.train import bn_recompute, checkpoint as checkpoint_lib, loop
+from resnet_jax.train import bn_recompute, checkpoint as checkpoint_lib, devices, loop
 from resnet_jax.train.state import create_train_state
 from resnet_jax.train.steps import StepSettings
 
@@ -28,11 +27,11 @@ def _replicated_state(model, batch_stats=None):
   state = create_train_state(model, optax.sgd(0.1), (fx.IMAGE_SIZE, fx.IMAGE_SIZE, 3), seed=0)
   if batch_stats is not None:
     state = state.replace(batch_stats=batch_stats)
-  return pipeline.replicate_on_devices(jax.tree.map(np.asarray, state), jax.local_devices()[:1])
+  return devices.replicate_on_devices(jax.tree.map(np.asarray, state), jax.local_devices()[:1])
 
 
 def _device_batches(images_list):
-  return [pipeline.shard_leading_axis({'image': images[None]}, jax.local_devices()[:1])
+  return [devices.shard_leading_axis({'image': images[None]}, jax.local_devices()[:1])
           for images in images_list]
 
 
@@ -76,7 +75,7 @@ def test_frozen_statistics_stay_bit_identical():
   images = fx.make_split(24, seed=4).images
   new = bn_recompute.recompute_batch_stats(state, fn, _device_batches(
       [images[:8], images[8:16], images[16:]]))
-  for a, b in zip(jax.tree.leaves(new.batch_stats), jax.tree.leaves(frozen)):
+  for a, b in zip(jax.tree.leaves(new.batch_stats), jax.tree.leaves(frozen), strict=True):
     np.testing.assert_array_equal(np.asarray(a)[0], b)
 
 
@@ -111,10 +110,12 @@ def test_training_is_unchanged_and_only_the_statistics_differ(recomputed_run, tm
   workdir, _ = recomputed_run
   _run(tmp_path, **{'train.bn_recompute_batches': 0})
   with_recompute, without = _latest_state(workdir), _latest_state(tmp_path)
-  for a, b in zip(jax.tree.leaves(with_recompute['params']), jax.tree.leaves(without['params'])):
+  for a, b in zip(jax.tree.leaves(with_recompute['params']), jax.tree.leaves(without['params']),
+                  strict=True):
     np.testing.assert_array_equal(a, b)
   differ = [not np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(with_recompute['batch_stats']), jax.tree.leaves(without['batch_stats']))]
+      jax.tree.leaves(with_recompute['batch_stats']), jax.tree.leaves(without['batch_stats']),
+      strict=True)]
   assert all(differ)
 
 
@@ -129,5 +130,5 @@ def test_a_resumed_run_re_estimates_what_an_unbroken_one_does(recomputed_run, tm
   assert result['resumed_from'] == 8
   assert result['eval_accuracy'] == first['eval_accuracy']
   for a, b in zip(jax.tree.leaves(_latest_state(workdir)), jax.tree.leaves(
-      _latest_state(reference))):
+      _latest_state(reference)), strict=True):
     np.testing.assert_array_equal(a, b)

@@ -1,6 +1,6 @@
 """The Inception crop's resize on the device (box_resize) against the host path it replaces:
 the pixels of Pillow's `Image.resize(size, BILINEAR, box=...)` (what
-host_augment.random_resized_crop does) within one grey level (`assert_like_pillow`), the
+augment.random_resized_crop does) within two grey levels (`assert_like_pillow`), the
 same batches from the pipeline with the same resume and multi-process properties, the
 train step fed canvases, and the configuration that chooses where the resize runs."""
 import functools
@@ -12,20 +12,15 @@ import pytest
 from PIL import Image
 
 import helpers as fx
-from resnet_jax.data import (
-  box_resize,
-  grain_pipeline,
-  host_augment,
-  image_files,
-  pipeline,
-  streamed,
-)
+from resnet_jax.data import augment, image_files, images as images_lib, pipeline
+from resnet_jax.data.augment import Augmentation
+from resnet_jax.data.layout import BatchLayout
 from resnet_jax.perf import input_throughput
-from resnet_jax.train import grain_feed, steps
+from resnet_jax.train import box_resize, devices as devices_lib, setup, steps
 from resnet_jax.train.state import create_train_state
 
 SIZE = 8
-HOST = grain_pipeline.Augmentation(inception_crop=True, flip=True)
+HOST = Augmentation(inception_crop=True, flip=True)
 
 
 def assert_like_pillow(resized, pillow, differing=0.25):
@@ -45,8 +40,8 @@ def _resize(canvases, boxes, size):
 def _photos(tmp_path, count):
   """Photo-like JPEGs as benchmark.py --input_only stores them (341x256), every other one
   turned upright (256x341), decoded as the pipeline decodes them."""
-  source = streamed.open_images(input_throughput.write_benchmark_shards(
-      str(tmp_path / 'photos'), count), 224).train.source
+  source = images_lib.open_images(input_throughput.write_benchmark_shards(
+      str(tmp_path / 'photos'), count)).train
   images = [image_files.decode_rgb_image(source[i][1]) for i in range(count)]
   return [im.transpose(Image.Transpose.ROTATE_90) if i % 2 else im
           for i, im in enumerate(images)]
@@ -55,19 +50,19 @@ def _photos(tmp_path, count):
 @pytest.mark.parametrize('size', [224, 40, 300])  # Shrinking, shrinking a lot, enlarging.
 def test_the_device_resize_matches_pillows_box_resize(tmp_path, size):
   images = _photos(tmp_path, 6)
-  side = host_augment.canvas_size(256, size)
+  side = augment.canvas_size(256, size)
   canvases = np.zeros((len(images) * 4, side, side, 3), np.uint8)
   boxes, expected = [], []
   for k in range(len(canvases)):
     image = images[k % len(images)]
-    boxes.append(host_augment.crop_to_canvas(image, np.random.default_rng(k), size,
+    boxes.append(augment.crop_to_canvas(image, np.random.default_rng(k), size,
                                              canvases[k]))
-    expected.append(host_augment.random_resized_crop(image, np.random.default_rng(k), size,
+    expected.append(augment.random_resized_crop(image, np.random.default_rng(k), size,
                                                      flip=True))
   # The host path is Pillow's box resize, antialiased, without reducing_gap's shortcut.
-  box = host_augment.crop_box(np.random.default_rng(0), *images[0].size)
+  box = augment.crop_box(np.random.default_rng(0), *images[0].size)
   pillow = images[0].resize((size, size), Image.BILINEAR, box=box, reducing_gap=None)
-  np.testing.assert_array_equal(host_augment.random_resized_crop(
+  np.testing.assert_array_equal(augment.random_resized_crop(
       images[0], np.random.default_rng(0), size, flip=False), np.asarray(pillow))
   assert {b[-1] for b in boxes} == {0, 1}  # Both sides of the flip.
   resized = _resize(canvases, box_resize.box_array(boxes), size)
@@ -80,11 +75,11 @@ def test_the_device_resize_matches_pillows_box_resize(tmp_path, size):
 
 def test_a_box_larger_than_the_canvas_is_resized_on_the_host():
   image = _image_data.picture(np.random.default_rng(0), 'red').resize((90, 70))
-  side = host_augment.canvas_size(16, SIZE)  # An index saying 16 px; this image is larger.
+  side = augment.canvas_size(16, SIZE)  # An index saying 16 px; this image is larger.
   canvas = np.zeros((side, side, 3), np.uint8)
-  box = host_augment.crop_to_canvas(image, np.random.default_rng(3), SIZE, canvas)
+  box = augment.crop_to_canvas(image, np.random.default_rng(3), SIZE, canvas)
   assert box[:6] == (0, 0, SIZE, SIZE, SIZE, SIZE)
-  expected = host_augment.random_resized_crop(image, np.random.default_rng(3), SIZE, True)
+  expected = augment.random_resized_crop(image, np.random.default_rng(3), SIZE, True)
   np.testing.assert_array_equal(_resize(canvas[None], box_resize.box_array([box]), SIZE)[0],
                                 expected)  # Resized once, on the host; copied on the device.
 
@@ -92,32 +87,34 @@ def test_a_box_larger_than_the_canvas_is_resized_on_the_host():
 @pytest.fixture(scope='module')
 def source(tmp_path_factory):
   shards = _image_data.make_shards(str(tmp_path_factory.mktemp('shards')), 40, 4)
-  return streamed.open_images(shards, SIZE).train.source
+  return images_lib.open_images(shards).train
 
 
 def _batches(source, devices, start, num_steps, augmentation):
-  layout = grain_pipeline.BatchLayout(8, tuple(devices), 2)
-  data = grain_pipeline.train_dataset(source, layout, 5, 3, SIZE, augmentation, start,
-                                      num_steps)
-  return list(grain_pipeline.iterate(data, len(devices)))
+  layout = BatchLayout(8, tuple(devices), 2)
+  data = pipeline.train_dataset(source, layout, pipeline.Recipe(SIZE, augmentation, seed=3),
+                                start, num_steps)
+  return list(pipeline.iterate(data, len(devices)))
 
 
 @pytest.mark.parametrize('max_size', [256, 24])  # 24: most pictures larger than it says.
 def test_pipeline_batches_on_canvases_resize_to_the_host_batches(source, max_size):
-  on_device = grain_pipeline.Augmentation(inception_crop=True, flip=True,
-                                          canvas_size=host_augment.canvas_size(max_size, SIZE))
+  on_device = Augmentation(inception_crop=True, flip=True,
+                           canvas_size=augment.canvas_size(max_size, SIZE))
   host = _batches(source, range(4), 0, 7, HOST)
   canvases = _batches(source, range(4), 0, 7, on_device)
-  for a, b in zip(host, canvases):
+  assert len(host) == len(canvases) == 7
+  for a, b in zip(host, canvases, strict=True):
+    assert a.keys() == {'image', 'label'} and b.keys() == {'image', 'label', 'box'}
     assert b['image'].shape == (4, 2) + on_device.image_shape(SIZE)
     resized = _resize(b['image'].reshape((8,) + b['image'].shape[2:]),
                       b['box'].reshape(8, -1), SIZE)
     assert_like_pillow(resized.reshape(a['image'].shape), a['image'])
-    for key in ('label', 'example_id'):
-      np.testing.assert_array_equal(a[key], b[key])
+    np.testing.assert_array_equal(a['label'], b['label'])
   # Started at step 4, or read by two processes: the same batches.
   resumed = _batches(source, range(4), 4, 3, on_device)
   parts = [_batches(source, devices, 0, 7, on_device) for devices in ((0, 1), (2, 3))]
+  assert len(resumed) == 3 and all(len(p) == 7 for p in parts)
   for step, batch in enumerate(canvases):
     for key in batch:
       if step >= 4:
@@ -129,13 +126,13 @@ def test_pipeline_batches_on_canvases_resize_to_the_host_batches(source, max_siz
 def test_a_train_step_fed_canvases_resizes_them_to_image_size_first(source):
   model, devices = fx.TinyNet(), jax.local_devices()[:1]
   tx, _ = fx.create_optimizer(fx.tiny_config(), steps_per_epoch=10)
-  state = pipeline.replicate_on_devices(
+  state = devices_lib.replicate_on_devices(
       jax.tree.map(np.asarray, create_train_state(model, tx, (SIZE, SIZE, 3), seed=0)), devices)
   settings = steps.StepSettings(num_classes=3, image_size=SIZE)
   step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, settings=settings),
                   axis_name='batch', devices=devices)
-  on_device = grain_pipeline.Augmentation(inception_crop=True, flip=True,
-                                          canvas_size=host_augment.canvas_size(256, SIZE))
+  on_device = Augmentation(inception_crop=True, flip=True,
+                           canvas_size=augment.canvas_size(256, SIZE))
   canvases = {k: v.reshape((1, 8) + v.shape[2:])
               for k, v in _batches(source, range(4), 0, 1, on_device)[0].items()}
   resized = dict(canvases, image=_resize(canvases['image'][0], canvases['box'][0], SIZE)[None])
@@ -151,14 +148,14 @@ def test_crop_resize_chooses_the_canvas_only_for_inception_crops_of_prepared_dat
   config = fx.tiny_config(**{'data.name': 'images', 'data.image_size': 224})
   config.data.augment.inception_crop = True
   config.speed.crop_resize = 'device'
-  assert grain_feed.augmentation(config, 256).canvas_size == host_augment.canvas_size(256, 224)
-  assert grain_feed.augmentation(config, None).canvas_size == 0  # A raw folder: any size.
+  canvas = lambda max_size: setup.input_recipe(config, max_size).augmentation.canvas_size
+  assert canvas(256) == augment.canvas_size(256, 224)
+  assert canvas(None) == 0  # A raw folder: any size.
   config.speed.crop_resize = 'host'
-  assert grain_feed.augmentation(config, 256).canvas_size == 0
+  assert canvas(256) == 0
   config.speed.crop_resize = 'auto'  # The device, except on CPU backends.
-  assert (grain_feed.augmentation(config, 256).canvas_size > 0) == (
-      jax.default_backend() != 'cpu')
+  assert (canvas(256) > 0) == (jax.default_backend() != 'cpu')
   config.data.augment.inception_crop, config.speed.crop_resize = False, 'device'
-  assert grain_feed.augmentation(config, 256).canvas_size == 0  # Pad-and-crop: no resize.
+  assert canvas(256) == 0  # Pad-and-crop: no resize.
   # Canvases hold any box of a 256-px image with its margin: 4/3 x 256, rounded, + 2 x 2.
-  assert host_augment.canvas_size(256, 224) == 343 + 4
+  assert augment.canvas_size(256, 224) == 343 + 4

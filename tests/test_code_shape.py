@@ -83,3 +83,76 @@ def test_a_function_over_the_limit_is_named_with_its_file_and_count(tmp_path):
       '    def inner(x, **kw):\n      pass\n')
   found = too_many_parameters(str(tmp_path))
   assert len(found) == 1 and found[0].endswith('wide.py:6 Model.wide (9)')
+
+
+def import_graph(root: str) -> dict[str, set[str]]:
+  """{module: the library modules it imports}, lazy imports inside functions included (a
+  circle hidden by a lazy import is still a circle); `from package import name` counts as
+  importing the submodule where `name` is one, else the package."""
+  modules = {}
+  for directory, _, files in os.walk(root):
+    for name in files:
+      if name.endswith('.py'):
+        path = os.path.join(directory, name)
+        dotted = os.path.relpath(path, os.path.dirname(root))[:-3].replace(os.sep, '.')
+        modules[dotted.removesuffix('.__init__')] = path
+  top = os.path.basename(root)
+  graph = {}
+  for module, path in modules.items():
+    with open(path, encoding='utf-8') as f:
+      tree = ast.parse(f.read(), path)
+    found = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        found.update(a.name for a in node.names if a.name.split('.')[0] == top)
+      elif isinstance(node, ast.ImportFrom) and node.module and node.module.split('.')[0] == top:
+        for alias in node.names:
+          submodule = f'{node.module}.{alias.name}'
+          found.add(submodule if submodule in modules else node.module)
+    graph[module] = {m for m in found if m in modules and m != module}
+  return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+  """The strongly connected groups of more than one module (Tarjan's algorithm)."""
+  index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+  def visit(module):
+    index[module] = low[module] = len(index)
+    stack.append(module)
+    on_stack.add(module)
+    for other in sorted(graph[module]):
+      if other not in index:
+        visit(other)
+        low[module] = min(low[module], low[other])
+      elif other in on_stack:
+        low[module] = min(low[module], index[other])
+    if low[module] == index[module]:
+      group = []
+      while True:
+        other = stack.pop()
+        on_stack.discard(other)
+        group.append(other)
+        if other == module:
+          break
+      if len(group) > 1:
+        circles.append(sorted(group))
+
+  for module in sorted(graph):
+    if module not in index:
+      visit(module)
+  return circles
+
+
+def test_the_library_has_no_import_circle():
+  assert import_circles(import_graph(LIBRARY)) == []
+
+
+def test_an_import_circle_through_a_lazy_import_is_found(tmp_path):
+  package = tmp_path / 'pkg'
+  package.mkdir()
+  (package / '__init__.py').write_text('')
+  (package / 'a.py').write_text('from pkg import b\n')
+  (package / 'b.py').write_text('def f():\n  from pkg.a import g\n')
+  (package / 'c.py').write_text('import pkg.a\n')
+  assert import_circles(import_graph(str(package))) == [['pkg.a', 'pkg.b']]

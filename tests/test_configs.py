@@ -190,20 +190,20 @@ def test_explicit_signs_data_dir_without_the_files_names_the_field(tmp_path):
   config = _base()
   config.data.data_dir = str(tmp_path)
   with pytest.raises(ConfigError, match=r"config\.data\.data_dir=.*train_signs\.h5"):
-    setup.load_data(config)
+    setup.load_data(config.data)
 
 
 def test_missing_data_dir_names_the_field(tmp_path):
   config = _base()
   config.data.data_dir = str(tmp_path / 'nowhere')
   with pytest.raises(ConfigError, match=r"config\.data\.data_dir=.*nowhere.*does not exist"):
-    setup.load_data(config)
+    setup.load_data(config.data)
 
 
 def test_cifar10_without_data_dir_is_a_config_error():
   config = load_config_file(os.path.join(ROOT, 'experiments', 'configs', 'cifar10_resnet.py'))
   with pytest.raises(ConfigError, match='data_dir'):
-    setup.load_data(config)
+    setup.load_data(config.data)
 
 
 def _train_cli(*args, timeout=120):

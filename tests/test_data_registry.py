@@ -4,6 +4,7 @@ import os
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
 from resnet_jax.data import (
   DATASET_NAMES,
@@ -89,7 +90,24 @@ def test_load_dataset_signs_goes_through_the_same_policy(tmp_path):
 
 
 def test_dataset_names():
-  assert DATASET_NAMES == ('signs', 'digits', 'cifar10', 'fake_imagenet')
+  assert DATASET_NAMES == ('signs', 'digits', 'cifar10', 'fake_imagenet', 'images')
+
+
+def test_images_by_name_open_a_folder_as_a_source_of_encoded_records(tmp_path):
+  # 'images' is a name like the others: a Dataset whose splits the one pipeline decodes.
+  for split, count in (('train', 3), ('val', 1)):
+    for label in ('cats', 'dogs'):
+      folder = tmp_path / split / label
+      folder.mkdir(parents=True)
+      for i in range(count):
+        Image.new('RGB', (6, 4), (i * 40, 0, 0)).save(folder / f'{i}.png')
+  data = load_dataset('images', data_dir=str(tmp_path))
+  assert data.class_names == ('cats', 'dogs') and (len(data.train), len(data.test)) == (6, 2)
+  assert data.image_shape is None  # Any size: the pipeline resizes.
+  label, encoded = data.train[3]
+  assert label == 1 and isinstance(encoded, bytes)
+  with pytest.raises(DatasetError, match='needs data_dir'):
+    load_dataset('images')
 
 
 def test_unknown_name_lists_the_known_ones():
@@ -159,7 +177,7 @@ def test_a_damaged_cached_set_says_to_delete_the_cache_not_to_fix_data_dir(
   config.data.cache_dir = str(tmp_path / 'cache')
   monkeypatch.chdir(tmp_path)  # No data/signs here: the cached synthetic set is used.
   with pytest.raises(DamagedCacheError) as raised:
-    setup.load_data(config)
+    setup.load_data(config.data)
   message = str(raised.value)
   assert f'{str(cache)!r} is damaged' in message and 'test_signs.h5' in message
   assert 'delete that directory and rerun to regenerate it' in message

@@ -13,7 +13,6 @@ import helpers
 from resnet_jax.data import pipeline
 from resnet_jax.errors import NonFiniteLossError
 from resnet_jax.train import loop
-from resnet_jax.train.state import seed_keys
 
 # Whole training runs, one through a subprocess: outside the fast loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow
@@ -24,8 +23,7 @@ BAD_STEP_IN_EPOCH_0 = 5  # 0-based: the update that takes the run from step 5 to
 
 
 def _epoch_order(epoch: int) -> np.ndarray:
-  _, _, data_key = seed_keys(helpers.fault_config().train.seed)
-  return pipeline.host_epoch_permutation(data_key, epoch, NUM_TRAIN)
+  return pipeline.epoch_order(helpers.fault_config().train.seed, epoch, NUM_TRAIN)
 
 
 def _marked_example() -> int:
@@ -62,7 +60,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_only_finite_checkpoints(tmp_pa
   assert fh.committed_steps(tmp_path) == [4]  # Step 8's save never happened.
   state, _ = fh.read_checkpoint(tmp_path, 4, tmp_path / 'scratch')
   assert _all_finite(state)
-  assert max(fh.metric_steps(tmp_path)) < BAD_STEP_IN_EPOCH_0 + 1
+  assert max(fh.metric_steps(tmp_path, strict=True)) < BAD_STEP_IN_EPOCH_0 + 1
 
 
 @pytest.mark.filterwarnings('ignore:overflow encountered in cast:RuntimeWarning')

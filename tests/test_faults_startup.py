@@ -41,7 +41,7 @@ def _rerun_to_the_end(workdir, resumed_from: int):
   _assert_clean(done.stderr)
   assert fh.committed_steps(workdir)[-1] == fh.TINY_STEPS
   assert f'resumed from: step {resumed_from}' in done.stdout
-  steps = fh.metric_steps(workdir)
+  steps = fh.metric_steps(workdir, strict=True)
   assert steps == sorted(set(steps)) and steps[-1] == fh.TINY_STEPS
 
 
@@ -70,7 +70,7 @@ def test_two_runs_on_one_workdir_one_is_refused_at_once(tmp_path):
   assert fh.finish(winner, timeout=120) == 0, fh.read_log(winner)[-3000:]
   stopped = int(re.search(r'stopped by SIGTERM at step (\d+)', fh.read_log(winner)).group(1))
   # metrics.jsonl and the checkpoints are the one run's: each step once, keep_checkpoints=3.
-  steps = fh.metric_steps(workdir)
+  steps = fh.metric_steps(workdir, strict=True)
   assert steps == list(range(2, stopped + 1, 2)) or steps == list(range(2, stopped, 2))
   saved = fh.committed_steps(workdir)
   assert saved[-1] == stopped and len(saved) <= 3 and fh.tmp_checkpoints(workdir) == []

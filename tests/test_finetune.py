@@ -19,13 +19,13 @@ import pytest
 
 import helpers
 from resnet_jax import weights
-from resnet_jax.data import augment
 from resnet_jax.data.types import Dataset, Split
 from resnet_jax.errors import ConfigError, WeightsError
 from resnet_jax.models import create_model
 from resnet_jax.models.resnet import ResNet
 from resnet_jax.train import base_config, config as config_lib, optim, setup, train_and_evaluate
 from resnet_jax.train.checkpoint import Checkpointer, flatten
+from resnet_jax.train.preprocess import preprocess
 from resnet_jax.weights import caffe_preprocess, save_variables
 from test_weights_import import keras_layers, write_h5
 
@@ -290,7 +290,7 @@ def test_saved_variables_of_another_shape_are_a_config_error_naming_both_shapes(
 
 def test_caffe_mode_equals_caffe_preprocess():
   images = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
-  ours = np.asarray(augment.preprocess(jnp.asarray(images), 'caffe'))
+  ours = np.asarray(preprocess(jnp.asarray(images), 'caffe'))
   np.testing.assert_array_equal(ours, np.asarray(caffe_preprocess(images)))
   # Independently: BGR order, ImageNet means subtracted, no scaling.
   r, g, b = (images[..., i].astype(np.float32) for i in range(3))

@@ -10,15 +10,16 @@ from flax import traverse_util
 
 from resnet_jax.ablation import gradient_flow
 from resnet_jax.data import load_dataset
-from resnet_jax.data.augment import channel_stats, preprocess
+from resnet_jax.data.channel_stats import channel_stats
 from resnet_jax.models import create_model
+from resnet_jax.train.preprocess import preprocess
 
 
 @pytest.fixture(scope='module')
 def digits_batch():
   """Eight real digits at their native 8x8, standardised as the ablation trains them."""
   dataset = load_dataset('digits', image_size=8)
-  mean, std = channel_stats(dataset.train.images)
+  mean, std = channel_stats(dataset.train)
   index = np.arange(8) * 97  # Spread over the split, several classes.
   return {'image': preprocess(jnp.asarray(dataset.train.images[index]), 'standardize', mean, std),
           'label': jnp.asarray(dataset.train.labels[index])}

@@ -1,10 +1,13 @@
 """Streamed images (dataset 'images') across processes: a run on prepared shards killed with
 SIGKILL in the middle of an epoch and rerun ends bitwise equal to an unbroken run; two
-processes with 2 devices each train like one process with 4, each reading its own part.
+processes with 2 devices each train like one process with 4, each reading its own part (the
+examples the epoch's order puts at its devices' positions, augmented as their own
+randomness says).
 
 Runs experiments/train.py through _multiprocess_worker.py (TinyNet instead of the config's
 ResNet-20; the tests are about data, processes and resume, not the network).
 """
+import hashlib
 import json
 import os
 import socket
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 
 import _fault_helpers as fh
+from resnet_jax.data import augment, images, pipeline
 
 pytestmark = pytest.mark.slow  # Subprocess runs of experiments/train.py.
 
@@ -94,17 +98,37 @@ def test_two_processes_read_disjoint_parts_and_train_like_one_with_four_devices(
 
   records = [json.load(open(tmp_path / f'record{i}.json')) for i in range(2)]
   single = json.load(open(tmp_path / 'single.json'))
+  source = images.open_images(shards).train
+  order = pipeline.epoch_order(0, 0, NUM_TRAIN)  # Seed 0, the first epoch (15 steps).
+  for index, record in enumerate(records):
+    assert record['process_index'] == index
+    assert record['layouts'][0]['device_indices'] == [2 * index, 2 * index + 1]
+    assert len(record['batches']) == 3
+  assert len(single['batches']) == 3
   for step in range(3):
-    ids = [np.asarray(r['batches'][step]['example_id']) for r in records]
-    np.testing.assert_array_equal(ids[0].ravel(), np.arange(8))  # Disjoint halves,
-    np.testing.assert_array_equal(ids[1].ravel(), np.arange(8, 16))
+    for index, record in enumerate(records):  # Disjoint halves: process p has devices 2p, 2p+1,
+      examples = order[16 * step + 8 * index + np.arange(8).reshape(2, 4)]
+      batch = record['batches'][step]
+      np.testing.assert_array_equal(batch['label'], [[source[i][0] for i in device]
+                                                     for device in examples])
+      assert batch['device_sha256'] == [_views_sha256(source, device) for device in examples]
     # ... holding the images the one process puts on its 4 devices.
     assert (records[0]['batches'][step]['device_sha256']
             + records[1]['batches'][step]['device_sha256']
             == single['batches'][step]['device_sha256'])
   two_records, one_records = fh.records(two), fh.records(one)
   assert [r['step'] for r in two_records] == [2, 4, 6, 8]
-  for a, b in zip(two_records, one_records):
+  for a, b in zip(two_records, one_records, strict=True):
     assert a.keys() == b.keys()
     for key in a:
       np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def _views_sha256(source, examples) -> str:
+  """sha256 of the training views of `examples` in epoch 0 (seed 0): Inception's crop,
+  resized on the host (crop_resize 'auto' on CPU), and the flip, each from the example's own
+  randomness."""
+  views = [augment.random_resized_crop(pipeline.decode(source, int(i))[1],
+                                       pipeline.example_rng(0, 0, int(i)), 8, flip=True)
+           for i in examples]
+  return hashlib.sha256(np.stack(views).tobytes()).hexdigest()

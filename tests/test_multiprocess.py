@@ -1,6 +1,7 @@
 """Two processes joined by jax.distributed (CPU, gloo collectives), 2 devices each, train
-like one process with 4 devices; each reads its own slice of every batch; only process 0
-writes metrics; their collective checkpoint restores in a single process.
+like one process with 4 devices; each reads its own slice of every batch (the examples the
+epoch's order puts at its devices' positions); only process 0 writes metrics; their
+collective checkpoint restores in a single process.
 
 All three processes run experiments/train.py through _multiprocess_worker.py, which
 records what each read and wrote and swaps in a small network (see its docstring).
@@ -21,7 +22,7 @@ from resnet_jax import data
 from resnet_jax.data import pipeline
 from resnet_jax.train import checkpoint as checkpoint_lib
 from resnet_jax.train.loop import state_to_host_shapes
-from resnet_jax.train.state import TrainState, abstract_train_state, seed_keys, state_from_host
+from resnet_jax.train.state import TrainState, abstract_train_state, state_from_host
 from resnet_jax.train.workdir import load_saved_config
 
 # Subprocess runs of experiments/train.py: outside the fast loop (pytest -m 'not slow').
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_multiprocess_worker.py')
 STEPS = 8
-FLAGS = (f'--config.train.num_steps={STEPS}',)  # The worker feeds from the host.
+FLAGS = (f'--config.train.num_steps={STEPS}',)
 GLOBAL_BATCH = 16  # tiny_test.py
 
 
@@ -39,13 +40,12 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _expected_image_hashes(process: int, example_ids: np.ndarray, step: int) -> str:
-  """sha256 of the images process `process` should draw at `step` (fresh computation)."""
-  dataset = data.load_dataset('fake_imagenet', image_size=8, seed=0)
-  _, _, data_key = seed_keys(0)
-  order = pipeline.host_epoch_permutation(data_key, 0, len(dataset.train))
-  batch = order[step * GLOBAL_BATCH:(step + 1) * GLOBAL_BATCH]
-  return hashlib.sha256(dataset.train.images[batch[example_ids]].tobytes()).hexdigest()
+def _expected_examples(process: int, step: int, num_examples: int) -> np.ndarray:
+  """The training examples process `process` (devices 2p, 2p + 1, 4 examples each) reads at
+  `step` of epoch 0: those the epoch's order (seed 0) puts at its positions, [2, 4]."""
+  order = pipeline.epoch_order(0, 0, num_examples)
+  positions = 8 * process + np.arange(8).reshape(2, 4)
+  return order[step * GLOBAL_BATCH + positions]
 
 
 def test_two_processes_equal_one_process_with_four_devices(tmp_path):
@@ -75,21 +75,30 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
 
   # Each process read its own half of each global batch, and the right images.
   records = [json.load(open(tmp_path / f'record{i}.json')) for i in range(2)]
+  split = data.load_dataset('fake_imagenet', image_size=8, seed=0).train
   for index, record in enumerate(records):
     assert record['process_index'] == index
     assert record['layouts'][0]['device_indices'] == [2 * index, 2 * index + 1]
     assert record['metric_writer_enabled'] == [index == 0]  # Only process 0 writes.
     assert len(record['batches']) == 3
     for step, batch in enumerate(record['batches']):
-      ids = np.asarray(batch['example_id'])
-      assert ids.shape == (2, GLOBAL_BATCH // 4)
-      np.testing.assert_array_equal(ids.ravel(), np.arange(8) + 8 * index)
-      assert batch['images_sha256'] == _expected_image_hashes(index, ids, step)
+      examples = _expected_examples(index, step, len(split))
+      # tiny_test stores 8x8 images and has no augmentation: each view is the image itself.
+      np.testing.assert_array_equal(batch['label'], split.labels[examples])
+      assert batch['device_sha256'] == [
+          hashlib.sha256(split.images[device].tobytes()).hexdigest() for device in examples]
+  # ... which is what the one process puts on its 4 devices.
+  single_record = json.load(open(tmp_path / 'record_single.json'))
+  assert single_record['layouts'][0]['device_indices'] == [0, 1, 2, 3]
+  assert len(single_record['batches']) == 3
+  for step, batch in enumerate(single_record['batches']):
+    assert (records[0]['batches'][step]['device_sha256']
+            + records[1]['batches'][step]['device_sha256'] == batch['device_sha256'])
 
   # The same training as one process with 4 devices, to float tolerance.
   two_records, one_records = fh.records(two), fh.records(one)
   assert [r['step'] for r in two_records] == [2, 4, 6, 8]  # Each step once: one writer.
-  for a, b in zip(two_records, one_records):
+  for a, b in zip(two_records, one_records, strict=True):
     assert a.keys() == b.keys()
     for key in a:
       np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)

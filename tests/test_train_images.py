@@ -15,10 +15,16 @@ from PIL import Image
 
 import _fault_helpers as fh
 import helpers as fx
-from resnet_jax.data import image_records, pipeline
+from resnet_jax.data import augment, image_records, images as images_lib, pipeline
 from resnet_jax.data.prepare_images import PrepareOptions, prepare_images
 from resnet_jax.errors import DatasetError
-from resnet_jax.train import checkpoint as checkpoint_lib, feeds, setup, steps
+from resnet_jax.train import (
+  checkpoint as checkpoint_lib,
+  devices as devices_lib,
+  feed as feed_lib,
+  setup,
+  steps,
+)
 from resnet_jax.train.loop import train_and_evaluate
 from resnet_jax.train.state import create_train_state, state_to_host
 from resnet_jax.train.workdir import prepare_workdir, save_config
@@ -88,7 +94,7 @@ def test_evaluation_reports_top5_accuracy_from_ten_classes_on():
   config = fx.tiny_config(**{'model.num_classes': 12})
   tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   devices = jax.local_devices()[:1]
-  state = pipeline.replicate_on_devices(
+  state = devices_lib.replicate_on_devices(
       jax.tree.map(np.asarray, create_train_state(model, tx, (8, 8, 3), seed=0)), devices)
   settings = steps.StepSettings(num_classes=12)
   evaluate = jax.pmap(functools.partial(steps.eval_step, model=model, settings=settings),
@@ -98,7 +104,7 @@ def test_evaluation_reports_top5_accuracy_from_ten_classes_on():
   labels = rng.integers(0, 12, (1, 16)).astype(np.int32)
   mask = np.ones((1, 16), np.float32)
   mask[0, -3:] = 0
-  metrics = feeds.eval_metrics([evaluate(state, {'image': images, 'label': labels,
+  metrics = feed_lib.eval_metrics([evaluate(state, {'image': images, 'label': labels,
                                                  'mask': mask})])
   variables = {'params': jax.tree.map(lambda x: x[0], state.params),
                'batch_stats': jax.tree.map(lambda x: x[0], state.batch_stats)}
@@ -110,39 +116,72 @@ def test_evaluation_reports_top5_accuracy_from_ten_classes_on():
 
 
 @pytest.mark.slow  # Compiles a CIFAR ResNet-20 for the scripts.
-def test_evaluate_and_predict_see_a_streamed_run_as_its_evaluation_does(shards, tmp_path,
-                                                                       capsys):
+@pytest.mark.parametrize('inception_crop', [True, False])
+def test_evaluate_and_predict_see_a_streamed_run_as_its_evaluation_does(
+    shards, tmp_path, capsys, inception_crop):
+  """Each recipe's evaluation view: Inception crops are scored on the centre crop, the small
+  pictures' recipe on the whole picture resized (what it trains on)."""
   from experiments import evaluate, predict
-  from resnet_jax.data import grain_pipeline, host_augment, streamed
   from resnet_jax.train.inference import load_predictor
-  workdir = _untrained_run(str(tmp_path / 'run'), shards)
+  view, other = ((augment.center_crop, augment.resize_square) if inception_crop
+                 else (augment.resize_square, augment.center_crop))
+  # A centre crop needs the JPEG decoded to no more than its resize's shorter side.
+  decode_side = augment.resize_target(8) if inception_crop else None
+  workdir = _untrained_run(str(tmp_path / 'run'), shards, inception_crop)
 
   assert evaluate.main([f'--workdir={workdir}', '--batch_size=10']) == 0
   result = json.loads(capsys.readouterr()[0].strip().splitlines()[-1])
-  split = streamed.open_images(shards, 8).test
-  images = np.stack([host_augment.center_crop(grain_pipeline.decode(split.source, i)[1], 8)
+  split = images_lib.open_images(shards).test
+  images = np.stack([view(pipeline.decode(split, i, decode_side)[1], 8)
                      for i in range(len(split))])
-  labels = np.asarray([split.source[i][0] for i in range(len(split))])
+  labels = np.asarray([split[i][0] for i in range(len(split))])
   predictor = load_predictor(workdir, 'latest')
   predicted = np.concatenate([predictor.probabilities(images[i:i + 10]).argmax(-1)
                               for i in range(0, len(images), 10)])  # One compiled shape.
   assert result['count'] == NUM_VAL and 'top5_accuracy' not in result
   assert result['accuracy'] == pytest.approx(np.mean(predicted == labels))
+  # An untrained net's accuracy on these pictures is the same on either view: the pictures
+  # the evaluation scores are compared instead.
+  recording = _Recording(predictor)
+  assert evaluate.split_accuracy(recording, split, 10)['count'] == NUM_VAL
+  np.testing.assert_array_equal(np.concatenate(recording.images), images)
 
   picture = str(tmp_path / 'picture.png')
   _image_data.picture(np.random.default_rng(0), 'red').save(picture)
   assert predict.main([f'--workdir={workdir}', '--checkpoint=latest', picture]) == 0
   line = capsys.readouterr()[0].strip().splitlines()[-1]
-  view = host_augment.center_crop(Image.open(picture).convert('RGB'), 8)
-  expected = predictor.probabilities(view[None])[0]
-  assert f'class {_image_data.CLASSES[int(expected.argmax())]} ' in line
+  listings = [_listing(predictor, v(Image.open(picture).convert('RGB'), 8)) for v in (view, other)]
+  assert listings[0] != listings[1]  # The printed probabilities tell the views apart.
+  assert line.endswith(f'[{listings[0]}]'), (line, listings)
   assert all(name in line for name in _image_data.CLASSES)  # The index's class names.
 
 
-def _untrained_run(workdir, shards):
+class _Recording:
+  """A predictor that keeps the pictures it is asked about."""
+
+  def __init__(self, predictor):
+    self.predictor, self.images = predictor, []
+
+  def __getattr__(self, name):
+    return getattr(self.predictor, name)
+
+  def probabilities(self, images):
+    self.images.append(images)
+    return self.predictor.probabilities(images)
+
+
+def _listing(predictor, image) -> str:
+  """predict.py's listing of the classes and their probabilities for one picture."""
+  probs = predictor.probabilities(image[None])[0]
+  return ' '.join(f'{predictor.class_names[i]}:{probs[i]:.3f}'
+                  for i in np.argsort(-probs, kind='stable'))
+
+
+def _untrained_run(workdir, shards, inception_crop):
   """A workdir of an (untrained) CIFAR ResNet-20 run on `shards`, 8x8, its class names."""
   config = fx.tiny_config(**{'model.name': 'cifar_resnet20', 'model.layout': 'torchvision',
-                             'data.image_size': 8, 'data.name': 'images', 'data.data_dir': shards})
+                             'data.image_size': 8, 'data.name': 'images', 'data.data_dir': shards,
+                             'data.augment.inception_crop': inception_crop})
   prepare_workdir(workdir, config)
   save_config(workdir, config)
   model = setup.build_model(config)

@@ -1,4 +1,5 @@
-"""train_and_evaluate end to end on a tiny model: exact resume, dispatch equivalence, faults."""
+"""train_and_evaluate end to end on a tiny model: exact resume, chunks on the device equal to
+steps one by one, augmentation that changes the run and repeats with its seed, faults."""
 import json
 import os
 import re
@@ -36,13 +37,13 @@ def _final_params(workdir, keep=10):
 
 def _records(workdir):
   return [{k: v for k, v in r.items() if k not in _TIMING}
-          for r in read_jsonl(os.path.join(workdir, 'metrics.jsonl'))]
+          for r in read_jsonl(os.path.join(workdir, 'metrics.jsonl'), strict=True)]
 
 
 def _assert_trees_equal(a, b, exact=True):
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(leaves_a, leaves_b):
+  for x, y in zip(leaves_a, leaves_b, strict=True):
     if exact:
       np.testing.assert_array_equal(x, y)
     else:
@@ -62,7 +63,7 @@ def test_run_writes_metrics_checkpoints_and_plot(unbroken):
   workdir, result = unbroken
   assert result['step'] == 24 and not result['preempted']
   assert 0.0 <= result['eval_accuracy'] <= 1.0
-  records = read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  records = read_jsonl(os.path.join(workdir, 'metrics.jsonl'), strict=True)
   steps = [r['step'] for r in records]
   assert steps == sorted(set(steps))  # Each step once.
   train = [r for r in records if 'train_loss' in r]
@@ -108,32 +109,42 @@ def test_rerunning_a_finished_run_ends_at_once(unbroken, tmp_path):
 
 
 @pytest.mark.slow  # More whole training runs.
-def test_one_step_per_dispatch_gives_the_same_run(unbroken, tmp_path):
+def test_steps_one_by_one_give_the_run_of_chunks_on_the_device(unbroken, tmp_path):
+  # The reference runs chunks of up to 3 steps as one train_chunk dispatch each; here every
+  # step is a train_step dispatch of its own.
   reference, first = unbroken
-  result = _run(tmp_path, **{'speed.steps_per_dispatch': 1})
+  result = _run(tmp_path, **{'speed.loop_on_device': False})
   _assert_trees_equal(_final_params(tmp_path)[1], _final_params(reference)[1], exact=False)
-  for a, b in zip(_records(tmp_path), _records(reference)):
+  records, expected = _records(tmp_path), _records(reference)
+  assert [r['step'] for r in records] == [r['step'] for r in expected]
+  for a, b in zip(records, expected, strict=True):
     assert a.keys() == b.keys()
     for key in a:
       assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
   assert result['eval_accuracy'] == first['eval_accuracy']
 
 
-@pytest.mark.slow  # More whole training runs.
-def test_one_dispatch_per_step_without_a_device_loop_gives_the_same_run(unbroken, tmp_path):
-  reference, _ = unbroken
-  _run(tmp_path, **{'speed.loop_on_device': False})
-  _assert_trees_equal(_final_params(tmp_path)[1], _final_params(reference)[1], exact=False)
-  for a, b in zip(_records(tmp_path), _records(reference)):
-    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+_AUGMENTED = {'data.augment.crop_padding': 2, 'data.augment.flip': True}
 
 
 @pytest.mark.slow  # More whole training runs.
-def test_host_fed_batches_give_the_same_run(unbroken, tmp_path, monkeypatch):
+def test_training_augments_and_the_same_seed_repeats_the_run_bitwise(unbroken, tmp_path):
   reference, _ = unbroken
-  monkeypatch.setattr('resnet_jax.data.pipeline.fits_on_devices', lambda *args, **kwargs: False)
-  _run(tmp_path)
-  _assert_trees_equal(_final_params(tmp_path)[1], _final_params(reference)[1], exact=False)
+  first, second = tmp_path / 'first', tmp_path / 'second'
+  _run(first, **_AUGMENTED)
+  _run(second, **_AUGMENTED)
+  _assert_trees_equal(_final_params(first)[1], _final_params(second)[1], exact=True)
+  assert _records(first) == _records(second)
+  # The same run without the augmentation trains on other images: other weights, other loss.
+  augmented, plain = _final_params(first)[1], _final_params(reference)[1]
+  assert all(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(augmented['params']), jax.tree.leaves(plain['params']), strict=True))
+
+  def losses(workdir):
+    return [r['train_loss'] for r in _records(workdir) if 'train_loss' in r]
+
+  assert len(losses(first)) == len(losses(reference)) == 6
+  assert losses(first) != losses(reference)
 
 
 @pytest.mark.slow  # More whole training runs.
@@ -175,7 +186,7 @@ def test_skip_policy_counts_skipped_steps_and_finishes(tmp_path):
   dataset = fx.make_dataset(poison_index=5)
   result = _run(tmp_path, model=fx.TinyNet(poison=True), dataset=dataset,
                 **{'train.nan_policy': 'skip'})
-  records = read_jsonl(os.path.join(tmp_path, 'metrics.jsonl'))
+  records = read_jsonl(os.path.join(tmp_path, 'metrics.jsonl'), strict=True)
   skipped = sum(r.get('skipped_steps', 0) for r in records)
   assert skipped == 3  # Example 5 is in exactly one batch per epoch, 3 epochs.
   assert np.isfinite(result['train_loss'])
@@ -216,7 +227,7 @@ def test_next_boundary_aligns_chunks_to_every_period():
 
 @pytest.mark.slow  # More whole training runs.
 def test_stop_request_is_honoured_between_steps_inside_a_chunk(tmp_path, monkeypatch):
-  # Without a device loop each step is a dispatch: a stop lands after the current step,
+  # Steps one by one, each a dispatch: a stop lands after the current step,
   # not at the end of a long chunk (here a whole 25-step epoch).
   calls = {'n': 0}
 

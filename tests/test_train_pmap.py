@@ -24,7 +24,7 @@ _FOUR_DEVICE_SCRIPT = textwrap.dedent('''
     import helpers as fx
     from resnet_jax.data import pipeline
     from resnet_jax.errors import ConfigError
-    from resnet_jax.train import loop, optim, steps
+    from resnet_jax.train import devices, loop, optim, run_shape, steps
     from resnet_jax.train.state import create_train_state
 
     assert jax.local_device_count() == 4, jax.devices()
@@ -39,16 +39,16 @@ _FOUR_DEVICE_SCRIPT = textwrap.dedent('''
     model, config = fx.TinyNet(), fx.tiny_config()
     tx, _ = fx.create_optimizer(config, steps_per_epoch=8)
     state = create_train_state(model, tx, (8, 8, 3), seed=0)
-    state = pipeline.replicate_on_devices(jax.tree.map(np.asarray, state), jax.local_devices())
+    state = devices.replicate_on_devices(jax.tree.map(np.asarray, state), jax.local_devices())
     step = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx,
                                       settings=steps.StepSettings(num_classes=3)),
                     axis_name='batch')
-    layout = pipeline.device_layout(16, 64)
-    batches = pipeline.train_batches(fx.make_split(64, 0), layout, jax.random.key(0), 0, 3)
+    layout = run_shape.batch_layout(16, jax.local_devices(), 'train.batch_size', 64)
+    data = pipeline.train_dataset(fx.make_split(64, 0), layout, pipeline.Recipe(8), 0, 3)
     shapes = []
-    for batch in batches:
+    for batch in pipeline.iterate(data, 4):
       shapes.append(list(batch['image'].shape))
-      state, _ = step(state, batch)
+      state, _ = step(state, devices.shard_leading_axis(batch, jax.local_devices()))
     stats = [np.asarray(x) for x in jax.tree.leaves(state.batch_stats)]
     params = [np.asarray(x) for x in jax.tree.leaves(state.params)]
     found['batch_shapes'] = shapes
@@ -58,7 +58,7 @@ _FOUR_DEVICE_SCRIPT = textwrap.dedent('''
 
     # 3. A global batch the devices cannot split.
     try:
-      pipeline.device_layout(6, 64)
+      run_shape.batch_layout(6, jax.local_devices(), 'train.batch_size', 64)
     except ConfigError as error:
       found['indivisible'] = str(error)
     print('FOUND ' + json.dumps(found))
@@ -95,7 +95,8 @@ def test_four_devices_match_one_device_with_the_same_global_batch(four_devices, 
   step1, one = _latest_params(tmp_path)
   assert step4 == step1 == 24
   for collection in ('params', 'batch_stats'):
-    for a, b in zip(jax.tree.leaves(four[collection]), jax.tree.leaves(one[collection])):
+    for a, b in zip(jax.tree.leaves(four[collection]), jax.tree.leaves(one[collection]),
+                    strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   assert found['eval_accuracy'] == pytest.approx(result['eval_accuracy'])
 

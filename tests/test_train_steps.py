@@ -11,7 +11,7 @@ import pytest
 import helpers as fx
 from resnet_jax.data import pipeline
 from resnet_jax.errors import ConfigError
-from resnet_jax.train import optim, steps
+from resnet_jax.train import devices as devices_lib, optim, run_shape, steps
 from resnet_jax.train.state import create_train_state
 
 DEVICES = jax.local_devices()[:1]
@@ -22,14 +22,13 @@ def _setup(config=None, model=None, settings=None):
   model = model or fx.TinyNet()
   tx, _ = fx.create_optimizer(config, steps_per_epoch=10)
   state = create_train_state(model, tx, (8, 8, 3), seed=0)
-  state = pipeline.replicate_on_devices(jax.tree.map(np.asarray, state), DEVICES)
+  state = devices_lib.replicate_on_devices(jax.tree.map(np.asarray, state), DEVICES)
   settings = settings or steps.StepSettings(num_classes=3)
   return model, tx, state, settings
 
 
 def _host_batch(split, n=16, poison=False):
-  batch = {'image': split.images[:n][None], 'label': split.labels[:n][None],
-           'example_id': np.arange(n, dtype=np.int32)[None]}
+  batch = {'image': split.images[:n][None], 'label': split.labels[:n][None]}
   if poison:
     batch['image'] = batch['image'].copy()
     batch['image'][0, 0, 0, 0, 0] = 255
@@ -52,23 +51,38 @@ def test_loss_falls_over_a_few_steps():
 
 @pytest.mark.slow  # Compiles a ResNet or a training step.
 def test_eval_step_counts_every_example_once():
-  model, _, state, settings = _setup()
-  split = fx.make_split(21, 1)  # 21 examples in batches of 8: the last batch is padded.
+  """21 examples in batches of 8: the last batch is padded with 3 copies of example 0, which
+  the model gets right (top-1 and top-5), so that a sum that forgets the mask is caught."""
+  model = fx.TinyNet(num_classes=12)  # 10 classes or more: top-5 is summed too.
+  settings = steps.StepSettings(num_classes=12)
+  state = create_train_state(model, optax.sgd(0.1), (8, 8, 3), seed=0)
+  # The data's labels are 0-2: the others' logits pushed down, so that some are right.
+  head = dict(state.params['head'], bias=jnp.where(jnp.arange(12) < 3, 0.0, -10.0))
+  state = jax.tree.map(np.asarray, state.replace(params=dict(state.params, head=head)))
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  state = devices_lib.replicate_on_devices(state, DEVICES)
+  split = fx.make_split(21, 1)
+  logits = np.asarray(model.apply(variables, split.images / 255.0, train=False))
+  right = np.flatnonzero(logits.argmax(-1) == split.labels)
+  assert 0 < len(right) < 21, len(right)
+  order = np.concatenate([right[:1], np.delete(np.arange(21), right[0])])
+  split, logits = type(split)(split.images[order], split.labels[order]), logits[order]
   evaluate = jax.pmap(functools.partial(steps.eval_step, model=model, settings=settings),
                       axis_name='batch', devices=DEVICES)
-  layout = pipeline.device_layout(8, None)
-  totals = {'loss_sum': 0.0, 'correct_sum': 0.0, 'count': 0.0}
-  for batch in pipeline.eval_batches(split, layout):
+  layout = run_shape.batch_layout(8, DEVICES, 'run.eval_batch_size')
+  totals = dict.fromkeys(steps.eval_sum_names(12), 0.0)
+  batches = pipeline.iterate(pipeline.eval_dataset(split, layout, pipeline.Recipe(8)), 1)
+  for batch in devices_lib.prefetch_to_devices(batches, DEVICES):
     out = evaluate(state, batch)
+    assert out.keys() == totals.keys()
     totals = {k: totals[k] + float(out[k][0]) for k in totals}
   # Reference: every example once, no padding, in one call.
-  variables = {'params': jax.tree.map(lambda x: x[0], state.params),
-               'batch_stats': jax.tree.map(lambda x: x[0], state.batch_stats)}
-  logits = model.apply(variables, split.images / 255.0, train=False)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, split.labels)
+  top5 = (np.argsort(-logits, axis=-1)[:, :5] == split.labels[:, None]).any(-1)
   assert totals['count'] == 21
   np.testing.assert_allclose(totals['loss_sum'], float(losses.sum()), rtol=1e-5)
   assert totals['correct_sum'] == float((logits.argmax(-1) == split.labels).sum())
+  assert totals['top5_correct_sum'] == float(top5.sum())
 
 
 @pytest.mark.slow  # Compiles a ResNet or a training step.
@@ -82,7 +96,7 @@ def test_skip_policy_leaves_the_state_unchanged_on_a_non_finite_step():
   state, metrics = step(state, _host_batch(fx.make_split(16, 0), poison=True))
   assert float(metrics['finite'][0]) == 0.0
   assert int(state.step[0]) == 1  # The step still advances (the data position is the step).
-  for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(state.params)):
+  for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(state.params), strict=True):
     np.testing.assert_array_equal(a, b)
   state, metrics = step(state, _host_batch(fx.make_split(16, 0)))
   assert float(metrics['finite'][0]) == 1.0

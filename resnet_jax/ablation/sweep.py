@@ -37,7 +37,7 @@ import numpy as np
 from resnet_jax import models, storage, weights
 from resnet_jax.ablation import plots, results
 from resnet_jax.ablation.gradient_flow import layer_gradient_norms
-from resnet_jax.data import augment
+from resnet_jax.data.channel_stats import channel_stats
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import (
   checkpoint,
@@ -48,6 +48,7 @@ from resnet_jax.train import (
   state as state_lib,
   workdir_claim,
 )
+from resnet_jax.train.preprocess import preprocess as preprocess_images
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,8 @@ def probe_batch(preprocess, dataset, size):
   """
   count = min(int(size), len(dataset.train))
   index = np.sort(np.random.default_rng(0).choice(len(dataset.train), count, replace=False))
-  mean, std = (augment.channel_stats(dataset.train.images)
-               if preprocess == 'standardize' else (None, None))
-  images = augment.preprocess(jnp.asarray(dataset.train.images[index]), preprocess, mean, std)
+  mean, std = channel_stats(dataset.train) if preprocess == 'standardize' else (None, None)
+  images = preprocess_images(jnp.asarray(dataset.train.images[index]), preprocess, mean, std)
   return {'image': images, 'label': jnp.asarray(dataset.train.labels[index])}
 
 
@@ -219,7 +219,7 @@ def run_sweep(config, workdir, *, train_fn=None):
   storage.write_text_atomic(start.config_path, config.to_json_best_effort(indent=2) + '\n')
   status = {}
   try:
-    dataset = setup.load_data(config.base)
+    dataset = setup.load_data(config.base.data)
     # Seed-major, so that a sweep cut short already holds every model once.
     for seed in config.seeds:
       for model_name in config.models:

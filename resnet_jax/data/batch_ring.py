@@ -23,7 +23,7 @@ failed batch, a run stopped early) and nothing is left for Python's resource tra
 report.
 
 A reused slot still holds the pixels of the batch before; `Slot.written` records what each
-image wrote, so that the caller can clear what the new batch leaves (see grain_pipeline).
+image wrote, so that the caller can clear what the new batch leaves (see pipeline.TrainBatch).
 
 This module does not import JAX: Grain's worker processes import it.
 """

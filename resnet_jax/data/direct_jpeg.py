@@ -33,7 +33,7 @@ def decode_rgb_fast(encoded: bytes, *, min_shorter_side: Optional[int] = None
                     ) -> Union[np.ndarray, Image.Image]:
   """The pixels `image_files.decode_rgb_image(encoded, ...)` gives: a uint8 [H, W, 3] array
   where libjpeg-turbo decoded them directly, else that function's Pillow image (each
-  host_augment transform takes either). Raises its BadImageError for what it refuses.
+  augment transform takes either). Raises its BadImageError for what it refuses.
 
   Args:
     min_shorter_side: as decode_rgb_image's; a JPEG it would shrink goes through Pillow.

@@ -1,252 +1,299 @@
-"""The input pipeline: which examples make up each step's batch, and how they reach the devices.
+"""The one input pipeline: any source -> this process's numpy batch for step s.
 
-The order is a pure function of (data key, epoch): each epoch is
-`jax.random.permutation(fold_in(data_key, epoch), N)`, and step s of the run uses the
-slice `s % steps_per_epoch` of epoch `s // steps_per_epoch`. So the pipeline's position
-is the step itself, and a resumed run sees exactly the batches an unbroken one would.
+Every dataset (SIGNS, synthetic SIGNS, digits, CIFAR-10, prepared shards, an image folder,
+arrays a test hands over) is a source of (label, image) records (resnet_jax.data.types),
+and every run reads it through the Grain datasets made here:
+- order: epoch e visits the training examples in `epoch_order(seed, e, N)`, a pure function
+  of (seed, epoch); step s reads the slice `s % steps_per_epoch` of epoch
+  `s // steps_per_epoch` of it (the last partial batch of an epoch is dropped);
+- augmentation: example i of epoch e draws from `example_rng(seed, e, i)` alone, so it is
+  augmented the same however the batch is split or the run is resumed (resnet_jax.data.augment
+  holds the recipes and their evaluation views);
+- layout: this process reads only its own positions of each global batch
+  (resnet_jax.data.layout).
+So the pipeline's position is the step: a run resumed at step s builds the pipeline from s
+and sees exactly the batches an unbroken run would; no iterator state is saved.
 
-Two ways to feed the devices, yielding identical batches (the training loop's feeds,
-resnet_jax.train.feeds, are built on them):
-- device-resident (the default where the split fits): the whole uint8 split is copied
-  once to every device and each step gathers its batch there by index
-  (`gather_train_batch`), so an epoch needs no host round trip;
-- host iterator (`train_batches` / `eval_batches` + `prefetch_to_devices`): numpy batches
-  shaped [local_devices, per_device, ...] transferred a few steps ahead.
+`train_dataset` is a `grain.MapDataset` over the steps of the run: element i is step
+start + i's batch, each example decoded and augmented straight into the batch's arrays.
+`iterate` runs a dataset in `workers` worker processes (Grain's multiprocessing prefetch;
+0: in this process), each making whole batches in shared-memory slots it reuses
+(batch_ring), and yields numpy batches shaped [local_devices, per_device, ...], which the
+training side (resnet_jax.train.feed) puts on the devices. `eval_dataset` gives every
+evaluation example once, in order, the last batch padded and masked; `statistics_dataset`
+gives the unaugmented batches BatchNorm statistics are re-estimated from.
 
-Each device takes the slice `global_device_index * per_device` of every global batch, with
-global_device_index = process_index * local_device_count + local_index, so in multi-process
-runs each process reads its own disjoint part of each batch.
+Numpy only, no JAX: Grain's worker processes import this module.
 """
-import collections
 import dataclasses
-from typing import Iterator, Optional, Sequence
+import functools
+import os
+import threading
+import time
+from typing import Iterator, Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resnet_jax.data.types import Split
-from resnet_jax.errors import ConfigError
+from resnet_jax.data import batch_ring, direct_jpeg
+from resnet_jax.data.augment import Augmentation
+from resnet_jax.data.layout import BatchLayout, num_eval_batches, steps_per_epoch
+from resnet_jax.errors import BadImageError, DatasetError
 
-# Replicated splits above this size stay on the host unless the device reports its memory.
-_DEFAULT_RESIDENT_LIMIT_BYTES = 4 << 30
+# Independent random streams of one seed: the training order, each example's augmentation,
+# the order of the BatchNorm statistics' batches.
+TRAIN_ORDER, AUGMENTATION, STATISTICS_ORDER = 0, 1, 2
+# Batches each worker keeps ready, and batches buffered in the reading process: few, so
+# that memory does not grow with the data or the run.
+_WORKER_BUFFER = 2
+_READ_BUFFER = 2
+_MIN_SHARED_BYTES = 1 << 16
+_PARENT_POLL_SECONDS = 0.5
+# Set in Grain's worker processes (by _init_worker): the names of the worker's ring of
+# shared-memory slots, where it makes its batches (batch_ring.ring_prefix).
+_ring_prefix = ''
 
 
 @dataclasses.dataclass(frozen=True)
-class DeviceLayout:
-  """How a global batch is spread over processes and their local devices."""
-  global_batch: int
-  process_index: int
-  process_count: int
-  local_devices: tuple
-
-  @property
-  def local_device_count(self) -> int:
-    return len(self.local_devices)
-
-  @property
-  def device_count(self) -> int:
-    return self.local_device_count * self.process_count
-
-  @property
-  def per_device_batch(self) -> int:
-    return self.global_batch // self.device_count
-
-  @property
-  def global_device_indices(self) -> np.ndarray:
-    """int32 [local_devices]: each local device's index among all devices of the run."""
-    first = self.process_index * self.local_device_count
-    return np.arange(first, first + self.local_device_count, dtype=np.int32)
+class Recipe:
+  """How records become a batch's images: their side, the training augmentation, the seed
+  of the order and of the augmentation."""
+  image_size: int
+  augmentation: Augmentation = Augmentation()
+  seed: int = 0
 
 
-def device_layout(global_batch: int, num_train: Optional[int] = None,
-                  field: str = 'train.batch_size') -> DeviceLayout:
-  """The layout of this process; ConfigError (naming `field`) if the batch cannot be split.
+def epoch_order(seed: int, epoch: int, num_examples: int, stream: int = TRAIN_ORDER
+                ) -> np.ndarray:
+  """The order of the training examples in `epoch`: a permutation of range(num_examples)."""
+  return np.random.default_rng([seed, stream, epoch]).permutation(num_examples)
+
+
+def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+  """The augmentation randomness of example `index` in `epoch`."""
+  return np.random.default_rng([seed, AUGMENTATION, epoch, index])
+
+
+def decode(source, index: int, min_shorter_side: Optional[int] = None):
+  """(label, image) of record `index` of `source`: an array record as it is, an encoded one
+  decoded as prepare_images decodes (EXIF orientation, any mode to RGB; a plain JPEG by
+  libjpeg-turbo straight into an array, see direct_jpeg); DatasetError naming the record if
+  it cannot be decoded.
 
   Args:
-    global_batch: examples per step over all devices of all processes.
-    num_train: size of the training split; a batch larger than it is an error (an
-      epoch would have no step). None skips that check (evaluation batches are padded).
-    field: the config field named in errors.
+    min_shorter_side: a JPEG may be decoded at a reduced scale keeping at least this.
   """
-  layout = DeviceLayout(global_batch, jax.process_index(), jax.process_count(),
-                        tuple(jax.local_devices()))
-  if global_batch < 1:
-    raise ConfigError(f'config.{field}={global_batch}: expected a positive batch size')
-  if global_batch % layout.device_count:
-    raise ConfigError(
-        f'config.{field}={global_batch} is not divisible by the {layout.device_count} devices '
-        f'({layout.process_count} process(es) x {layout.local_device_count} local); expected a '
-        f'multiple of {layout.device_count}')
-  if num_train is not None and global_batch > num_train:
-    raise ConfigError(
-        f'config.{field}={global_batch} is larger than the training split ({num_train} '
-        f'examples); expected at most {num_train}, since the last partial batch is dropped')
-  return layout
-
-
-def steps_per_epoch(num_examples: int, global_batch: int) -> int:
-  """Full training batches per epoch; the last partial batch is dropped."""
-  return num_examples // global_batch
-
-
-def num_eval_batches(num_examples: int, global_batch: int) -> int:
-  """Evaluation batches covering every example once; the last one is padded."""
-  return -(-num_examples // global_batch)
-
-
-def epoch_permutation(data_key: jax.Array, epoch, num_examples: int) -> jax.Array:
-  """The order of the training examples in `epoch` (jittable; `epoch` may be traced)."""
-  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
-
-
-_jitted_permutation = jax.jit(epoch_permutation, static_argnums=2)
-
-
-def host_epoch_permutation(data_key: jax.Array, epoch: int, num_examples: int) -> np.ndarray:
-  """`epoch_permutation` fetched to the host, for the host iterator."""
-  return np.asarray(_jitted_permutation(data_key, epoch, num_examples))
-
-
-def gather_train_batch(images: jax.Array, labels: jax.Array, permutation: jax.Array,
-                       step_in_epoch, device_index, per_device_batch: int,
-                       global_batch: int) -> dict:
-  """One device's share of one step's batch, gathered by index (jittable, per device).
-
-  Args:
-    images: the device-resident split, uint8 [N, H, W, C].
-    labels: int32 [N].
-    permutation: the epoch's order, int [N].
-    step_in_epoch: which global batch of the epoch (may be traced).
-    device_index: this device's global index (may be traced).
-    per_device_batch: examples per device (static).
-    global_batch: examples per step over all devices (static).
-
-  Returns:
-    {'image': uint8 [B, H, W, C], 'label': int32 [B], 'example_id': int32 [B]} where
-    example_id is the position of each example in the global batch (it keys augmentation).
-  """
-  example_ids = device_index * per_device_batch + jnp.arange(per_device_batch, dtype=jnp.int32)
-  indices = jax.lax.dynamic_slice(
-      permutation, (step_in_epoch * global_batch + device_index * per_device_batch,),
-      (per_device_batch,))
-  return {'image': jnp.take(images, indices, axis=0),
-          'label': jnp.take(labels, indices, axis=0),
-          'example_id': example_ids.astype(jnp.int32)}
-
-
-def train_batches(split: Split, layout: DeviceLayout, data_key: jax.Array,
-                  start_step: int = 0, num_steps: Optional[int] = None) -> Iterator[dict]:
-  """Host iterator over this process's part of each training batch, from `start_step`.
-
-  Yields numpy dicts {'image': uint8 [L, B, H, W, C], 'label': int32 [L, B],
-  'example_id': int32 [L, B]} with L local devices and B examples per device; the same
-  examples `gather_train_batch` picks for the same step.
-  """
-  per_epoch = steps_per_epoch(len(split), layout.global_batch)
-  per_device = layout.per_device_batch
-  # Positions of this process's examples inside a global batch, [L, B].
-  example_ids = (layout.global_device_indices[:, None] * per_device
-                 + np.arange(per_device, dtype=np.int32)[None, :])
-  step = start_step
-  permutation, permutation_epoch = None, None
-  while num_steps is None or step < start_step + num_steps:
-    epoch, step_in_epoch = divmod(step, per_epoch)
-    if epoch != permutation_epoch:
-      permutation = host_epoch_permutation(data_key, epoch, len(split))
-      permutation_epoch = epoch
-    indices = permutation[step_in_epoch * layout.global_batch + example_ids]
-    yield {'image': split.images[indices], 'label': split.labels[indices],
-           'example_id': example_ids.astype(np.int32)}
-    step += 1
-
-
-def eval_batches(split: Split, layout: DeviceLayout) -> Iterator[dict]:
-  """Host iterator over this process's part of each evaluation batch, in order.
-
-  The last batch is padded (with copies of example 0) and `mask` marks the real examples,
-  so that every example counts exactly once. Yields {'image', 'label', 'mask'} with a
-  [L, B] leading shape.
-  """
-  per_device = layout.per_device_batch
-  offsets = (layout.global_device_indices[:, None] * per_device
-             + np.arange(per_device)[None, :])
-  for batch in range(num_eval_batches(len(split), layout.global_batch)):
-    positions = batch * layout.global_batch + offsets
-    mask = positions < len(split)
-    indices = np.where(mask, positions, 0)
-    yield {'image': split.images[indices], 'label': split.labels[indices],
-           'mask': mask.astype(np.float32)}
-
-
-def local_mesh(devices: Sequence[jax.Device]) -> Mesh:
-  """A one-axis mesh named 'batch' over this process's devices, in pmap's order."""
-  return Mesh(np.asarray(devices), ('batch',))
-
-
-def shard_leading_axis(tree, devices: Sequence[jax.Device]):
-  """Puts arrays whose leading axis is the local device count onto those devices."""
-  sharding = NamedSharding(local_mesh(devices), PartitionSpec('batch'))
-  return jax.device_put(tree, sharding)
-
-
-def replicate_on_devices(tree, devices: Sequence[jax.Device]):
-  """Copies every array to every device, stacked on a new leading device axis.
-
-  The stacking is a zero-copy broadcast view on the host; each device receives one copy.
-  """
-  count = len(devices)
-  stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x)[None], (count,) + np.shape(x)),
-                         tree)
-  return shard_leading_axis(stacked, devices)
-
-
-def prefetch_to_devices(batches: Iterator[dict], devices: Sequence[jax.Device],
-                        size: int = 2) -> Iterator[dict]:
-  """Transfers host batches to the devices `size` steps ahead (transfers are asynchronous)."""
-  queue = collections.deque()
-  for batch in batches:
-    queue.append(shard_leading_axis(batch, devices))
-    if len(queue) > size:
-      yield queue.popleft()
-  while queue:
-    yield queue.popleft()
-
-
-def resident_bytes(split: Split) -> int:
-  """Bytes one device holds for a device-resident copy of `split`."""
-  return split.images.nbytes + split.labels.nbytes
-
-
-def fits_on_devices(splits: Sequence[Split], devices: Sequence[jax.Device],
-                    fraction: float = 0.25) -> bool:
-  """Whether replicated copies of `splits` take at most `fraction` of each device's memory."""
-  needed = sum(resident_bytes(s) for s in splits)
-  limit = _DEFAULT_RESIDENT_LIMIT_BYTES
-  stats = None
+  label, image = source[index]
+  if isinstance(image, np.ndarray):
+    return label, image
   try:
-    stats = devices[0].memory_stats()
-  except Exception:  # Some backends do not implement memory_stats.
-    stats = None
-  if stats and stats.get('bytes_limit'):
-    limit = int(stats['bytes_limit'] * fraction)
-  return needed <= limit
+    return label, direct_jpeg.decode_rgb_fast(image, min_shorter_side=min_shorter_side)
+  except BadImageError as error:
+    raise DatasetError(f'{source.describe(index)}: {error.reason}; expected an image that '
+                       'Pillow can decode') from error
 
 
-def pad_split(split: Split, global_batch: int) -> dict:
-  """The evaluation split padded to whole batches, with a mask of the real examples."""
-  total = num_eval_batches(len(split), global_batch) * global_batch
-  pad = total - len(split)
-  images = np.concatenate([split.images, np.zeros((pad,) + split.image_shape, np.uint8)])
-  labels = np.concatenate([split.labels, np.zeros((pad,), np.int32)])
-  mask = np.concatenate([np.ones(len(split), np.float32), np.zeros(pad, np.float32)])
-  return {'image': images, 'label': labels, 'mask': mask}
+class TrainExample:
+  """Element k of a training pipeline starting at `start_step` -> one example's image and
+  fields. Picklable (Grain sends it to its workers); the epoch's order is computed once per
+  epoch in each process that uses it.
+
+  Args:
+    augment: False gives each example's evaluation view (the statistics batches).
+    stream: which order (TRAIN_ORDER, STATISTICS_ORDER).
+  """
+
+  def __init__(self, source, layout: BatchLayout, recipe: Recipe, start_step: int,
+               augment: bool = True, stream: int = TRAIN_ORDER):
+    self.source, self.layout, self.recipe, self.start_step = source, layout, recipe, start_step
+    self.augment, self.stream = augment, stream
+    self.steps_per_epoch = steps_per_epoch(len(source), layout.global_batch)
+    self._positions = layout.positions.ravel()
+    self._order = (None, None)
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state['_order'] = (None, None)  # Recomputed where needed; not shipped to each worker.
+    return state
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    size = self.recipe.image_size
+    return self.recipe.augmentation.image_shape(size) if self.augment else (size, size, 3)
+
+  def order(self, epoch: int) -> np.ndarray:
+    if self._order[0] != epoch:
+      self._order = (epoch, epoch_order(self.recipe.seed, epoch, len(self.source), self.stream))
+    return self._order[1]
+
+  def index_of(self, element: int) -> tuple[int, int]:
+    """(epoch, example index) of element `element`."""
+    step, slot = divmod(int(element), self.layout.local_batch)
+    epoch, in_epoch = divmod(self.start_step + step, self.steps_per_epoch)
+    position = int(self._positions[slot])
+    return epoch, int(self.order(epoch)[in_epoch * self.layout.global_batch + position])
+
+  def fill(self, element: int, image: np.ndarray) -> dict:
+    """Writes element `element`'s image into `image` (zeros, of `image_shape`) and returns
+    its 'label' and, on a canvas, its 'box' (box_resize's BOX_FIELDS)."""
+    epoch, index = self.index_of(element)
+    label, decoded = decode(self.source, index)
+    recipe = self.recipe
+    fields = {'label': np.int32(label)}
+    if not self.augment:
+      image[...] = recipe.augmentation.eval_view(decoded, recipe.image_size)
+      return fields
+    box = recipe.augmentation.train_view(decoded, example_rng(recipe.seed, epoch, index),
+                                         recipe.image_size, image)
+    if box:
+      fields['box'] = np.asarray(box, np.int32)
+    return fields
 
 
-def gather_eval_batch(padded: dict, batch_index, device_index, per_device_batch: int,
-                      global_batch: int) -> dict:
-  """One device's share of evaluation batch `batch_index` from a padded resident split."""
-  start = batch_index * global_batch + device_index * per_device_batch
-  return jax.tree.map(
-      lambda x: jax.lax.dynamic_slice_in_dim(x, start, per_device_batch, axis=0), padded)
+class TrainBatch:
+  """Element i of a training pipeline -> this process's batch of step start_step + i, each
+  example written into the batch's arrays as it is made. Picklable (Grain's workers).
+
+  In a Grain worker the images are written into a slot of the worker's batch_ring, shared
+  memory reused from batch to batch, which the reading process maps instead of a copy.
+  """
+
+  def __init__(self, example: TrainExample):
+    self.example = example
+
+  def __call__(self, step: int) -> dict:
+    example = self.example
+    local = example.layout.local_batch
+    shape = (local,) + example.image_shape
+    ring = batch_ring.worker_ring(shape, _ring_prefix) if _ring_prefix else None
+    slot = ring.take() if ring else None
+    images = slot.images if slot else np.zeros(shape, np.uint8)
+    try:
+      fields = [example.fill(int(step) * local + i, images[i]) for i in range(local)]
+    except BaseException:
+      if slot:
+        ring.give_back(slot)
+      raise
+    batch = {k: np.stack([f[k] for f in fields]) for k in fields[0]}
+    if slot and 'box' in batch:  # Canvases (other images are written whole).
+      written = batch['box'][:, 4:6]  # The box's rows and cols (box_resize.BOX_FIELDS).
+      _clear_beyond(images, slot.written, written)
+      slot.written[:] = written
+    return {'image': slot.handle if slot else images, **batch}
+
+
+def _clear_beyond(images: np.ndarray, before: np.ndarray, now: np.ndarray) -> None:
+  """Zeros what a reused slot's earlier batch wrote and this one did not: each image wrote
+  the (rows, cols) at its top left in `before`, then in `now` (the rest of a canvas is
+  zeros, as in fresh memory)."""
+  for image, (rows_before, cols_before), (rows, cols) in zip(images, before, now):
+    image[rows:rows_before, :cols_before] = 0
+    image[:rows, cols:cols_before] = 0
+
+
+class EvalExample:
+  """Element k of an evaluation pipeline -> one example's evaluation view with its mask.
+
+  The last global batch is padded with example 0, masked out (mask 0.0), so that every
+  example counts once.
+  """
+
+  def __init__(self, source, layout: BatchLayout, recipe: Recipe):
+    self.source, self.layout, self.recipe = source, layout, recipe
+    self._positions = layout.positions.ravel()
+
+  def __call__(self, element: int) -> dict:
+    batch, slot = divmod(int(element), self.layout.local_batch)
+    position = batch * self.layout.global_batch + int(self._positions[slot])
+    real = position < len(self.source)
+    how, size = self.recipe.augmentation, self.recipe.image_size
+    label, image = decode(self.source, position if real else 0,
+                          min_shorter_side=how.eval_decode_side(size))
+    return {'image': how.eval_view(image, size), 'label': np.int32(label),
+            'mask': np.float32(real)}
+
+
+def train_dataset(source, layout: BatchLayout, recipe: Recipe, start_step: int,
+                  num_steps: int):
+  """A grain.MapDataset of `num_steps` batches from `start_step`: element i is step
+  start_step + i's local batch {'image' [local_batch, H, W, 3] uint8, 'label' int32
+  [local_batch]} (and 'box' [local_batch, 7] int32 when the images are canvases)."""
+  import grain
+  example = TrainExample(source, layout, recipe, start_step)
+  return grain.MapDataset.range(num_steps).map(TrainBatch(example))
+
+
+def statistics_dataset(source, layout: BatchLayout, recipe: Recipe, num_batches: int):
+  """The `num_batches` unaugmented training batches BatchNorm statistics are re-estimated
+  from: an order of their own (not epoch 0's), each example's evaluation view; the same
+  batches every time."""
+  import grain
+  example = TrainExample(source, layout, recipe, 0, augment=False, stream=STATISTICS_ORDER)
+  return grain.MapDataset.range(num_batches).map(TrainBatch(example))
+
+
+def eval_dataset(source, layout: BatchLayout, recipe: Recipe):
+  """A grain.MapDataset of the evaluation batches {'image', 'label', 'mask'}, in order."""
+  import grain
+  batches = num_eval_batches(len(source), layout.global_batch)
+  return (grain.MapDataset.range(batches * layout.local_batch)
+          .map(EvalExample(source, layout, recipe)).batch(layout.local_batch))
+
+
+def iterate(dataset, local_devices: int, workers: int = 0,
+            threads: Optional[int] = None) -> Iterator[dict]:
+  """Iterates a batched dataset, decoding in `workers` processes (0: in this one), and
+  yields each batch reshaped to [local_devices, per_device, ...]. Closing the generator
+  stops the workers.
+
+  Args:
+    threads: reading threads per process (default: 1 with workers, 2 without).
+  """
+  import grain
+  if threads is None:
+    threads = 1 if workers else 2
+  options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=_READ_BUFFER)
+  stream, prefix = dataset.to_iter_dataset(options), batch_ring.new_prefix()
+  if workers:
+    # Labels, boxes and masks travel pickled: a shared-memory block each costs more.
+    stream = grain.experimental.WithOptionsIterDataset(
+        stream, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHARED_BYTES))
+    _allow_worker_flags()
+    stream = stream.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=workers, per_worker_buffer_size=_WORKER_BUFFER),
+        worker_init_fn=functools.partial(_init_worker, prefix))
+  slots = batch_ring.SlotReader(tuple(batch_ring.ring_prefix(prefix, w) for w in range(workers)))
+  iterator = iter(stream)
+  try:
+    for batch in iterator:
+      if isinstance(batch.get('image'), batch_ring.SlotHandle):
+        batch['image'] = slots.array(batch['image'])
+      yield {k: v.reshape((local_devices, -1) + v.shape[1:]) for k, v in batch.items()}
+  finally:
+    iterator.close()
+    slots.close()
+
+
+def _init_worker(prefix: str, worker_index: int, worker_count: int) -> None:
+  """Run in each worker: batches in shared memory, in a ring named after the reading
+  process's `prefix` (see TrainBatch), and an exit when the process that started it is gone
+  (a run killed with SIGKILL cannot stop its workers, which would otherwise live on as
+  orphans)."""
+  del worker_count
+  global _ring_prefix
+  _ring_prefix = batch_ring.ring_prefix(prefix, worker_index)
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
+
+  threading.Thread(target=watch, daemon=True, name='exit-with-parent').start()
+
+
+def _allow_worker_flags() -> None:
+  """Grain's workers read absl flags; outside an absl app (tests, notebooks), mark them
+  parsed so that their defaults are used."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()

@@ -5,14 +5,14 @@ import os
 from resnet_jax.data.cifar10 import load_cifar10
 from resnet_jax.data.digits import load_digits_images
 from resnet_jax.data.fake_images import load_fake_imagenet
+from resnet_jax.data.images import open_images
 from resnet_jax.data.signs import SIGNS_FILES, has_signs_files, load_signs
 from resnet_jax.data.synthetic_signs import GENERATOR_VERSION, make_synthetic_signs
 from resnet_jax.data.types import Dataset
 from resnet_jax.errors import ConfigError, DamagedCacheError, DatasetError
 
-DATASET_NAMES = ('signs', 'digits', 'cifar10', 'fake_imagenet')
-# Datasets read while training (streamed.open_images), never loaded whole.
-STREAMED_DATASET_NAMES = ('images',)
+# 'images': prepared shards or an image folder, read while training (images.open_images).
+DATASET_NAMES = ('signs', 'digits', 'cifar10', 'fake_imagenet', 'images')
 # Sizes the loaders produce; SIGNS and CIFAR-10 are not resized on loading.
 _NATIVE_SIZE = {'signs': 64, 'cifar10': 32}
 
@@ -74,8 +74,9 @@ def load_dataset(name: str, data_dir: str | None = None, cache_dir: str | None =
   Args:
     name: 'signs' (real files in data_dir, else synthetic; 64 px), 'digits' (scikit-learn's
       handwritten digits, image_size default 32), 'cifar10' (needs data_dir; 32 px) or
-      'fake_imagenet' (random images, image_size default 224).
-    data_dir: where the files are; only 'signs' and 'cifar10' read files.
+      'fake_imagenet' (random images, image_size default 224) or 'images' (prepared shards
+      or an image folder in data_dir, any size: the pipeline resizes).
+    data_dir: where the files are; 'signs', 'cifar10' and 'images' read files.
     cache_dir: where the synthetic SIGNS set is kept.
     image_size: the side of the images; for 'signs' and 'cifar10' it can only be their own.
     seed: the synthetic SIGNS set's and fake_imagenet's seed.
@@ -88,6 +89,8 @@ def load_dataset(name: str, data_dir: str | None = None, cache_dir: str | None =
   if native is not None and image_size not in (None, native):
     raise ConfigError(f'image_size={image_size} for dataset {name!r}, expected {native} (or '
                       f'None): its images are {native}x{native} and are not resized on loading')
+  if name == 'images':
+    return open_images(data_dir, seed=seed)
   if name == 'signs':
     return load_signs_or_synthetic(data_dir, cache_dir, seed=seed)
   if name == 'digits':

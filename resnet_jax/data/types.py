@@ -1,14 +1,33 @@
-"""The in-memory form every loader returns: uint8 images and int32 labels, split in two."""
+"""What every source of data is: a random-access list of (label, image) records, in two splits.
+
+A *source* is any object with `len(source)`, `source[i] -> (label, image)` and
+`source.describe(i)` (where record i comes from, for error messages); `image` is either a
+uint8 array [H, W, 3] or the bytes of an encoded image (decoded by the pipeline). Sources
+are picklable, since Grain's worker processes read them. The in-memory `Split` is one; the
+prepared shards and image folders (resnet_jax.data.sources) are the others. The one input
+pipeline (resnet_jax.data.pipeline) reads every source the same way.
+"""
 import dataclasses
+from typing import Optional, Protocol
 
 import numpy as np
 
 from resnet_jax.errors import DatasetError
 
 
+class Source(Protocol):
+  """A random-access list of (label, image) records."""
+
+  def __len__(self) -> int: ...
+
+  def __getitem__(self, index: int) -> tuple[int, object]: ...
+
+  def describe(self, index: int) -> str: ...
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
-  """One split of a dataset, held in host memory.
+  """A split held in host memory: the source of arrays every in-memory loader returns.
 
   Attributes:
     images: uint8 array [N, H, W, C], pixel values as stored (no scaling).
@@ -33,6 +52,12 @@ class Split:
   def __len__(self) -> int:
     return len(self.labels)
 
+  def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
+    return int(self.labels[index]), self.images[index]
+
+  def describe(self, index: int) -> str:
+    return f'example {index} of an in-memory split'
+
   @property
   def image_shape(self) -> tuple[int, int, int]:
     """(H, W, C) of one image."""
@@ -41,23 +66,28 @@ class Split:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """A train and a test split with the names of their classes.
+  """A train and an evaluation split with the names of their classes.
 
   Attributes:
-    train: the training split.
-    test: the evaluation split.
+    train: the training split (a source).
+    test: the evaluation split (a source; 'val' or 'test', whichever the data has).
     class_names: one name per class index.
     source: a human-readable note saying where the data came from, e.g.
-      "real SIGNS from /data/signs" or "synthetic SIGNS (seed 0) cached in /x".
+      "real SIGNS from /data/signs" or "prepared images in /data/flowers (...)".
+    max_size: the cap on the stored images' shorter side, where the data state one
+      (prepared shards); None otherwise.
   """
-  train: Split
-  test: Split
+  train: Source
+  test: Source
   class_names: tuple[str, ...]
   source: str
+  max_size: Optional[int] = None
 
   def __post_init__(self):
     for name, split in (('train', self.train), ('test', self.test)):
-      if split.image_shape != self.train.image_shape:
+      if not isinstance(split, Split):
+        continue
+      if isinstance(self.train, Split) and split.image_shape != self.train.image_shape:
         raise DatasetError(f'Dataset.{name}: images of shape {split.image_shape}, expected the '
                            f'train images\' shape {self.train.image_shape}')
       if len(split) and (split.labels.min() < 0 or split.labels.max() >= len(self.class_names)):
@@ -70,9 +100,10 @@ class Dataset:
     return len(self.class_names)
 
   @property
-  def image_shape(self) -> tuple[int, int, int]:
-    """(H, W, C) of one image."""
-    return self.train.image_shape
+  def image_shape(self) -> Optional[tuple[int, int, int]]:
+    """(H, W, C) of every stored image where they all share one (arrays), else None (encoded
+    images of any size, resized by the pipeline)."""
+    return self.train.image_shape if isinstance(self.train, Split) else None
 
 
 def _describe(value) -> str:

@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax import storage
-from resnet_jax.ablation.sweep import starting_variables
-from resnet_jax.data import augment
+from resnet_jax.ablation.sweep import probe_batch, starting_variables
 from resnet_jax.errors import ConfigError
 from resnet_jax.landscapes import curvature, directions as directions_lib, surface as surface_lib
 from resnet_jax.train.inference import load_predictor
@@ -54,15 +53,6 @@ def check_settings(settings, where: str = 'config') -> None:
       raise ConfigError(f'{where}.{name}={value!r}; expected a value >= {smallest}')
 
 
-def training_subset(dataset, size: int, preprocess: str, mean=None, std=None) -> dict:
-  """A fixed subset of the training split (the same images for every run: a generator of
-  seed 0, as the sweep's gradient-flow probe), preprocessed as training did."""
-  count = min(int(size), len(dataset.train))
-  index = np.sort(np.random.default_rng(0).choice(len(dataset.train), count, replace=False))
-  images = augment.preprocess(jnp.asarray(dataset.train.images[index]), preprocess, mean, std)
-  return {'image': images, 'label': jnp.asarray(dataset.train.labels[index])}
-
-
 def probe_run(run_directory: str, dataset, settings) -> dict:
   """The probes of one run (see the module docstring) as a dict of numpy arrays and numbers.
 
@@ -80,8 +70,9 @@ def probe_run(run_directory: str, dataset, settings) -> dict:
   params, batch_stats = predictor.variables['params'], predictor.variables['batch_stats']
   params = jax.tree.map(jnp.asarray, params)
   batch_stats = jax.tree.map(jnp.asarray, batch_stats)
-  batch = training_subset(dataset, settings['subset_size'], config.data.preprocess,
-                          predictor.mean, predictor.std)
+  # The sweep's fixed batch: the same training images for every run, preprocessed as
+  # training did.
+  batch = probe_batch(config.data.preprocess, dataset, settings['subset_size'])
   directions = directions_lib.random_directions(settings['direction_seed'], 2, params)
   evaluate = surface_lib.evaluator(model, batch)
   out = {'step': predictor.step, 'subset_size': int(batch['label'].shape[0])}

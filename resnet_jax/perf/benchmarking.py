@@ -1,32 +1,29 @@
-"""Training throughput of train.py's own programs and feeds, timed on random data.
+"""Training throughput of train.py's own programs and feed, timed on random data.
 
 Every path is train.py's code: the model, optimizer and programs come from
 `setup.build_model`, `optim.create_optimizer` and `steps.make_step_functions`, and a path
-is driven through the feed the training loop uses (resnet_jax.train.feeds), one chunk of
-steps_per_dispatch steps at a time. Three paths, each reported under its own name:
-- 'train_loop' (program 'loop'): the splits resident on the devices, a chunk in one
-  dispatch of an on-device `lax.fori_loop` (train.py's choice off CPU);
-- 'train_resident_step' (program 'step'): the splits resident on the devices, one dispatch
-  per step (train.py's choice on CPU, where XLA leaves convolutions inside loops on its
-  slow path);
-- 'train_fed_step' (program 'fed'): the host iterator, one dispatch per step of the same
-  per-step program, each uint8 batch assembled on the host and sent to the devices (what
-  train.py does with a split that does not fit on the devices).
+is driven through the feed the training loop uses (resnet_jax.train.feed: the input
+pipeline's batches, made on the host, sharded onto the devices), one chunk of
+steps_per_dispatch steps at a time. Two paths, each reported under its own name:
+- 'train_chunk' (program 'chunk'): a chunk's batches stacked and run in one dispatch
+  (`lax.scan`; train.py's choice off CPU);
+- 'train_step' (program 'step'): one dispatch per step (train.py's choice on CPU, where
+  XLA leaves convolutions inside loops on its slow path).
 With `baseline`, an outside reference is timed beside them: 'baseline', the plain Flax
 step of perf/flax_baseline.py (not train.py's code, on purpose).
 
 How the numbers are taken:
-- the data are random uint8 images of the requested size;
+- the data are random uint8 images of the requested size, made into batches by the input
+  pipeline in this process (train.py's default, speed.data_workers=0), not augmented;
 - compile time is that of `lower(...).compile()` of the path's program;
 - warm-up steps run after compiling and are not timed;
 - a window dispatches its steps back to back and ends with `block_until_ready`; the
   reported time is the median over windows; the paths' windows alternate, so that all
   see the same load on a shared machine, and a speed-up is the median of the per-window
   ratios;
-- FLOPs come from XLA's cost analysis of the compiled program. XLA cannot know the trip
-  count of train_loop's loop (it is an argument) and counts its body once: its figure is
-  one step's (plus the epoch's permutation, negligible); pmap compiles one device's
-  program, so it is multiplied by the device count.
+- FLOPs come from XLA's cost analysis of the compiled program, which counts a loop's body
+  once: a chunk's program (a scan over its steps) counts one step, as the step's does;
+  pmap compiles one device's program, so it is multiplied by the device count.
 """
 import dataclasses
 import logging
@@ -44,14 +41,21 @@ from resnet_jax.data import pipeline
 from resnet_jax.data.fake_images import load_fake_imagenet
 from resnet_jax.errors import ConfigError
 from resnet_jax.perf import flax_baseline, hardware
-from resnet_jax.train import config as config_lib, feeds, optim, setup, steps
+from resnet_jax.train import (
+  config as config_lib,
+  devices as devices_lib,
+  feed as feed_lib,
+  optim,
+  setup,
+  steps,
+)
 from resnet_jax.train.run_shape import RunShape
-from resnet_jax.train.state import create_train_state, seed_keys
+from resnet_jax.train.state import create_train_state
 
 log = logging.getLogger(__name__)
 
 # Program -> the name its records carry.
-PATH_NAMES = {'loop': 'train_loop', 'step': 'train_resident_step', 'fed': 'train_fed_step'}
+PATH_NAMES = {'chunk': 'train_chunk', 'step': 'train_step'}
 PROGRAMS = tuple(PATH_NAMES)
 BASELINE = flax_baseline.FlaxBaselinePath.name
 
@@ -94,17 +98,17 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def default_program() -> str:
-  """The program train.py runs on this backend (see steps.default_loop_on_device)."""
-  return 'loop' if steps.default_loop_on_device() else 'step'
+  """The program train.py runs on this backend (see steps.default_chunk_on_device)."""
+  return 'chunk' if steps.default_chunk_on_device() else 'step'
 
 
 class TrainingPath:
-  """One of train.py's feeds over a random split, driven chunk by chunk as the loop does.
+  """train.py's feed over a random split, driven chunk by chunk as the loop does.
 
   Args:
     workload: what to train.
-    program: 'loop', 'step' (a ResidentFeed with and without the on-device loop) or 'fed'
-      (the HostFeed); see the module docstring.
+    program: 'chunk' or 'step' (the feed with and without chunks in one dispatch); see the
+      module docstring.
     model: a flax module to use instead of the one the workload names (tests).
     epoch_steps: steps per epoch of the random split; rounded up to a multiple of
       steps_per_dispatch, because a chunk never crosses an epoch (as in the loop).
@@ -115,34 +119,33 @@ class TrainingPath:
     if program not in PATH_NAMES:
       raise ConfigError(f'program={program!r}: expected one of {tuple(PATH_NAMES)}')
     config = workload_config(workload)
+    config.train.seed = seed
     self.workload, self.program, self.name = workload, program, PATH_NAMES[program]
-    # The loop hands a feed chunks of steps_per_dispatch steps; only 'loop' runs a chunk
+    # The loop hands the feed chunks of steps_per_dispatch steps; only 'chunk' runs a chunk
     # in one dispatch.
     self.chunk_steps = workload.steps_per_dispatch
-    self.steps_per_dispatch = self.chunk_steps if program == 'loop' else 1
+    self.steps_per_dispatch = self.chunk_steps if program == 'chunk' else 1
     epoch_steps = _round_up(max(epoch_steps, 1), workload.steps_per_dispatch)
     size = workload.image_size
     data = load_fake_imagenet(image_size=size, num_train=epoch_steps * workload.batch_size,
                               num_test=1, num_classes=workload.num_classes, seed=seed)
-    shape = RunShape.from_config(config, len(data.train), len(data.test))
+    shape = RunShape.from_config(config.train, None, len(data.train), len(data.test))
     self.devices = shape.local_devices
     model = model if model is not None else setup.build_model(config)
     tx, _ = optim.create_optimizer(config.optim, shape.steps_per_epoch, shape.total_steps)
-    _, _, data_key = seed_keys(seed)
-    fns = steps.make_step_functions(model, tx, steps.StepSettings.from_config(config), shape,
-                                    data_key, devices=self.devices)
-    if program == 'fed':
-      self.feed = feeds.HostFeed(fns, data, shape, data_key)
-      sample = next(pipeline.train_batches(data.train, shape.train, data_key, 0, 1))
-      self._program = fns.train_step_fed, (pipeline.shard_leading_axis(sample, self.devices),)
+    fns = steps.make_step_functions(model, tx, steps.StepSettings.from_config(config),
+                                    devices=self.devices)
+    recipe = setup.input_recipe(config)
+    self.feed = feed_lib.Feed(fns, data, shape, recipe, chunk_on_device=program == 'chunk')
+    sample = next(pipeline.iterate(pipeline.train_dataset(
+        data.train, shape.train, recipe, 0, self.steps_per_dispatch), len(self.devices)))
+    if program == 'chunk':
+      sample = {k: np.repeat(v[:, None], self.chunk_steps, axis=1) for k, v in sample.items()}
+      self._program = fns.train_chunk, (devices_lib.shard_leading_axis(sample, self.devices),)
     else:
-      self.feed = feeds.ResidentFeed(fns, data, shape, loop_on_device=program == 'loop')
-      resident = (self.feed.train_data, self.feed.device_index)
-      count = np.full((len(self.devices),), self.chunk_steps, np.int32)
-      self._program = ((fns.train_steps_on_device, resident + (count,)) if program == 'loop'
-                       else (fns.train_step_resident, resident))
+      self._program = fns.train_step, (devices_lib.shard_leading_axis(sample, self.devices),)
     state = create_train_state(model, tx, (size, size, 3), seed)
-    self.state = pipeline.replicate_on_devices(jax.tree.map(np.asarray, state), self.devices)
+    self.state = devices_lib.replicate_on_devices(jax.tree.map(np.asarray, state), self.devices)
     self.step = 0
     self.last_sums = None
     self.flops_per_step = None
@@ -220,8 +223,8 @@ def _record(path: TrainingPath, window_seconds: list, num_steps: int, compile_se
 
 def build_paths(workload: Workload, *, programs: Optional[Sequence[str]] = None,
                 baseline: bool = False, model=None, epoch_steps: int = 8) -> list:
-  """TrainingPaths for `programs` ('loop', 'step', 'fed'; default: train.py's on this
-  backend), then the plain Flax baseline if asked."""
+  """TrainingPaths for `programs` ('chunk', 'step'; default: train.py's on this backend),
+  then the plain Flax baseline if asked."""
   programs = list(dict.fromkeys(programs or (default_program(),)))
   for program in programs:
     if program not in PROGRAMS:
@@ -279,7 +282,7 @@ def measure(workload: Workload, *, steps: int, windows: int = 5, warmup_steps: i
   """`build_paths` then `measure_paths`: one record per path, timed in one process.
 
   Args:
-    programs: train.py's programs to time, 'loop', 'step' and/or 'fed' (default: the one
+    programs: train.py's programs to time, 'chunk' and/or 'step' (default: the one
       train.py runs on this backend).
     baseline: also time the plain Flax step (see measure_paths).
     model: a flax module to use instead of the one the workload names (tests).

@@ -1,7 +1,7 @@
 """How fast the streaming input pipeline delivers images, next to the machine's decode limit.
 
 `measure_input` times, in alternating windows of one run:
-- 'pipeline': the training pipeline alone (grain_pipeline: read + decode (direct_jpeg:
+- 'pipeline': the training pipeline alone (resnet_jax.data.pipeline: read + decode (direct_jpeg:
   libjpeg-turbo straight to an array where simplejpeg is installed) + Inception crop +
   batch) with `workers` decoding processes, as a run gets its batches (no device, no
   training). With a `canvas_size` (config.speed.crop_resize='device') the host copies each
@@ -27,7 +27,14 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from resnet_jax.data import direct_jpeg, grain_pipeline, host_augment, image_files, image_records
+from resnet_jax.data import (
+  augment,
+  direct_jpeg,
+  image_files,
+  image_records,
+  pipeline as data_pipeline,
+)
+from resnet_jax.data.layout import BatchLayout
 
 _STARTUP_BATCHES = 2  # Drawn before timing: worker start-up and first fills.
 
@@ -77,19 +84,20 @@ def _decode_range(task) -> int:
   return stop - start
 
 
-def _augmentation(canvas_size: int) -> grain_pipeline.Augmentation:
-  return grain_pipeline.Augmentation(inception_crop=True, flip=True, canvas_size=canvas_size)
+def _recipe(image_size: int, canvas_size: int) -> data_pipeline.Recipe:
+  """The timed recipe: Inception crop and flip, resized on the host or (with a canvas) not."""
+  return data_pipeline.Recipe(image_size, augment.Augmentation(
+      inception_crop=True, flip=True, canvas_size=canvas_size))
 
 
 def _time_pipeline(source, image_size: int, batch_size: int, workers: int,
                    num_batches: int, epoch: int, canvas_size: int = 0) -> float:
   """Images per second of one window of the training pipeline (start-up excluded)."""
-  layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
+  layout = BatchLayout(batch_size, (0,), batch_size)
   steps_per_epoch = len(source) // batch_size
-  dataset = grain_pipeline.train_dataset(
-      source, layout, steps_per_epoch, 0, image_size, _augmentation(canvas_size),
-      epoch * steps_per_epoch, _STARTUP_BATCHES + num_batches)
-  batches = grain_pipeline.iterate(dataset, 1, workers)
+  dataset = data_pipeline.train_dataset(source, layout, _recipe(image_size, canvas_size),
+                                        epoch * steps_per_epoch, _STARTUP_BATCHES + num_batches)
+  batches = data_pipeline.iterate(dataset, 1, workers)
   try:
     for _ in range(_STARTUP_BATCHES):
       next(batches)
@@ -123,14 +131,12 @@ def cpu_ms_per_image(source, image_size: int, batch_size: int, num_images: int,
   what a core delivers: cores needed = images/s x CPU seconds per image (worker start-up and
   the transfer between processes not included).
   """
-  layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
+  layout = BatchLayout(batch_size, (0,), batch_size)
   num_images = max(1, min(num_images, len(source)) // batch_size) * batch_size
-  steps = max(1, len(source) // batch_size)
 
   def batches_ms(canvas):
-    example = grain_pipeline.TrainExample(source, layout, steps, 0, 0, image_size,
-                                          _augmentation(canvas))
-    make_batch = grain_pipeline.TrainBatch(example)
+    example = data_pipeline.TrainExample(source, layout, _recipe(image_size, canvas), 0)
+    make_batch = data_pipeline.TrainBatch(example)
     start = time.process_time()
     for step in range(num_images // batch_size):
       make_batch(step)
@@ -153,13 +159,13 @@ def cpu_ms_per_image(source, image_size: int, batch_size: int, num_images: int,
   decode_pil, _ = stage_ms(image_files.decode_rgb_image, records, keep=False)
   decode_direct, _ = stage_ms(direct_jpeg.decode_rgb_fast, records, keep=False)
   images = [direct_jpeg.decode_rgb_fast(record) for record in records]
-  rng = lambda i: grain_pipeline.example_rng(0, 0, i)
-  side = canvas_size or host_augment.canvas_size(min(images[0].shape[:2]), image_size)
+  rng = lambda i: data_pipeline.example_rng(0, 0, i)
+  side = canvas_size or augment.canvas_size(min(images[0].shape[:2]), image_size)
   canvas = np.zeros((side, side, 3), np.uint8)
-  copy, _ = stage_ms(lambda i: host_augment.crop_to_canvas(images[i], rng(i), image_size,
-                                                            canvas), indices)
-  resize, _ = stage_ms(lambda i: host_augment.random_resized_crop(images[i], rng(i),
-                                                                  image_size, True), indices)
+  copy, _ = stage_ms(lambda i: augment.crop_to_canvas(images[i], rng(i), image_size, canvas),
+                     indices)
+  resize, _ = stage_ms(lambda i: augment.random_resized_crop(images[i], rng(i), image_size,
+                                                             True), indices)
   pipeline = batches_ms(canvas_size)
   host_resize = batches_ms(0) if canvas_size else pipeline
   start = time.process_time()
@@ -178,7 +184,7 @@ def device_resize_ms_per_image(canvas_batch: dict, image_size: int, repeats: int
   one jitted call on a batch of canvases, timed (after compiling) `repeats` times."""
   import jax
 
-  from resnet_jax.data import box_resize
+  from resnet_jax.train import box_resize
   resize = jax.jit(box_resize.resize_boxes, static_argnums=2)
   canvases, boxes = (jax.device_put(canvas_batch[k].reshape((-1,) + canvas_batch[k].shape[2:]))
                      for k in ('image', 'box'))
@@ -199,10 +205,10 @@ def measure_input(source, *, image_size: int = 224, batch_size: int = 128, worke
   """Alternating windows of the pipeline and of the decode limit over the same records.
 
   Args:
-    source: a RecordSource (streamed.open_images(...).train.source) of JPEG records.
+    source: a RecordSource (open_images(...).train) of JPEG records.
     processes: decode-limit processes (default: one per core, os.cpu_count()).
     canvas_size: the pipeline leaves the crop's resize to the device with canvases of this
-      side (host_augment.canvas_size); 0: it resizes on the host.
+      side (augment.canvas_size); 0: it resizes on the host.
 
   Returns:
     {'pipeline_img_per_sec', 'decode_limit_img_per_sec' (medians over windows),
@@ -225,10 +231,9 @@ def measure_input(source, *, image_size: int = 224, batch_size: int = 128, worke
   cpu = cpu_ms_per_image(source, image_size, batch_size, decode_images, canvas_size)
   device = {}
   if canvas_size:
-    layout = grain_pipeline.BatchLayout(batch_size, (0,), batch_size)
-    data = grain_pipeline.train_dataset(source, layout, max(1, len(source) // batch_size), 0,
-                                        image_size, _augmentation(canvas_size), 0, 1)
-    batches = grain_pipeline.iterate(data, 1)
+    layout = BatchLayout(batch_size, (0,), batch_size)
+    data = data_pipeline.train_dataset(source, layout, _recipe(image_size, canvas_size), 0, 1)
+    batches = data_pipeline.iterate(data, 1)
     try:
       device = device_resize_ms_per_image(next(batches), image_size)
     finally:

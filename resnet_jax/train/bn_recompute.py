@@ -2,31 +2,27 @@
 
 Why: running averages with momentum 0.99 (the Keras default the course uses) trail weights
 that Adam moves quickly, so early in a short run a model evaluated with them can sit at
-chance while its training accuracy climbs (measured on SIGNS: 0.25 test accuracy with the
-running averages, 0.73 with statistics re-estimated on 128 training images, same weights).
+chance while its training accuracy climbs (BENCHMARKS.md, "The main job", has the SIGNS
+figures with and without re-estimation).
 Training never reads the running statistics (train mode normalises with the batch's), so
 replacing them changes no parameter and no later training step: only evaluation, and the
 model that checkpoints and predict.py carry. Wu & Johnson, "Rethinking 'Batch' in
 BatchNorm" (2021), section 3, and pycls/detectron2's PreciseBN do the same.
 
 The statistics are the mean over a few training batches of each batch's mean and variance,
-with the weights as they are; the batches are fixed by the run's data key (not
-augmented), so a resumed run re-estimates exactly what an unbroken one does.
+with the weights as they are; the batches are fixed by the run's seed (their own order, each
+example's evaluation view: pipeline.statistics_dataset), so a resumed run re-estimates
+exactly what an unbroken one does.
 """
 import dataclasses
-from typing import Callable, Iterator
+from typing import Callable
 
 import jax
 from flax import linen as nn
 
-from resnet_jax.data import pipeline
-from resnet_jax.data.types import Split
 from resnet_jax.errors import ConfigError
 from resnet_jax.models.layouts import get_layout
 from resnet_jax.train.steps import AXIS, StepSettings, device_mean, network_input
-
-# Folded into the data key so these batches are a stream of their own, not epoch 0's.
-_STREAM = 0x42_4E  # 'BN'
 
 
 def batch_statistics_model(model: nn.Module) -> nn.Module:
@@ -41,38 +37,25 @@ def batch_statistics_model(model: nn.Module) -> nn.Module:
 
 def make_batch_statistics_fn(model: nn.Module, settings: StepSettings, devices=None) -> Callable:
   """pmapped (state, batch) -> this global batch's BatchNorm statistics (averaged over the
-  devices), the batch's uint8 images preprocessed as for evaluation."""
+  devices): the train step's forward pass, with BatchNorm's momentum 0."""
   stats_model = batch_statistics_model(model)
 
   def batch_statistics(state, batch):
     _, updated = stats_model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                                   network_input(batch['image'], settings), train=True,
+                                   network_input(batch, settings), train=True,
                                    mutable=['batch_stats'])
     return device_mean(updated['batch_stats'])
 
   return jax.pmap(batch_statistics, axis_name=AXIS, devices=devices)
 
 
-def statistics_batches(split: Split, layout: pipeline.DeviceLayout, data_key: jax.Array,
-                       num_batches: int) -> Iterator[dict]:
-  """This process's part of the `num_batches` training batches the statistics come from."""
-  return pipeline.train_batches(split, layout, jax.random.fold_in(data_key, _STREAM),
-                                num_steps=num_batches)
-
-
-def make_recompute(model: nn.Module, settings: StepSettings, split: Split,
-                   layout: pipeline.DeviceLayout, data_key: jax.Array,
-                   num_batches: int) -> Callable:
-  """state -> state with batch_stats re-estimated over `num_batches` batches of `split`
-  (the same batches at every call: they depend only on the data key)."""
-  batch_statistics = make_batch_statistics_fn(model, settings, layout.local_devices)
-
-  def recompute(state):
-    batches = statistics_batches(split, layout, data_key, num_batches)
-    return recompute_batch_stats(state, batch_statistics,
-                                 pipeline.prefetch_to_devices(batches, layout.local_devices))
-
-  return recompute
+def make_recompute(model: nn.Module, settings: StepSettings, feed, num_batches: int,
+                   devices=None) -> Callable:
+  """state -> state with batch_stats re-estimated over `num_batches` batches of the feed's
+  training split (the same batches at every call: feed.statistics_batches)."""
+  batch_statistics = make_batch_statistics_fn(model, settings, devices)
+  return lambda state: recompute_batch_stats(state, batch_statistics,
+                                             feed.statistics_batches(num_batches))
 
 
 def recompute_batch_stats(state, batch_statistics: Callable, batches) -> object:

@@ -219,10 +219,14 @@ def silence_late_read_errors() -> None:
   closed its event loop, in other threads or at garbage collection, where they can only
   report their RuntimeError as an 'exception ignored' traceback, up to one per array, at
   any later time. The hooks installed here (once per process, chained to the previous
-  ones) drop those errors only; every other exception is reported as before.
+  ones) drop those errors only; every other exception is reported as before. A leftover
+  read that fails on the damaged file instead (tensorstore's OUT_OF_RANGE) reaches asyncio's
+  "Task exception was never retrieved" log record: that record is dropped too, as the
+  caller has already said in one line that the checkpoint cannot be read.
   """
   if getattr(sys.unraisablehook, 'drops_late_read_errors', False):
     return
+  logging.getLogger('asyncio').addFilter(_drop_unretrieved_task_errors)
   previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
 
   def unraisable(args):
@@ -235,3 +239,8 @@ def silence_late_read_errors() -> None:
 
   unraisable.drops_late_read_errors = True
   sys.unraisablehook, threading.excepthook = unraisable, thread
+
+
+def _drop_unretrieved_task_errors(record: logging.LogRecord) -> bool:
+  """False (drop) for asyncio's report of a task whose exception nobody retrieved."""
+  return not record.getMessage().startswith('Task exception was never retrieved')

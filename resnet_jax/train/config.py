@@ -69,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   # data: the dataset, the size and preprocessing of its images, and their augmentation.
   data = config.data = ml_collections.ConfigDict()
-  data.name = 'signs'  # A dataset of resnet_jax.data, or 'images' (streamed image folders).
+  data.name = 'signs'  # resnet_jax.data.DATASET_NAMES; 'images': prepared shards or a folder.
   # None: SIGNS looks in data/signs and falls back to the synthetic set; a path given here
   # must hold the files.
   data.data_dir = config_dict.placeholder(str)
@@ -78,9 +78,10 @@ def base_config() -> ml_collections.ConfigDict:
   data.image_size = 64
   # 'scale' (/255), 'standardize' (per-channel, train split) or 'caffe' (Keras ImageNet weights).
   data.preprocess = 'scale'
-  # inception_crop: Inception's random-resized crop (8-100% of the area, aspect 3/4-4/3)
-  # instead of pad-and-crop; streamed data (data.name 'images') only, where the host
-  # augments (speed.crop_resize says where the crop is resized).
+  # The host pipeline's training recipe (resnet_jax.data.augment), evaluated on the view that
+  # matches it: resize to image_size, pad by crop_padding and crop back, flip; or with
+  # inception_crop, Inception's random-resized crop (8-100% of the area, aspect 3/4-4/3)
+  # instead of the resize and pad-and-crop (speed.crop_resize says where it is resized).
   data.augment = ml_collections.ConfigDict({'crop_padding': 0, 'flip': False,
                                             'inception_crop': False})
 
@@ -135,12 +136,13 @@ def base_config() -> ml_collections.ConfigDict:
   # matmul formulations on CPU for the shapes where XLA:CPU's convolution is slow and XLA's
   # convolution elsewhere; 'xla' or 'matmul' force one (see resnet_jax/models/conv.py).
   speed.conv_impl = 'auto'
-  # Processes decoding and augmenting streamed data (data.name 'images'); 0: the training
-  # process itself.
+  # Processes decoding and augmenting the input pipeline's batches; 0: the training process
+  # itself.
   speed.data_workers = 0
-  speed.steps_per_dispatch = 8  # Steps run on the device per host dispatch (lax loop).
-  # Run those steps in a lax loop on the device; None: yes, except on CPU, where XLA runs
-  # convolutions inside loops far slower (each step is then its own dispatch).
+  speed.steps_per_dispatch = 8  # Steps per host dispatch, as one train_chunk program.
+  # Run those steps as one dispatch (a lax.scan over their batches); None: yes, except on
+  # CPU, where XLA runs convolutions inside loops far slower (each step is then its own
+  # dispatch).
   speed.loop_on_device = config_dict.placeholder(bool)
   # Where the Inception crop's box is resized to data.image_size: 'device' (in the train
   # step; the host only decodes and copies the box), 'host' (Pillow, in the decoding
@@ -266,7 +268,7 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
     ]
   if check_dataset:
     from resnet_jax import data
-    names = tuple(data.DATASET_NAMES) + tuple(data.STREAMED_DATASET_NAMES)
+    names = tuple(data.DATASET_NAMES)
     checks.insert(0, ('data.name', _one_of(names), f'one of {names}'))
   for field, ok, expected in checks:
     _check(config, field, ok, expected)
@@ -281,27 +283,9 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       raise ConfigError(f'config.model.zero_init_last_bn=True with config.model.name={name!r}: '
                         'a plain net has no skip to carry the signal past a zeroed block; '
                         'expected a residual model or zero_init_last_bn=False')
-  _check_streamed(config)
   if config.finetune.freeze_backbone and not config.finetune.init_from:
     raise ConfigError('config.finetune.freeze_backbone=True with config.finetune.init_from=None: '
                       'expected init_from to name the pretrained weights to freeze')
-
-
-def _check_streamed(config: ml_collections.ConfigDict) -> None:
-  """Streamed data are never held whole: what needs the whole split is refused."""
-  if config.data.name == 'images':
-    if config.data.preprocess == 'standardize':
-      raise ConfigError("config.data.preprocess='standardize' with config.data.name='images': "
-                        'the channel statistics need the whole split in memory; expected '
-                        "'scale' or 'caffe'")
-    if config.train.bn_recompute_batches:
-      raise ConfigError(f'config.train.bn_recompute_batches={config.train.bn_recompute_batches} '
-                        "with config.data.name='images': expected 0 (re-estimation reads the "
-                        'training split in memory)')
-  elif config.data.augment.inception_crop:
-    raise ConfigError(f'config.data.augment.inception_crop=True with config.data.name='
-                      f"{config.data.name!r}: expected data.name 'images' (the crop is made on "
-                      'the host, from the stored image)')
 
 
 def model_fields(config: ml_collections.ConfigDict) -> dict:

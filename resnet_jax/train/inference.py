@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from resnet_jax.data import augment
 from resnet_jax.errors import CheckpointError, DatasetError
 from resnet_jax.train import checkpoint as checkpoint_lib, setup, workdir as workdir_lib
+from resnet_jax.train.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ class Predictor:
 
   def probabilities(self, images: np.ndarray) -> np.ndarray:
     """uint8 images [N, H, W, C] at the config's image size -> float32 [N, num_classes]."""
-    x = augment.preprocess(jnp.asarray(images), self.config.data.preprocess, self.mean,
-                           self.std)
+    x = preprocess(jnp.asarray(images), self.config.data.preprocess, self.mean, self.std)
     logits = self._logits(self.variables, x).astype(jnp.float32)
     return np.asarray(jax.nn.softmax(logits, axis=-1))
 

@@ -1,10 +1,11 @@
 """train_and_evaluate: the training loop, with exact resume, preemption and NaN handling.
 
-The loop reads like Flax's examples/imagenet and big_vision's train.py: it asks a feed
-(resnet_jax.train.feeds: data resident on the devices, or a host iterator) to run a *chunk*
-of steps, then runs each periodic action that is `due` at the chunk's end (log, evaluate,
-checkpoint). A chunk ends at the next multiple of steps_per_dispatch, log_every_steps or
-checkpoint_every_steps, at the end of an epoch or of the run, whichever comes first; so
+The loop reads like Flax's examples/imagenet and big_vision's train.py: it asks the feed
+(resnet_jax.train.feed: the input pipeline's batches onto the devices) to run a *chunk* of
+steps, then runs each periodic action that is `due` at the chunk's end (log, evaluate,
+checkpoint). A chunk ends at the next multiple of speed.steps_per_dispatch,
+run.log_every_steps or run.checkpoint_every_steps, at the end of an epoch or of the run,
+whichever comes first; so
 chunk boundaries are a function of the step and a resumed run dispatches exactly the
 chunks an unbroken one would. Chunk results stay on the device until a log, an evaluation
 or a checkpoint needs them: the host then fetches the small metric sums of every pending
@@ -27,14 +28,15 @@ import ml_collections
 import numpy as np
 
 from resnet_jax import weights
-from resnet_jax.data import augment as augment_lib, pipeline
+from resnet_jax.data.channel_stats import channel_stats
 from resnet_jax.errors import NonFiniteLossError
 from resnet_jax.train import (
   bn_recompute,
   checkpoint as checkpoint_lib,
   config as config_lib,
   config_changes,
-  feeds,
+  devices as devices_lib,
+  feed as feed_lib,
   metrics as metrics_lib,
   optim,
   plots,
@@ -49,7 +51,6 @@ from resnet_jax.train.state import (
   TrainState,
   abstract_train_state,
   create_train_state,
-  seed_keys,
   state_from_host,
   state_to_host,
   unreplicate,
@@ -83,8 +84,7 @@ def next_boundary(step: int, config: ml_collections.ConfigDict, steps_per_epoch:
                   total: int) -> int:
   """Where the chunk starting at `step` ends (see the module docstring)."""
   periods = (config.speed.steps_per_dispatch, config.run.log_every_steps,
-             config.run.checkpoint_every_steps,
-             steps_per_epoch)
+             config.run.checkpoint_every_steps, steps_per_epoch)
   return min([total] + [(step // p + 1) * p for p in periods])
 
 
@@ -95,8 +95,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
   Args:
     config: see resnet_jax.train.config.base_config for the fields.
     workdir: checkpoints, metrics.jsonl, TensorBoard files, the plot and config.json.
-    model: optional flax module to train instead of config.model.name (tests, custom nets).
-    dataset: optional resnet_jax.data.Dataset instead of loading config.data.name.
+    model: optional flax module to train instead of config.model (tests, custom nets).
+    dataset: optional resnet_jax.data.Dataset instead of loading config.data (arrays a
+      test hands over, any source): it goes through the same pipeline.
 
   Only one run at a time may use `workdir` (resnet_jax.train.workdir_claim); a run that
   ends before its first training step (rejected, or stopped by a signal) removes whatever
@@ -123,13 +124,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     base = {'workdir': os.path.abspath(workdir)}
     if stop.requested_during_startup():
       return _stopped_before_start(stop, base, None)
-    dataset = dataset if dataset is not None else setup.load_data(config)
+    dataset = dataset if dataset is not None else setup.load_data(config.data)
     setup.check_data_fits(config, dataset)
     base['data_source'] = dataset.source
     if stop.requested_during_startup():
       return _stopped_before_start(stop, base, None)
     model = model if model is not None else setup.build_model(config)
-    shape = RunShape.from_config(config, len(dataset.train), len(dataset.test))
+    shape = RunShape.from_config(config.train, config.run.eval_batch_size, len(dataset.train),
+                                 len(dataset.test))
     tx, schedule = optim.create_optimizer(config.optim, shape.steps_per_epoch, shape.total_steps,
                                           freeze_backbone=config.finetune.freeze_backbone)
     checkpointer = checkpoint_lib.Checkpointer(workdir, config.run.keep_checkpoints)
@@ -137,8 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       resuming = checkpointer.latest_step() is not None
       changes = config_changes.check_resume_config(
           workdir, saved_config if resuming else None, config)
-      start, host_state, meta = _restore_or_create(config, model, tx, dataset.image_shape,
-                                                   checkpointer)
+      start, host_state, meta = _restore_or_create(config, model, tx, checkpointer)
       base.update(resumed_from=None if meta is None else start, total_steps=shape.total_steps)
       if stop.requested_during_startup():
         return _stopped_before_start(stop, base, checkpointer)
@@ -159,7 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       try:
         result = run.train(host_state, start, (meta or {}).get('pending_train'), stop)
       finally:
-        run.feed.close()  # Stops a streaming feed's worker processes.
+        run.feed.close()  # Stops the pipeline's worker processes.
       return dict(result, **base)
     finally:
       checkpointer.close()
@@ -175,16 +176,18 @@ def _stopped_before_start(stop: 'StopRequest', base: dict, checkpointer) -> dict
               checkpoint=None if latest is None else checkpointer.path(latest))
 
 
-def _restore_or_create(config, model, tx, image_shape: tuple, checkpointer):
+def _restore_or_create(config, model, tx, checkpointer):
   """(start step, host state, checkpoint meta or None for a new run): the latest good
   checkpoint, else a new state (with pretrained weights if config.finetune.init_from)."""
-  abstract = abstract_train_state(model, tx, image_shape, config.train.seed)
+  size, seed = config.data.image_size, config.train.seed
+  image_shape = (size, size, 3)
+  abstract = abstract_train_state(model, tx, image_shape, seed)
   restored = checkpointer.restore_latest(state_to_host_shapes(abstract))
   if restored is not None:
     start, state_dict, meta = restored
     log.info('resuming from checkpoint %s (step %d)', checkpointer.path(start), start)
     return start, state_from_host(abstract, state_dict), meta
-  state = create_train_state(model, tx, image_shape, config.train.seed)
+  state = create_train_state(model, tx, image_shape, seed)
   if config.finetune.init_from:
     variables = weights.initial_variables(config.finetune, model, {
         'params': state.params, 'batch_stats': state.batch_stats})
@@ -210,19 +213,21 @@ class _Run:
     tx, self.schedule = optimizer
     self.config, self.workdir, self.shape, self.checkpointer = config, workdir, shape, checkpointer
     self.is_writer = jax.process_index() == 0
-    mean, std = (augment_lib.channel_stats(dataset.train.images)
-                 if config.data.preprocess == 'standardize' else (None, None))
+    mean, std = (channel_stats(dataset.train) if config.data.preprocess == 'standardize'
+                 else (None, None))
     self.extra_meta = {'preprocess_mean': mean, 'preprocess_std': std,
                        'class_names': list(dataset.class_names), 'data_source': dataset.source}
     settings = steps.StepSettings.from_config(config, mean, std)
-    _, _, data_key = seed_keys(config.train.seed)
-    fns = steps.make_step_functions(model, tx, settings, shape, data_key)
-    self.feed = feeds.make_feed(config, dataset, shape, fns, data_key)
+    # The programs map over every process's devices (pmap's default): one mapped over this
+    # process's devices alone would average gradients within the process only.
+    fns = steps.make_step_functions(model, tx, settings)
+    self.feed = feed_lib.Feed(fns, dataset, shape, setup.input_recipe(config, dataset.max_size),
+                              workers=config.speed.data_workers,
+                              chunk_on_device=config.speed.loop_on_device)
     self.recompute_bn = lambda state: state
     if config.train.bn_recompute_batches:
       self.recompute_bn = bn_recompute.make_recompute(
-          model, settings, dataset.train, shape.train, data_key,
-          config.train.bn_recompute_batches)
+          model, settings, self.feed, config.train.bn_recompute_batches)
     self.eval_period = shape.steps_per_epoch * config.train.eval_every_epochs
     self.pending = []  # Device-side metric sums of dispatches not yet checked.
     self.last_train = self.last_eval = None
@@ -231,7 +236,7 @@ class _Run:
             stop: StopRequest) -> dict:
     """Trains from `start` to the last step, or until `stop` is requested; the run's result."""
     config, total = self.config, self.shape.total_steps
-    state = pipeline.replicate_on_devices(host_state, self.shape.local_devices)
+    state = devices_lib.replicate_on_devices(host_state, self.shape.local_devices)
     self.sums = TrainSums(**pending_train) if pending_train else TrainSums()
     step, preempted = start, False
     with self._writers(start):

@@ -1,24 +1,27 @@
-"""The per-device training and evaluation steps, and the pmapped functions built from them.
+"""The per-device training and evaluation steps, and the three pmapped programs built from them.
 
 `train_step` and `eval_step` are pure per-device functions meant to run inside
 `jax.pmap(axis_name='batch')`: gradients and metrics are averaged over that axis, batch
-statistics too (unless BatchNorm already synchronises them, sync BN).
+statistics too (unless BatchNorm already synchronises them, sync BN). Both take a numpy
+batch the host pipeline made (resnet_jax.data.pipeline); the only work on the images here
+is what must run on the device: the Inception crop's resize where the batch carries boxes
+on canvases (box_resize), and the preprocessing to float.
 
-`make_step_functions` builds the pmapped programs of a run from them (see StepFunctions for
-their names): several steps per dispatch in an on-device loop over the device-resident
-split, one step gathered from it, or one step on a batch the host sent. A chunk of 1 step
-computes exactly what a chunk of 8 does, whichever program runs it.
+`make_step_functions` builds a run's programs (StepFunctions): one training step, a chunk
+of k steps in one dispatch (`lax.scan` over k stacked batches), one evaluation step. A
+chunk of k steps computes exactly what k single steps do.
 """
 import dataclasses
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import linen as nn
 
-from resnet_jax.data import augment as augment_lib, box_resize, pipeline
-from resnet_jax.train.run_shape import RunShape
+from resnet_jax.train import box_resize
+from resnet_jax.train.preprocess import preprocess
 from resnet_jax.train.state import TrainState
 
 AXIS = 'batch'
@@ -34,25 +37,19 @@ class StepSettings:
   preprocess: str = 'scale'
   mean: Optional[tuple] = None  # Per-channel, for preprocess='standardize'.
   std: Optional[tuple] = None
-  crop_padding: int = 0
-  flip: bool = False
   nan_policy: str = 'raise'
   sync_bn: bool = False
-  image_size: int = 0  # The side streamed crop boxes are resized to (batches with a 'box').
+  image_size: int = 0  # The side crop boxes on canvases are resized to (batches with a 'box').
 
   @classmethod
-  def from_config(cls, config, mean=None, std=None) -> 'StepSettings':
+  def from_config(cls, config: ml_collections.ConfigDict, mean=None, std=None
+                  ) -> 'StepSettings':
     """The settings a training config asks for; mean/std: per-channel statistics of the
-    training split, for preprocess='standardize'. Streamed data (dataset 'images') are
-    augmented on the host (grain_pipeline), so their steps augment nothing."""
-    on_device = config.data.name != 'images'
+    training split, for preprocess='standardize'."""
     return cls(
-        num_classes=config.model.num_classes,
-        label_smoothing=float(config.train.label_smoothing),
+        num_classes=config.model.num_classes, label_smoothing=float(config.train.label_smoothing),
         preprocess=config.data.preprocess, mean=None if mean is None else tuple(mean),
-        std=None if std is None else tuple(std),
-        crop_padding=int(config.data.augment.crop_padding) if on_device else 0,
-        flip=bool(config.data.augment.flip) and on_device, nan_policy=config.train.nan_policy,
+        std=None if std is None else tuple(std), nan_policy=config.train.nan_policy,
         sync_bn=config.model.sync_bn, image_size=int(config.data.image_size))
 
 
@@ -65,9 +62,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def network_input(images, settings: StepSettings):
-  """uint8 images -> the network's input, as the run's settings preprocess them."""
-  return augment_lib.preprocess(images, settings.preprocess, settings.mean, settings.std)
+def network_input(batch: dict, settings: StepSettings):
+  """A batch's uint8 images -> the network's input: crop boxes on canvases resized (where the
+  batch has a 'box'), then preprocessed as the run's settings say."""
+  pixels = batch['image']
+  if 'box' in batch:
+    pixels = box_resize.resize_boxes(pixels, batch['box'], settings.image_size)
+  return preprocess(pixels, settings.preprocess, settings.mean, settings.std)
 
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
@@ -76,20 +77,14 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
 
   Args:
     state: the (replicated) training state.
-    batch: {'image': uint8 [B, H, W, C], 'label': int [B], 'example_id': int [B]}, and
-      'box' int32 [B, 7] when the images are canvases to resize (data/box_resize.py).
+    batch: {'image': uint8 [B, H, W, C], 'label': int [B]}, and 'box' int32 [B, 7] when
+      the images are canvases to resize (box_resize).
 
   Returns:
     (new state, metrics) with metrics {'loss', 'accuracy', 'finite'} averaged over all
     devices; 'finite' is 1.0 when loss, gradients and the updated state were finite.
   """
-  step_key = state.step_key()
-  pixels = batch['image']
-  if 'box' in batch:  # Streamed Inception crops, sent as boxes on canvases (box_resize).
-    pixels = box_resize.resize_boxes(pixels, batch['box'], settings.image_size)
-  images = network_input(pixels, settings)
-  images = augment_lib.augment(jax.random.fold_in(step_key, 0), images, batch['example_id'],
-                               crop_padding=settings.crop_padding, flip=settings.flip)
+  images = network_input(batch, settings)
   labels = batch['label']
 
   def loss_fn(params):
@@ -114,8 +109,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
   # state needs no check of its own: SGD's momentum and Adam's moments are averages of
   # gradients (and of their squares, whose sum the norm above already bounds), finite
   # while the gradients are; whatever else goes wrong in an update reaches the
-  # parameters. Leaving out its 2 x 161 arrays made ResNet-50's step compile faster
-  # (BENCHMARKS.md).
+  # parameters. Leaving out its 2 x 161 arrays makes ResNet-50's step compile faster.
   finite &= all_finite((params, batch_stats))
   if settings.nan_policy == 'skip':
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
@@ -129,8 +123,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
 
 def device_mean(tree):
   """`tree` averaged over the devices of the step (jax.lax.pmean). On one device it is
-  `tree` itself: XLA:CPU would still run an all-reduce that copies every leaf (10 ms of
-  ResNet-50's 64x64 step on CPU, all of its gradients)."""
+  `tree` itself: XLA:CPU would still run an all-reduce that copies every leaf."""
   return tree if jax.lax.axis_size(AXIS) == 1 else jax.lax.pmean(tree, AXIS)
 
 
@@ -152,9 +145,8 @@ def eval_step(state: TrainState, batch: dict, *, model: nn.Module, settings: Ste
     TOP5_MIN_CLASSES classes or more: padding contributes nothing, so summing over the
     batches counts every example once.
   """
-  images = network_input(batch['image'], settings)
-  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images,
-                       train=False)
+  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                       network_input(batch, settings), train=False)
   mask = batch['mask'].astype(jnp.float32)
   labels = batch['label']
   loss = cross_entropy(logits, labels, settings.num_classes)
@@ -200,97 +192,55 @@ def add_step_metrics(sums: dict, metrics: dict, step: jax.Array) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class StepFunctions:
-  """The pmapped programs of a run (each compiled on first use).
-
-  Names say what a program runs and where its data come from: `train_*` take and return
-  the state (donated) with the metric sums of the steps run (see `add_step_metrics`);
-  `eval_*` return evaluation sums (see `eval_step`). `*_on_device` programs loop with
-  `lax.fori_loop` inside the program; `*_resident` programs gather their batch by index
-  from splits replicated on the devices; `*_fed` programs take a batch the host sent.
-  Which to run is the feed's business (resnet_jax.train.feeds).
+  """The pmapped programs of a run (each compiled on first use); which one runs is the
+  feed's business (resnet_jax.train.feed).
 
   Attributes:
-    train_steps_on_device: (state, resident_train, device_index, num_steps) ->
-      (state, sums); num_steps steps in one dispatch. The trip count is an argument, not
-      a shape, so one compiled program serves every chunk length, and a chunk never
-      crosses an epoch (the loop's chunks end at epoch ends), so one permutation serves it.
-    train_step_resident: (state, resident_train, device_index) -> (state, sums); one step.
-    train_step_fed: (state, batch) -> (state, sums); one step on a host-fed batch.
-    eval_on_device: (state, resident_eval, device_index) -> sums over every batch.
-    eval_batch_resident: (state, resident_eval, device_index, batch_index) -> sums.
-    eval_batch_fed: (state, batch) -> sums of one host-fed batch.
+    train_step: (state, batch) -> (state, sums); one step. The state is donated; sums are
+      the step's metric sums (see `add_step_metrics`).
+    train_chunk: (state, batches) -> (state, sums); k steps in one dispatch, `batches`
+      holding k stacked batches per device [k, B, ...]: for accelerators, where a dispatch
+      per step costs more than the step. XLA:CPU runs convolutions inside loops many
+      times slower than outside (jax-ml/jax#12868), so CPU runs take `train_step`.
+    eval_step: (state, batch) -> the evaluation sums of one batch (see `eval_step`).
   """
-  train_steps_on_device: Callable
-  train_step_resident: Callable
-  train_step_fed: Callable
-  eval_on_device: Callable
-  eval_batch_resident: Callable
-  eval_batch_fed: Callable
+  train_step: Callable
+  train_chunk: Callable
+  eval_step: Callable
 
 
-def default_loop_on_device() -> bool:
-  """Loop on the device except on CPU: XLA:CPU runs convolutions inside loops many times
-  slower than outside (jax-ml/jax#12868)."""
+def default_chunk_on_device() -> bool:
+  """Chunks of steps in one dispatch everywhere except on CPU (see StepFunctions)."""
   return jax.default_backend() != 'cpu'
 
 
 def make_step_functions(model: nn.Module, tx: optax.GradientTransformation,
-                        settings: StepSettings, shape: RunShape, data_key: jax.Array,
-                        devices=None) -> StepFunctions:
-  """Builds the pmapped train/eval programs for one run's shapes and settings.
+                        settings: StepSettings, devices=None) -> StepFunctions:
+  """Builds the pmapped train/eval programs of one run.
 
   Args:
-    shape: the run's batch layouts, steps per epoch and number of evaluation batches.
-    data_key: the key the epochs' permutations derive from (see pipeline).
-    devices: the local devices to pmap over (default: all devices).
+    devices: the devices to pmap over; None (what a run passes): every device of every
+      process, so that gradients are averaged over the whole global batch. A subset is for
+      single-process measurements (perf/benchmarking).
   """
-  per_epoch = shape.steps_per_epoch
   step = lambda state, batch: train_step(state, batch, model=model, tx=tx, settings=settings)
-  evaluate = lambda state, batch: eval_step(state, batch, model=model, settings=settings)
-  data_key_data = jax.random.key_data(data_key)
 
-  def permutation_of(state, resident):
-    return pipeline.epoch_permutation(jax.random.wrap_key_data(data_key_data),
-                                      state.step // per_epoch, resident['label'].shape[0])
-
-  def resident_step(state, resident, device_index, permutation, sums):
-    batch = pipeline.gather_train_batch(resident['image'], resident['label'], permutation,
-                                        state.step % per_epoch, device_index,
-                                        shape.train.per_device_batch, shape.train.global_batch)
-    new_state, metrics = step(state, batch)
-    return new_state, add_step_metrics(sums, metrics, state.step)
-
-  def train_steps_on_device(state, resident, device_index, num_steps):
-    permutation = permutation_of(state, resident)
-    body = lambda _, carry: resident_step(carry[0], resident, device_index, permutation,
-                                          carry[1])
-    return jax.lax.fori_loop(0, num_steps, body, (state, empty_train_sums()))
-
-  def train_step_resident(state, resident, device_index):
-    return resident_step(state, resident, device_index, permutation_of(state, resident),
-                         empty_train_sums())
-
-  def train_step_fed(state, batch):
+  def train_one(state, batch):
     new_state, metrics = step(state, batch)
     return new_state, add_step_metrics(empty_train_sums(), metrics, state.step)
 
-  def eval_batch_resident(state, padded, device_index, batch_index):
-    batch = pipeline.gather_eval_batch(padded, batch_index, device_index,
-                                       shape.eval.per_device_batch, shape.eval.global_batch)
-    return evaluate(state, batch)
-
-  def eval_on_device(state, padded, device_index):
-    def body(index, sums):
-      return jax.tree.map(jnp.add, sums, eval_batch_resident(state, padded, device_index, index))
-    zeros = {k: jnp.zeros((), jnp.float32) for k in eval_sum_names(settings.num_classes)}
-    return jax.lax.fori_loop(0, shape.num_eval_batches, body, zeros)
+  def train_chunk(state, batches):
+    def body(carry, batch):
+      state, sums = carry
+      new_state, metrics = step(state, batch)
+      return (new_state, add_step_metrics(sums, metrics, state.step)), None
+    (state, sums), _ = jax.lax.scan(body, (state, empty_train_sums()), batches)
+    return state, sums
 
   pmap = lambda f, **kw: jax.pmap(f, axis_name=AXIS, devices=devices, **kw)
   return StepFunctions(
-      train_steps_on_device=pmap(train_steps_on_device, donate_argnums=(0,)),
-      train_step_resident=pmap(train_step_resident, donate_argnums=(0,)),
-      train_step_fed=pmap(train_step_fed, donate_argnums=(0,)),
-      eval_on_device=pmap(eval_on_device),
-      eval_batch_resident=pmap(eval_batch_resident),
-      eval_batch_fed=pmap(evaluate),
+      train_step=pmap(train_one, donate_argnums=(0,)),
+      train_chunk=pmap(train_chunk, donate_argnums=(0,)),
+      eval_step=pmap(lambda state, batch: eval_step(state, batch, model=model,
+                                                    settings=settings)),
   )

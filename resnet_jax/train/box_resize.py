@@ -1,5 +1,6 @@
 """The Inception crop's resize on the device: boxes cut from the decoded images on the host
-(host_augment.crop_to_canvas) resized to size x size inside the train step, as Pillow would.
+(resnet_jax.data.augment.crop_to_canvas) resized to size x size inside the train step, as
+Pillow would.
 
 The host sends each example as a fixed-size uint8 canvas holding its crop box plus a margin
 of the surrounding image, and the box's geometry in the canvas (see `BOX_FIELDS`). This
