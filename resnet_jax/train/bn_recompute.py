@@ -2,8 +2,8 @@
 
 Why: running averages with momentum 0.99 (the Keras default the course uses) trail weights
 that Adam moves quickly, so early in a short run a model evaluated with them can sit at
-chance while its training accuracy climbs (BENCHMARKS.md, "The main job", has the SIGNS
-figures with and without re-estimation).
+chance while its training accuracy climbs (BENCHMARKS.md, section "signs_resnet50.py (the
+main job)", has the SIGNS figures with and without re-estimation).
 Training never reads the running statistics (train mode normalises with the batch's), so
 replacing them changes no parameter and no later training step: only evaluation, and the
 model that checkpoints and predict.py carry. Wu & Johnson, "Rethinking 'Batch' in
