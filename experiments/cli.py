@@ -46,6 +46,9 @@ from ml_collections import config_flags
 
 EXIT_OK = 0  # Done; also a run stopped by SIGTERM/SIGINT after saving a checkpoint.
 EXIT_BAD_INPUT = 2  # Bad input, reported as one `error:` line; nothing on disk was changed.
+# The checkpoint evaluate.py and predict.py use unless --checkpoint says otherwise: the best
+# by the run's own evaluation accuracy (the model the run selected).
+DEFAULT_CHECKPOINT = 'best'
 
 # ml_collections reports a misspelled or ill-typed --config override (with a "did you mean")
 # as one of these from inside flag parsing.

@@ -1,4 +1,4 @@
-"""Class probabilities for image files, from a training run's best checkpoint.
+"""Class probabilities for image files, from a training run's checkpoint.
 
   python experiments/predict.py --workdir runs/signs_resnet50 my_hand.jpg other.png
 
@@ -7,8 +7,14 @@ orientation, RGB), seen as the run's evaluation sees a picture (the whole pictur
 the run's image size; runs with Inception crops: shorter side to size / 0.875, centre crop)
 and preprocessed as in training; class names are those the run trained on. Prints one line per image
 with the predicted class and the --top_k most probable classes (default: all of them for
-fewer than 10 classes, else 5), most probable first. --checkpoint=latest uses the newest
-checkpoint instead of the best by eval accuracy.
+fewer than 10 classes, else 5), most probable first. Uses the best checkpoint by the run's
+evaluation accuracy, as evaluate.py does (--checkpoint=latest: the newest).
+
+The probabilities are the model's softmax over the classes it trained on: they sum to 1
+whatever the picture shows, so a picture of something else (a temple, a cat) still gets a
+class, often with a high probability; they mean something only for pictures like the
+training data. When the run trained on synthetic SIGNS (the default when data/signs holds
+no real files), one line on stderr says so: real photographs are outside what it saw.
 
 The images are read before the checkpoint is loaded. An image that cannot be read (not an
 image, truncated, larger than Pillow's decompression-bomb limit) gets its own `error:` line
@@ -16,7 +22,9 @@ on stderr and the others are still predicted; the exit code is then 2. Other bad
 workdir without a run) prints one `error:` line and exits with code 2 (--debug shows the
 traceback).
 """
+import json
 import logging
+import os
 import sys
 
 import numpy as np
@@ -27,7 +35,8 @@ from experiments import cli, malloc_tuning
 SCRIPT = cli.Script(__doc__)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/signs_resnet50', "A training run's workdir.",
                                flag_values=SCRIPT.flags)
-_WHICH = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint to use.',
+_WHICH = flags.DEFINE_enum('checkpoint', cli.DEFAULT_CHECKPOINT, ['best', 'latest'],
+                           'Which checkpoint: the best by eval accuracy or the newest.',
                            flag_values=SCRIPT.flags)
 _TOP_K = flags.DEFINE_integer('top_k', None, 'Classes listed per image, most probable first '
                               '(default: all for fewer than 10 classes, else 5).',
@@ -61,6 +70,23 @@ def read_image(path: str, size: int, augmentation=None) -> np.ndarray:
   return augmentation.eval_view(image, size)
 
 
+SYNTHETIC_NOTE = ('note: this model was trained on synthetic SIGNS (rendered hands: {source}); '
+                  'real photographs are outside what it saw, and its probabilities sum to 1 '
+                  'over its classes whatever a picture shows')
+
+
+def trained_data_source(checkpoint: str) -> str | None:
+  """The run's note on its training data ('data_source' in the checkpoint's meta), or None
+  where the checkpoint does not say."""
+  path = os.path.join(checkpoint, 'meta', 'metadata')
+  try:
+    with open(path) as f:
+      source = json.load(f).get('data_source')
+  except (OSError, ValueError, AttributeError):
+    return None
+  return source if isinstance(source, str) else None
+
+
 def _main(argv: list) -> int:
   paths = argv
   if not paths:
@@ -87,6 +113,9 @@ def _main(argv: list) -> int:
   probabilities = predictor.probabilities(images)
   names = predictor.class_names
   top_k = min(_TOP_K.value or default_top_k(len(names)), len(names))
+  source = trained_data_source(predictor.checkpoint)
+  if source is not None and source.startswith('synthetic'):
+    print(SYNTHETIC_NOTE.format(source=source), file=sys.stderr)
   print(f'# {predictor.config.model.name} from {predictor.checkpoint} (step {predictor.step})')
   for path, probs in zip(readable, probabilities):
     ranked = np.argsort(-probs, kind='stable')[:top_k]

@@ -1,4 +1,5 @@
-"""experiments/evaluate.py: a run's accuracy on a SIGNS-format test file, or on fresh pictures."""
+"""experiments/evaluate.py: a run's accuracy on its own evaluation split (--workdir alone), a
+SIGNS-format test file, or fresh pictures."""
 import glob
 import json
 import os
@@ -20,10 +21,11 @@ from resnet_jax.train.workdir import prepare_workdir, save_config
 pytestmark = pytest.mark.slow
 
 
-def write_run(workdir, image_size=64, num_classes=6, steps=(3,)):
+def write_run(workdir, image_size=64, num_classes=6, steps=(3,), dataset='signs'):
   """A workdir holding an (untrained) CIFAR ResNet-20's checkpoints at `steps`."""
   config = helpers.tiny_config(**{'model.name': 'cifar_resnet20', 'model.layout': 'torchvision',
-                                  'model.num_classes': num_classes, 'data.image_size': image_size})
+                                  'model.num_classes': num_classes, 'data.image_size': image_size,
+                                  'data.name': dataset})
   prepare_workdir(str(workdir), config)
   save_config(str(workdir), config)
   model = setup.build_model(config)
@@ -52,8 +54,8 @@ def test_accuracy_on_a_signs_directory_is_counted_by_hand(signs_run, tmp_path, c
   assert code == 0, err[-2000:]
   result = json.loads(out.strip().splitlines()[-1])
   test = load_signs(str(tmp_path)).test
-  predicted = np.argmax(load_predictor(str(signs_run), 'latest').probabilities(test.images), -1)
-  assert result['count'] == 18 and result['step'] == 3
+  predicted = np.argmax(load_predictor(str(signs_run), 'best').probabilities(test.images), -1)
+  assert result['count'] == 18 and result['step'] == 3 and result['split'] == 'test'
   assert result['accuracy'] == pytest.approx(np.mean(predicted == test.labels))
 
 
@@ -110,10 +112,29 @@ def test_a_fallback_to_an_older_checkpoint_is_said_in_one_line(tmp_path, capsys)
     with open(path, 'r+b') as f:
       f.truncate(os.path.getsize(path) // 2)
   directory = write_signs(tmp_path / 'signs')
-  code = evaluate.main([f'--workdir={workdir}', f'--data_dir={directory}'])
+  code = evaluate.main([f'--workdir={workdir}', f'--data_dir={directory}', '--checkpoint=latest'])
   out, err = capsys.readouterr()
   assert code == 0, err
   assert json.loads(out.strip().splitlines()[-1])['step'] == 2
   lines = err.splitlines()
   assert len(lines) == 1 and lines[0].startswith('WARNING ') and str(latest) in lines[0], err
   assert 'using step 2' in lines[0] and 'Traceback' not in err
+
+
+def test_the_workdir_alone_scores_any_run_on_its_own_evaluation_split(tmp_path, capsys):
+  from resnet_jax.data import load_dataset
+  workdir = write_run(tmp_path / 'digits', image_size=32, num_classes=10, dataset='digits')
+  code = evaluate.main([f'--workdir={workdir}'])
+  out, err = capsys.readouterr()
+  assert code == 0, err[-2000:]
+  result = json.loads(out.strip().splitlines()[-1])
+  test = load_dataset('digits', image_size=32).test
+  assert result['count'] == len(test) and result['split'] == 'test'
+  assert 'digits' in result['data'] and 'top5_accuracy' in result
+  assert evaluate.main([f'--workdir={workdir}', '--synthetic_seed=3']) == 2
+  _one_error_line(capsys, 'UsageError', 'SIGNS runs', "'digits'")
+
+
+def test_evaluate_and_predict_share_one_default_checkpoint():
+  from experiments import cli, predict
+  assert evaluate._WHICH.default == predict._WHICH.default == cli.DEFAULT_CHECKPOINT

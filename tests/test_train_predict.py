@@ -24,7 +24,11 @@ def trained(tmp_path_factory):
   """A workdir as a run of a zoo model (CIFAR ResNet-20, which takes 8x8 inputs) leaves it:
   config.json, and checkpoints at step 2 (eval accuracy 0.9) and 4 (0.5). The states are
   initial ones with the head perturbed, to save compiling a training step."""
-  workdir = tmp_path_factory.mktemp('predict')
+  return write_trained(tmp_path_factory.mktemp('predict'))
+
+
+def write_trained(workdir, **meta):
+  """The `trained` fixture's workdir, with `meta` added to each checkpoint's meta."""
   config = helpers.tiny_config(**{'model.name': 'cifar_resnet20', 'model.layout': 'torchvision',
                                   'data.preprocess': 'standardize'})
   prepare_workdir(str(workdir), config)
@@ -39,7 +43,7 @@ def trained(tmp_path_factory):
     params = dict(state.params, head=head)
     checkpointer.save(step, state_to_host(state.replace(params=params)),
                       {'preprocess_mean': mean, 'preprocess_std': std,
-                       'class_names': ['a', 'b', 'c']}, eval_accuracy=accuracy)
+                       'class_names': ['a', 'b', 'c'], **meta}, eval_accuracy=accuracy)
   checkpointer.wait()
   checkpointer.close()
   return workdir
@@ -158,3 +162,17 @@ def test_top_k_lists_the_most_probable_classes_first(trained, tmp_path, capsys):
   assert predict.main([f'--workdir={trained}', *paths]) == 0
   assert len(capsys.readouterr().out.splitlines()[-1].split('[')[1].split()) == 3
   assert predict.default_top_k(1000) == 5 and predict.default_top_k(6) == 6
+
+
+def test_a_run_on_synthetic_data_says_so_once(trained, tmp_path, capsys):
+  paths = [str(tmp_path / f'{i}.png') for i in range(2)]
+  for path in paths:
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+  assert predict.main([f'--workdir={trained}', *paths]) == 0
+  assert 'synthetic' not in capsys.readouterr().err  # This run's meta names no source.
+  synthetic = write_trained(tmp_path / 'synthetic',
+                            data_source='synthetic SIGNS (seed 0) cached in /cache')
+  assert predict.main([f'--workdir={synthetic}', *paths]) == 0
+  err = capsys.readouterr().err
+  assert err.count('note: this model was trained on synthetic SIGNS') == 1, err
+  assert 'real photographs are outside what it saw' in err

@@ -129,6 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     base['data_source'] = dataset.source
     if stop.requested_during_startup():
       return _stopped_before_start(stop, base, None)
+    model_name = config.model.name if model is None else type(model).__name__
     model = model if model is not None else setup.build_model(config)
     shape = RunShape.from_config(config.train, config.run.eval_batch_size, len(dataset.train),
                                  len(dataset.test))
@@ -140,6 +141,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       changes = config_changes.check_resume_config(
           workdir, saved_config if resuming else None, config)
       start, host_state, meta = _restore_or_create(config, model, tx, checkpointer)
+      if jax.process_index() == 0:
+        log.info('%s', startup_line(model_name, dataset.source, config.finetune.init_from,
+                                    checkpointer.path(start) if meta is not None else None))
       base.update(resumed_from=None if meta is None else start, total_steps=shape.total_steps)
       if stop.requested_during_startup():
         return _stopped_before_start(stop, base, checkpointer)
@@ -164,6 +168,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       return dict(result, **base)
     finally:
       checkpointer.close()
+
+
+def startup_line(model_name: str, data_source: str, init_from: Optional[str],
+                 resumed_from: Optional[str]) -> str:
+  """The one line a run logs at start: model, data and where it came from, the initial
+  weights (a checkpoint resumed, a pretrained file, or from scratch) and the devices."""
+  if resumed_from is not None:
+    weights_from = f'resumed from checkpoint {resumed_from}'
+  elif init_from:
+    weights_from = f'pretrained weights from {init_from}'
+  else:
+    weights_from = 'from scratch (random initialisation)'
+  devices = jax.devices()
+  hosts = f' on {jax.process_count()} processes' if jax.process_count() > 1 else ''
+  return (f'model {model_name}; data: {data_source}; initial weights: {weights_from}; '
+          f'devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()}){hosts}')
 
 
 def _stopped_before_start(stop: 'StopRequest', base: dict, checkpointer) -> dict:
