@@ -1,19 +1,18 @@
-"""Figures of a residual-against-plain sweep (matplotlib Figures; no pyplot).
+"""Figures of a residual-against-plain sweep (resnet_jax.plot_style: Figures, no pyplot).
 
 `plot_training_error` draws He et al. 2015, Figure 6: training error against
-iterations, plain networks on the left and residual networks on the right, one
-curve per depth (dashed: training error, bold: test error, both mean over seeds).
+iterations, plain networks on the left and residual networks on the right (a sweep of
+one kind draws one panel), one curve per model (dashed: training error; solid, bold: test
+error where the runs evaluated; both the mean over seeds).
 `plot_gradient_flow` draws the per-stage gradient norm at initialisation and
-at later snapshots, plain against residual.
+at later snapshots, plain (dashed, squares) against residual (solid, circles).
 
-Figures are built on `matplotlib.figure.Figure` and written with `fig.savefig` (which
-picks the writer from the file's extension), so nothing here touches pyplot's global
-state or the caller's backend (a notebook importing this keeps its own).
+Every curve has a colour of its own from the categorical palette; titles add the budget
+(iterations, seeds). Nothing here touches pyplot's global state or the caller's backend.
 """
-import matplotlib
-from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from resnet_jax import storage
+from resnet_jax import plot_style
 from resnet_jax.ablation.gradient_flow import stage_gradient_norms
 from resnet_jax.ablation.results import describe_model, describe_variant
 from resnet_jax.models.designs import DESIGN_NAMES, SHORTCUTS
@@ -41,68 +40,71 @@ def _group_by_model(runs):
   return groups
 
 
-def _depth_colors(depths):
-  """One colour per depth, shallow dark to deep light (the last tenth of viridis is too pale)."""
-  cmap = matplotlib.colormaps['viridis']
-  return {d: cmap(0.85 * i / max(1, len(depths) - 1)) for i, d in enumerate(sorted(depths))}
-
-
 def _curve_styles(models):
-  """{model: (sort key, colour, label)}: colour is depth, as in Figure 6; where the sweep
-  holds several block designs or shortcuts, each (depth, design, shortcut) gets its own
-  colour and the label names them."""
+  """{model: (sort key, colour, label)}: models sorted by depth (then design and shortcut,
+  in the order designs.py lists them, where the sweep holds several), each with a colour of
+  its own; the label names kind and depth, and design and shortcut where they vary."""
   variants = {m: describe_variant(m) for m in models}
   several = len(set(variants.values())) > 1
-  # Designs and shortcuts in the order designs.py lists them (the papers' order).
   order = lambda design, shortcut: (DESIGN_NAMES.index(design), SHORTCUTS.index(shortcut))
   keys = {m: (describe_model(m)[1],) + (order(*variants[m]) if several else ())
-          for m in models}
-  colors = _depth_colors(set(keys.values()))
+          + (describe_model(m)[0],) for m in models}
   styles = {}
-  for m in models:
+  for index, m in enumerate(sorted(models, key=lambda m: keys[m])):
     kind, depth = describe_model(m)
     design, shortcut = variants[m]
     label = f'{kind}-{depth}' + (f' {design}, {shortcut}' if several else '')
-    styles[m] = (keys[m], colors[keys[m]], label)
+    styles[m] = (keys[m], plot_style.PALETTE[index % len(plot_style.PALETTE)], label)
   return styles
 
 
-def _new_figure(columns, width, height, title):
-  fig = Figure(figsize=(width, height))
-  axes = fig.subplots(1, columns, sharey=True, squeeze=False)[0]
-  if title:
-    fig.suptitle(title)
-  return fig, axes
+def _budget(runs, records_key='train'):
+  """'N iterations, K seeds' of a sweep's runs (the most iterations any run logged)."""
+  steps = [r['step'] for run in runs for r in run.get(records_key, [])]
+  seeds = {run.get('seed') for run in runs}
+  parts = [f'{max(steps)} iterations'] if steps else []
+  return ', '.join(parts + [_count(len(seeds), 'seed')])
 
 
-def _save(fig, path):
-  """Saves through a temporary file, so a failed plot never replaces a good one."""
-  storage.save_figure_atomic(fig, path, dpi=120, bbox_inches='tight')
+def _titled(title, runs):
+  return f'{title}\n{_budget(runs)}' if title else _budget(runs)
 
 
 def plot_training_error(runs, path, title=None):
   """Writes the Figure-6-style training-error figure of `runs` (from collect_runs) to `path`."""
   groups = _group_by_model(runs)
   styles = _curve_styles(groups)
-  fig, axes = _new_figure(2, 11, 4.2, title)
+  kinds = [k for k in _KINDS if any(describe_model(m)[0] == k for m in groups)] or ['residual']
+  has_test = any(run.get('evals') for run in runs)
   train_error = lambda r: 100 * (1 - r['train_accuracy'])
   test_error = lambda r: 100 * (1 - r['eval_accuracy'])
-  for ax, kind in zip(axes, _KINDS):
-    for model in sorted(groups, key=lambda m: styles[m][0]):
-      if describe_model(model)[0] != kind:
-        continue
-      _, color, label = styles[model]
-      ax.plot(*mean_curve(groups[model], 'train', train_error), '--', color=color,
-              linewidth=1.0)
-      ax.plot(*mean_curve(groups[model], 'evals', test_error), '-', color=color,
-              linewidth=2.0, label=f'{label} ({_count(len(groups[model]), "seed")})')
-    ax.set_title(f'{kind} networks')
-    ax.set_xlabel('iterations')
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(loc='upper right', fontsize=8)
-  axes[0].set_ylabel('error (%)   dashed: training, bold: test')
-  _save(fig, path)
+  with plot_style.style():
+    fig, axes = plot_style.new_figure(1, len(kinds), 5.5 * len(kinds), 4.4,
+                                      _titled(title, runs), sharey=True)
+    for ax, kind in zip(axes[0], kinds):
+      for model in sorted(groups, key=lambda m: styles[m][0]):
+        if describe_model(model)[0] != kind:
+          continue
+        _, color, label = styles[model]
+        label = f'{label} ({_count(len(groups[model]), "seed")})'
+        ax.plot(*mean_curve(groups[model], 'train', train_error), '--', color=color,
+                linewidth=1.2, label=None if has_test else label)
+        if has_test:
+          ax.plot(*mean_curve(groups[model], 'evals', test_error), '-', color=color,
+                  linewidth=2.2, marker='o', markersize=4, label=label)
+      ax.set_title(f'{kind} networks')
+      ax.set_xlabel('training iteration')
+      handles, labels = ax.get_legend_handles_labels()
+      if has_test:
+        handles += [Line2D([], [], color='0.3', linestyle='--', linewidth=1.2),
+                    Line2D([], [], color='0.3', linestyle='-', linewidth=2.2, marker='o',
+                           markersize=4)]
+        labels += ['training error', 'test error']
+      if handles:
+        ax.legend(handles, labels, loc='upper right')
+    axes[0][0].set_ylabel('error (%), mean over seeds' if has_test
+                          else 'training error (%), mean over seeds')
+    plot_style.save(fig, path)
   return path
 
 
@@ -123,33 +125,35 @@ def mean_stage_norms(runs):
 def plot_gradient_flow(runs, path, title=None):
   """Writes per-stage gradient norms (one panel per snapshot step) of `runs` to `path`.
 
-  Plain networks are dashed, residual networks solid; colour is depth. The
-  y axis is logarithmic, since vanishing gradients are a matter of factors.
+  Each model has a colour of its own; plain networks are dashed with square markers,
+  residual networks solid with circles. The y axis is logarithmic, since vanishing
+  gradients are a matter of factors.
   """
   groups = {m: mean_stage_norms(rs) for m, rs in _group_by_model(runs).items()}
   groups = {m: g for m, g in groups.items() if g}
   steps = sorted(set().union(*(set(g) for g in groups.values()))) if groups else []
   styles = _curve_styles(groups)
   columns = max(1, len(steps))
-  fig, axes = _new_figure(columns, 3.6 * columns, 4, title)
-  for ax, step in zip(axes, steps):
-    for model in sorted(groups, key=lambda m: (describe_model(m), styles[m][0])):
-      if step not in groups[model]:
-        continue
-      kind = describe_model(model)[0]
-      _, color, label = styles[model]
-      stages = groups[model][step]
-      ax.plot(range(len(stages)), list(stages.values()), '--' if kind == 'plain' else '-',
-              marker='o', color=color, label=label)
-      ax.set_xticks(range(len(stages)), list(stages), rotation=30)
-    ax.set_yscale('log')
-    ax.set_title('initialisation' if step == 0 else f'iteration {step}')
-    ax.grid(alpha=0.3, which='both')
-  axes[0].set_ylabel('gradient norm per layer (RMS over stage)')
-  if steps:
-    axes[0].legend(fontsize=8)
-  else:
-    axes[0].text(0.5, 0.5, 'no gradient-flow snapshots', ha='center',
-                 transform=axes[0].transAxes)
-  _save(fig, path)
+  with plot_style.style():
+    fig, axes = plot_style.new_figure(1, columns, max(5.0, 3.8 * columns), 4.2,
+                                      _titled(title, runs), sharey=True)
+    for ax, step in zip(axes[0], steps):
+      for model in sorted(groups, key=lambda m: styles[m][0]):
+        if step not in groups[model]:
+          continue
+        plain = describe_model(model)[0] == 'plain'
+        _, color, label = styles[model]
+        stages = groups[model][step]
+        ax.plot(range(len(stages)), list(stages.values()), '--' if plain else '-',
+                marker='s' if plain else 'o', markersize=4, color=color, label=label)
+        ax.set_xticks(range(len(stages)), list(stages), rotation=30)
+      ax.set_yscale('log')
+      ax.set_xlabel('stage (input side left)')
+      ax.set_title('at initialisation' if step == 0 else f'after iteration {step}')
+    axes[0][0].set_ylabel('gradient norm (RMS over the stage, log)')
+    if steps:
+      axes[0][0].legend()
+    else:
+      plot_style.mark_empty(axes[0][0], 'no gradient-flow snapshots')
+    plot_style.save(fig, path)
   return path
