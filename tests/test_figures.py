@@ -137,3 +137,17 @@ def test_training_curves_use_a_log_loss_axis_when_losses_span_decades(tmp_path, 
   assert loss_ax.get_yscale() == 'log' and 'log' in loss_ax.get_ylabel()
   assert acc_ax.get_ylabel() == 'accuracy (%)'
   assert fig.get_suptitle() == 'tiny on digits, 40 steps'
+
+
+def test_throughput_plot(tmp_path, drawn):
+  from resnet_jax.perf import throughput
+  setting = {'model': 'resnet50', 'layout': 'keras', 'image_size': 64, 'dtype': 'float32',
+             'optimizer': 'adam', 'device': {'count': 1, 'kind': 'cpu'}, 'backend': 'cpu',
+             'jax_version': '0.10.2'}
+  records = [dict(setting, path=path, batch_size=batch, img_per_sec=rate * batch)
+             for path, rate in (('resnet_jax', 3.0), ('flax_baseline', 2.0))
+             for batch in (8, 16, 32)]
+  throughput.plot_throughput(records, str(tmp_path / 'sweep.png'))
+  [fig] = drawn
+  _check_readable(fig)
+  assert _plot_axes(fig)[0].get_ylabel() == 'training images / second'

@@ -1,13 +1,11 @@
 """Throughput records (from resnet_jax.perf.benchmarking) as a markdown table and a plot.
 
-The plot is drawn on a `matplotlib.figure.Figure` and written with `fig.savefig` (as every
-figure of the library: no pyplot), so the caller's backend and pyplot's state are left alone.
+The plot is drawn in the library's one style (resnet_jax.plot_style: a Figure, no pyplot),
+so the caller's backend and pyplot's state are left alone.
 """
 import os
 
-from matplotlib.figure import Figure
-
-from resnet_jax import storage
+from resnet_jax import plot_style, storage
 
 _COLUMNS = (
     ('path', 'path', '{}'),
@@ -52,18 +50,20 @@ def describe_setting(record: dict) -> str:
 
 def plot_throughput(records: list[dict], path: str) -> None:
   """Images per second against batch size, one line per path; written atomically (PNG)."""
-  fig = Figure(figsize=(6.4, 4.2))
-  ax = fig.add_subplot()
-  for name in sorted({r['path'] for r in records}):
-    points = sorted((r['batch_size'], r['img_per_sec']) for r in records if r['path'] == name)
-    ax.plot([p[0] for p in points], [p[1] for p in points], 'o-', label=name)
-  ax.set_xscale('log', base=2)
-  ax.set_xlabel('global batch size')
-  ax.set_ylabel('training images / second')
-  ax.set_title(describe_setting(records[0]), fontsize=8)
-  ax.grid(True, alpha=0.3)
-  ax.legend()
-  storage.save_figure_atomic(fig, path, dpi=120, bbox_inches='tight')
+  with plot_style.style():
+    fig, axes = plot_style.new_figure(1, 1, 6.4, 4.2)
+    ax = axes[0][0]
+    for index, name in enumerate(sorted({r['path'] for r in records})):
+      points = sorted((r['batch_size'], r['img_per_sec']) for r in records
+                      if r['path'] == name)
+      ax.plot([p[0] for p in points], [p[1] for p in points], label=name,
+              **plot_style.curve_style(index))
+    ax.set_xscale('log', base=2)
+    ax.set_xlabel('global batch size (images per step)')
+    ax.set_ylabel('training images / second')
+    ax.set_title(describe_setting(records[0]), fontsize=8)
+    ax.legend()
+    plot_style.save(fig, path)
 
 
 def write_sweep(records: list[dict], out_dir: str) -> dict:
