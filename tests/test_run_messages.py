@@ -20,7 +20,7 @@ def test_a_run_names_model_data_weights_and_devices_once_at_start(tmp_path, capl
   dataset = fx.make_dataset()
   loop.train_and_evaluate(config, str(tmp_path), model=fx.TinyNet(), dataset=dataset)
   [line] = _startup_lines(caplog)
-  assert line.startswith('model TinyNet; ')
+  assert line.startswith('model TinyNet module (config.model.name ')
   assert f'data: {dataset.source}' in line
   assert 'initial weights: from scratch' in line
   assert f'devices: {jax.device_count()} x {jax.devices()[0].device_kind}' in line

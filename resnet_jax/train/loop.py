@@ -129,7 +129,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     base['data_source'] = dataset.source
     if stop.requested_during_startup():
       return _stopped_before_start(stop, base, None)
-    model_name = config.model.name if model is None else type(model).__name__
+    model_name = (config.model.name if model is None else
+                  f'{type(model).__name__} module (config.model.name {config.model.name})')
     model = model if model is not None else setup.build_model(config)
     shape = RunShape.from_config(config.train, config.run.eval_batch_size, len(dataset.train),
                                  len(dataset.test))
