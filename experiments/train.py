@@ -17,15 +17,24 @@ the same command to continue.
 
 Several hosts: start the same command on every host, adding
   --coordinator_address=HOST0:PORT --num_processes=N --process_id=I
-(or --distributed alone where jax.distributed detects the cluster: Cloud TPU, SLURM, Open MPI).
-config.train.batch_size is the global batch; --workdir must be one directory all hosts share.
+(or the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID,
+or --distributed alone where jax.distributed detects the cluster: Cloud TPU, SLURM, Open MPI,
+Kubernetes with the `kubernetes` package). On SLURM start one task per GPU: JAX gives each
+task the GPU of its SLURM_LOCALID, and a process that uses fewer GPUs than it can see says
+so in one warning line. config.train.batch_size is the global batch; --workdir must be one
+directory all hosts share.
 """
+import logging
 import os
+import re
 import sys
+from typing import Optional
 
 from absl import app, flags
 
-from experiments import cli, malloc_tuning
+if not __package__:  # Run as `python experiments/train.py`: import experiments from the checkout.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import cli, malloc_tuning  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
                               'signs_resnet50.py')
@@ -47,16 +56,62 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index in
                                    'num_processes).', flag_values=SCRIPT.flags)
 
 
+def _env_int(name: str) -> Optional[int]:
+  value = os.environ.get(name)
+  if value is None or value == '':
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise app.UsageError(f'{name}={value!r}: expected an integer') from None
+
+
 def initialize_distributed() -> None:
-  """Joins the processes of a multi-process run before anything touches a device."""
-  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if not _DISTRIBUTED.value and all(value is None for value in explicit):
+  """Joins the processes of a multi-process run before anything touches a device.
+
+  The flags win over JAX's environment variables (JAX_COORDINATOR_ADDRESS,
+  JAX_NUM_PROCESSES, JAX_PROCESS_ID), which win over the cluster jax.distributed detects.
+  """
+  coordinator = _COORDINATOR.value or os.environ.get('JAX_COORDINATOR_ADDRESS') or None
+  num_processes = (_NUM_PROCESSES.value if _NUM_PROCESSES.value is not None
+                   else _env_int('JAX_NUM_PROCESSES'))
+  process_id = _PROCESS_ID.value if _PROCESS_ID.value is not None else _env_int('JAX_PROCESS_ID')
+  if not _DISTRIBUTED.value and all(v is None for v in (coordinator, num_processes, process_id)):
     return
   import jax
   # On CPU, cross-process collectives need an implementation (gloo ships with jaxlib).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                             num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                             process_id=process_id)
+  warning = device_use_warning(jax.local_device_count(), jax.default_backend())
+  if warning:
+    logging.getLogger('resnet_jax').warning('%s', warning)
+
+
+def visible_gpus(environ=os.environ, dev_dir: str = '/dev') -> int:
+  """The GPUs this process can see: CUDA_VISIBLE_DEVICES when set, else /dev/nvidia<N>."""
+  listed = environ.get('CUDA_VISIBLE_DEVICES')
+  if listed is not None:
+    return len([d for d in listed.split(',') if d.strip() and d.strip() != '-1'])
+  try:
+    return len([n for n in os.listdir(dev_dir) if re.fullmatch(r'nvidia\d+', n)])
+  except OSError:
+    return 0
+
+
+def device_use_warning(used: int, backend: str, environ=os.environ,
+                       dev_dir: str = '/dev') -> Optional[str]:
+  """One line when this process uses fewer GPUs than it can see (None otherwise): SLURM with
+  one task per node, where jax.distributed gives each task the GPU of its SLURM_LOCALID."""
+  if backend != 'gpu':
+    return None
+  visible = visible_gpus(environ, dev_dir)
+  if used >= visible:
+    return None
+  return (f'this process uses {used} of the {visible} GPUs it can see (on SLURM, '
+          'jax.distributed gives each task the GPU of its SLURM_LOCALID): start one task per '
+          f'GPU (srun --ntasks-per-node={visible}), or set JAX_LOCAL_DEVICE_IDS='
+          f'{",".join(map(str, range(visible)))} for one process to use them all')
 
 
 def summary(result: dict) -> str:

@@ -1,4 +1,7 @@
 """One run per workdir, and nothing left behind by a run that never started training."""
+import errno
+import fcntl
+import logging
 import os
 
 import pytest
@@ -6,7 +9,7 @@ import pytest
 import helpers as fx
 from _fault_helpers import file_hashes
 from resnet_jax.errors import ConfigError, WorkdirBusyError
-from resnet_jax.train import loop
+from resnet_jax.train import loop, workdir_claim
 from resnet_jax.train.workdir_claim import LOCK_NAME, WorkdirClaim, WorkdirLock
 
 
@@ -92,3 +95,39 @@ def test_a_stop_during_start_up_saves_nothing_and_leaves_no_directory(tmp_path, 
   assert result['preempted'] and result['stopped_before_start']
   assert result['step'] == 0 and result['checkpoint'] is None
   assert not workdir.exists()
+
+
+def _flock_failing_with(code):
+  def flock(fd, operation):
+    raise OSError(code, os.strerror(code))
+  return flock
+
+
+@pytest.mark.parametrize('code', [errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP],
+                         ids=['ENOSYS', 'ENOLCK', 'EOPNOTSUPP'])
+def test_a_filesystem_without_locks_warns_in_one_line_and_goes_on(tmp_path, monkeypatch,
+                                                                  caplog, code):
+  monkeypatch.setattr(workdir_claim.fcntl, 'flock', _flock_failing_with(code))
+  workdir = tmp_path / 'lustre' / 'run'
+  with caplog.at_level(logging.WARNING, logger=workdir_claim.__name__):
+    with WorkdirClaim(str(workdir)) as claim:
+      claim.keep()
+  warnings = [r for r in caplog.records if r.name == workdir_claim.__name__]
+  assert len(warnings) == 1 and '\n' not in warnings[0].getMessage()
+  assert 'cannot lock' in warnings[0].getMessage() and os.strerror(code) in warnings[0].getMessage()
+  # The holder is still written down, for whoever looks.
+  assert (workdir / LOCK_NAME).read_text().startswith(f'pid {os.getpid()} on host ')
+  # Not kept, the claim still removes what it added.
+  with WorkdirClaim(str(tmp_path / 'gone')):
+    pass
+  assert not (tmp_path / 'gone').exists()
+
+
+@pytest.mark.parametrize('code, refusal', [
+    (errno.EWOULDBLOCK, WorkdirBusyError), (errno.EIO, ConfigError), (errno.EBADF, ConfigError)])
+def test_busy_and_other_lock_errors_still_refuse(tmp_path, monkeypatch, code, refusal):
+  monkeypatch.setattr(workdir_claim.fcntl, 'flock', _flock_failing_with(code))
+  with pytest.raises(refusal, match='in use by another run' if refusal is WorkdirBusyError
+                     else 'cannot be written'):
+    WorkdirClaim(str(tmp_path / 'run')).__enter__()
+  assert workdir_claim.fcntl is fcntl  # The module's own flock was patched, not a copy.

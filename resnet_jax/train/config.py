@@ -123,6 +123,9 @@ def base_config() -> ml_collections.ConfigDict:
   run.keep_checkpoints = 2  # The last K, plus the best by eval accuracy.
   run.progress_bar = True
   run.tensorboard = True
+  # (first, last): a jax.profiler trace of steps first..last-1 in <workdir>/profile, for
+  # TensorBoard's profile plugin or Perfetto (resnet_jax/train/profiling.py); () traces nothing.
+  run.profile_steps = ()
   # Resuming with a changed field that changes what the run computes (learning rate,
   # optimizer, data, seed, ...; every field not in FREE_ON_RESUME) is refused; True
   # continues with the new values and records the change, with the step it took effect
@@ -248,6 +251,9 @@ def validate_config(config: ml_collections.ConfigDict, *, check_model: bool = Tr
       ('run.progress_bar', *boolean),
       ('run.tensorboard', *boolean),
       ('run.allow_changes_on_resume', *boolean),
+      ('run.profile_steps', lambda v: isinstance(v, (tuple, list)) and (
+          len(v) == 0 or (len(v) == 2 and all(_is_int(x) for x in v) and 0 <= v[0] < v[1])),
+       '() or (first, last): integers with 0 <= first < last'),
       ('speed.conv_impl', _one_of(CONV_IMPLS), f'one of {CONV_IMPLS}'),
       ('speed.data_workers', lambda v: _is_int(v) and v >= 0, 'an integer >= 0 (processes)'),
       ('speed.steps_per_dispatch', *positive_int),

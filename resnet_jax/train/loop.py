@@ -40,6 +40,7 @@ from resnet_jax.train import (
   metrics as metrics_lib,
   optim,
   plots,
+  profiling,
   setup,
   steps,
   workdir as workdir_lib,
@@ -260,15 +261,18 @@ class _Run:
     state = devices_lib.replicate_on_devices(host_state, self.shape.local_devices)
     self.sums = TrainSums(**pending_train) if pending_train else TrainSums()
     step, preempted = start, False
-    with self._writers(start):
+    with self._writers(start), profiling.StepTrace(config.run.profile_steps,
+                                                   self.workdir) as trace:
       while step < total:
         if stop.requested():
           preempted = True
           break
         end = next_boundary(step, config, self.shape.steps_per_epoch, total)
+        trace.before(step)
         state, chunk_sums, done = self.feed.train(state, step, end - step, stop.requested_here)
         self.pending.extend(chunk_sums)
         step += done
+        trace.after(step, state)
         self.bar.advance(done)
         if step < end:  # Stopped inside the chunk.
           preempted = True

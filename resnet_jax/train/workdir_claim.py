@@ -4,7 +4,9 @@ never started training.
 One run per workdir: process 0 takes an OS lock (`fcntl.flock`) on `<workdir>/.lock` before
 anything else is written there and holds it for the run's lifetime. The kernel releases it
 when the process ends, however it ends, so a `kill -9` never leaves a stale lock. The
-holder writes its PID and host into the file, so that a second run can name it.
+holder writes its PID and host into the file, so that a second run can name it. On a
+filesystem that cannot lock (Lustre mounted without `-o flock`, some NFS: flock fails with
+ENOSYS, ENOLCK or EOPNOTSUPP) the run warns in one line and goes on unguarded.
 
 Nothing left behind: until the run calls `keep()` (just before its first training step),
 leaving the claim removes every entry the run added to the workdir (and the workdir itself,
@@ -13,6 +15,7 @@ leaves the disk as it was.
 """
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import socket
@@ -24,6 +27,10 @@ from jax.experimental import multihost_utils
 from resnet_jax.errors import ConfigError, WorkdirBusyError
 
 LOCK_NAME = '.lock'
+# flock's errors for "this filesystem cannot lock": not a reason to refuse the run.
+NO_LOCKS = frozenset({errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+log = logging.getLogger(__name__)
 
 
 def _writable_error(workdir: str, error: OSError) -> ConfigError:
@@ -61,6 +68,11 @@ class WorkdirLock:
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except OSError as error:
+        if error.errno in NO_LOCKS:
+          log.warning('workdir %r is on a filesystem that cannot lock (%s): nothing stops a '
+                      'second run from using it at the same time', self.workdir,
+                      error.strerror or error)
+          break
         holder = _read_holder(fd)
         os.close(fd)
         if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
