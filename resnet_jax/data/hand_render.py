@@ -2,8 +2,10 @@
 
 The camera looks along -z with an orthographic projection; pixel coordinates have x to the
 right and y up. Each part (a bone: a capsule whose radius tapers; the palm: ellipsoids) is
-intersected with every pixel's ray in closed form, the nearest surface wins (a depth buffer),
-and the winner leaves its depth, its normal and its skin tone. Shading then adds a light
+intersected in closed form with the rays of the pixels in a window around it (the same size in
+every picture of a batch, so a part costs its size, not the picture's), the nearest surface
+wins (a depth buffer), and the winner leaves its depth, its normal and its skin tone; the
+palm blends into the parts it meets (wrist, thumb, finger roots). Shading then adds a light
 direction (wrapped diffuse light, as skin scatters it), a weak specular highlight, occlusion
 where one part lies close in front of another, and redder shadows. Edges against the
 background are anti-aliased from each part's distance to its outline.
@@ -66,15 +68,19 @@ class Buffers:
     to `hi` ([B, 2] camera pixels, y up) of all pictures."""
     return Window(self, lo, hi)
 
-  def write(self, win, depth, inside, alpha, normal, material, blend=None):
+  def write(self, win, depth, edge, normal, material, blend=None):
     """Keeps a part's values, drawn in window `win`, where it is inside its outline and
-    nearer than what is there.
+    nearer than what is there. `edge` is each pixel's distance inside the outline (pixels):
+    the half pixel outside it is drawn only over the background (anti-aliasing against the
+    wall), not over other parts (their seams stay thin).
 
     With `blend` [B] (pixels of depth), surfaces that cross within that depth of each other
     mix their normals and materials instead of meeting in a sharp seam (a palm and its wrist).
     """
     names = ('depth', 'nx', 'ny', 'tone', 'red', 'coverage')
     old = dict(zip(names, (win.read(getattr(self, name)) for name in names)))
+    inside = (edge > 0.0) | ((edge > -_FRINGE) & (old['depth'] < _FAR / 2))
+    alpha = np.clip(edge + 0.5, 0.0, 1.0)
     tone, red = material
     new = {}
     if blend is None:
@@ -149,15 +155,13 @@ def draw_capsule(buf: Buffers, capsule, material, crease=0.0, flat=1.0):
   cap = np.sqrt(np.maximum(r * r - d2, 0.0))
   depth = az + t * dz + flat * cap
   edge = r - np.sqrt(d2)
-  inside = edge > -_FRINGE
-  alpha = np.clip(edge + 0.5, 0.0, 1.0)
   if flat == 1.0:
     inv_n = 1.0 / r
   else:  # The normal of z = flat * sqrt(r^2 - d^2): (flat * e, cap) / |.|.
     inv_n = flat / np.maximum(np.sqrt(flat * flat * d2 + cap * cap), 1e-6)
   tone, red = material
   fold = 1.0 - col_of(crease) * np.maximum(1.0 - t * 7.0, 0.0)
-  buf.write(win, depth, inside, alpha, (ex * inv_n, ey * inv_n),
+  buf.write(win, depth, edge, (ex * inv_n, ey * inv_n),
             (col_of(tone) * fold, col_of(red)))
 
 
@@ -187,8 +191,7 @@ def draw_ellipsoid(buf: Buffers, center, inverse_shape, material, blend, pattern
   tone, red = material
   depth = center[:, 2, None, None] + w
   tone = col_of(tone) if pattern is None else col_of(tone) * pattern(win.px, win.py, depth)
-  buf.write(win, depth, edge > -_FRINGE, np.clip(edge + 0.5, 0.0, 1.0),
-            (nx * inv, ny * inv), (tone, col_of(red)), blend)
+  buf.write(win, depth, edge, (nx * inv, ny * inv), (tone, col_of(red)), blend)
 
 
 def col_of(value):
@@ -264,13 +267,16 @@ def shade_skin(buf: Buffers, skin, light: dict):
   frame), ambient [B], specular [B] and occlusion [B] (strength of the darkening where parts
   lie close in front of one another), all per picture.
   """
-  # Outside a capsule's outline (its anti-aliased fringe) the normal's (x, y) is longer than 1.
-  norm = np.maximum(np.sqrt(buf.nx * buf.nx + buf.ny * buf.ny), 1.0)
+  # Normals turn at most to 70 degrees from the camera: a part's outermost pixel covers a
+  # range of normals, not its grazing one alone (and outside a capsule's outline, in its
+  # anti-aliased fringe, the normal's (x, y) is longer than 1).
+  most = np.float32(np.sin(np.radians(70.0)))
+  norm = np.maximum(np.sqrt(buf.nx * buf.nx + buf.ny * buf.ny) / most, 1.0)
   nx, ny = buf.nx / norm, buf.ny / norm
   nz = np.sqrt(np.maximum(1.0 - nx * nx - ny * ny, 0.0))
   lx, ly, lz = (col_of(light['direction'][:, k]) for k in range(3))
   cos_l = nx * lx + ny * ly + nz * lz
-  diffuse = np.maximum(cos_l + 0.35, 0.0) / 1.35  # Wrapped: skin lets light round its edges.
+  diffuse = np.maximum(cos_l + 0.4, 0.0) / 1.4  # Wrapped: skin lets light round its edges.
   # Blinn-Phong towards the camera (0, 0, 1), the exponent 16 by squaring.
   hx, hy, hz = lx, ly, lz + 1.0
   inv = 1.0 / np.sqrt(hx * hx + hy * hy + hz * hz)

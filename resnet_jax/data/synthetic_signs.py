@@ -25,7 +25,7 @@ from resnet_jax.errors import ConfigError, DatasetError
 NUM_CLASSES = hand_pose.NUM_CLASSES
 IMAGE_SIZE = 64
 # Part of the cache key of the default set: bump it whenever the pictures change.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 _CHUNK = 64  # Pictures rendered per numpy pass; fixed, so that output does not depend on it.
 
 __all__ = ['GENERATOR_VERSION', 'IMAGE_SIZE', 'NUM_CLASSES', 'THUMB_THREE_FRACTION',
