@@ -45,8 +45,7 @@ resize and flip to the train step, and adds device_resize_*_ms_per_image: that r
 this machine's default JAX device (jitted, one batch); host times the pipeline that resizes
 with Pillow.
 
-Bad input prints one `error:`
-line and exits with code 2 (--debug shows the traceback).
+Bad input prints one `error:` line and exits with code 2 (--debug shows the traceback).
 """
 import json
 import os

@@ -35,6 +35,7 @@ so either spelling works.
 """
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -61,11 +62,24 @@ _CONFIG_FILE_ERRORS = (OSError, ImportError, SyntaxError, AttributeError, NameEr
 _CONFIG_FILE_PARSE_ERRORS = (OSError, ImportError, SyntaxError, NameError)
 
 
+def restore_continuations(doc: str) -> str:
+  """`doc` with the line breaks of its command examples back: in a docstring that is not a
+  raw string, a backslash at the end of a line joins it with the next, leaving a run of
+  spaces before the next flag ('... 64       --batch_size 32'). --help shows the command
+  as it was written, one backslash-continued line per line."""
+  lines = []
+  for line in (doc or '').split('\n'):
+    if line.lstrip().startswith('python '):
+      line = re.sub(r' {3,}(?=--)', ' \\\n      ', line)
+    lines.append(line)
+  return '\n'.join(lines)
+
+
 class Script:
   """One script's flags and the runner of its body."""
 
   def __init__(self, doc: str):
-    self.doc = doc
+    self.doc = restore_continuations(doc)
     self.flags = flags.FlagValues()
     self._debug = flags.DEFINE_bool('debug', False, 'Show the traceback of an error, bad '
                                     'input included.', flag_values=self.flags)

@@ -70,9 +70,9 @@ def read_image(path: str, size: int, augmentation=None) -> np.ndarray:
   return augmentation.eval_view(image, size)
 
 
-SYNTHETIC_NOTE = ('note: this model was trained on synthetic SIGNS (rendered hands: {source}); '
-                  'real photographs are outside what it saw, and its probabilities sum to 1 '
-                  'over its classes whatever a picture shows')
+SYNTHETIC_NOTE = ('note: this model was trained on rendered hands, {source}: real photographs '
+                  'are outside what it saw, and its probabilities sum to 1 over its classes '
+                  'whatever a picture shows')
 
 
 def trained_data_source(checkpoint: str) -> str | None:

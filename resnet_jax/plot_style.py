@@ -78,5 +78,6 @@ def log_scale_if_spread(ax, values: Sequence[float], decades: float = 1.0) -> bo
 
 def save(fig: Figure, path: str, dpi: int = 120) -> str:
   """Writes `fig` through a temporary file, so that a failed plot never replaces a good one."""
-  storage.save_figure_atomic(fig, path, dpi=dpi)
+  # 'tight' grows the canvas to every label and title rather than cutting one off.
+  storage.save_figure_atomic(fig, path, dpi=dpi, bbox_inches='tight', pad_inches=0.1)
   return path

@@ -117,7 +117,7 @@ def test_landscape_figures(tmp_path, drawn):
   assert contour.get_ylabel() and curvature.get_ylabel() and line.get_ylabel()
   assert surface.get_zlabel() and surface.get_ylabel()
   assert curvature.get_xlim() == (-1.0, 1.0)  # The grid's extent, not the cells' edges.
-  assert len(_colorbars(one)) == 3 and len(_colorbars(fig5)) == 1
+  assert len(_colorbars(one)) == 2 and len(_colorbars(fig5)) == 1
   assert all(bar.get_ylabel() for bar in _colorbars(one) + _colorbars(fig5))
   empty = [ax for ax in _plot_axes(fig5) if not ax.axison]
   assert [ax.texts[0].get_text() for ax in empty] == ['no plain-20 in this sweep']

@@ -35,3 +35,13 @@ def test_pretrained_weights_are_named_by_their_file():
   line = loop.startup_line('resnet50', 'SIGNS h5 files in data/signs', 'keras:/w/r50.h5', None)
   assert line.startswith('model resnet50; data: SIGNS h5 files in data/signs; ')
   assert 'initial weights: pretrained weights from keras:/w/r50.h5;' in line
+
+
+def test_help_shows_command_examples_as_written():
+  from experiments import benchmark, cli
+  joined = 'Use:\n  python x.py --a 1       --b 2\nText with   --spaces stays.'
+  assert cli.restore_continuations(joined) == (
+      'Use:\n  python x.py --a 1 \\\n      --b 2\nText with   --spaces stays.')
+  example = [line for line in benchmark.SCRIPT.doc.splitlines() if '--image_size 64' in line]
+  assert example == ['  python experiments/benchmark.py --model resnet50 --layout coursera '
+                     '--image_size 64 \\']

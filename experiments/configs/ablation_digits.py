@@ -1,4 +1,4 @@
-"""He et al. (2015), section 4.2, in 20 minutes on a 2-core CPU: plain and residual CIFAR
+"""He et al. (2015), section 4.2, sized for a 2-core CPU: plain and residual CIFAR
 nets of depth 20, 32, 44 and 56 on scikit-learn's real handwritten digits, two seeds each.
 
   python experiments/ablation.py --config experiments/configs/ablation_digits.py \

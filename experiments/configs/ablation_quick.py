@@ -1,4 +1,4 @@
-"""A smoke run of the residual-against-plain sweep, in well under a minute on a CPU.
+"""A smoke run of the residual-against-plain sweep: about a minute on a 2-core CPU.
 
   python experiments/ablation.py --config experiments/configs/ablation_quick.py \
       --workdir /tmp/ablation_quick
@@ -10,7 +10,7 @@ cut of whatever --config names: each kind of model the sweep holds (plain or res
 2015 or pre-activation, with the block design and shortcut its name sets) becomes the
 CIFAR net of depth 8, and of depth 14 too if the sweep compares depths. What it checks is
 that the pipeline runs end to end (training, probes, table, figures); its numbers mean
-nothing.
+nothing. Its time and memory, measured: BENCHMARKS.md, "This machine: CPU", "Commands".
 """
 from experiments.configs import ablation_digits
 from resnet_jax import models

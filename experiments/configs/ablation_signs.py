@@ -5,7 +5,7 @@
 
 The course's setting for both networks (coursera layout, Adam 1e-3, batch 32, 64x64, 10
 epochs), three seeds each, on the real SIGNS files in data/signs or else the synthetic set.
-Minutes a run on a GPU, most of an hour on a 2-core CPU (try --config.seeds="(0,)"). Not
+Meant for an accelerator (on a CPU, try --config.seeds="(0,)" first); its time is not
 measured yet: the digits sweep (ablation_digits.py) is the one with a recorded result.
 """
 import ml_collections

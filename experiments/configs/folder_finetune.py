@@ -28,7 +28,8 @@ model.num_classes must be the folder's number of classes (a mismatch is refused,
 both). Keras Applications' ResNet50 (keras layout, caffe preprocessing) at 224x224;
 training pictures get Inception's random-resized crop + flip, evaluation the shorter side
 at 256 and the centre 224. --config.finetune.freeze_backbone=True trains the new head only.
-Nothing is downloaded. Not measured here (no pretrained file on this machine).
+Nothing is downloaded. Meant for an accelerator: ResNet50 at 224x224 is slow on a CPU (its
+time and memory are not measured here: no pretrained file on this machine).
 """
 from resnet_jax.train.config import base_config
 

@@ -3,9 +3,9 @@
   python experiments/train.py   # same as --config experiments/configs/signs_resnet50.py
 
 Uses the real SIGNS files when data/signs holds them, else the synthetic SIGNS set (the
-run says which). Reaches test accuracy 0.967 (116 of 120 synthetic test pictures) in about
-3.5 minutes on a 2-core CPU, and 0.945 on 600 fresh pictures (evaluate.py
---synthetic_seed=1 --num_test=600); BENCHMARKS.md, "The main job", has the measurements.
+run says which). What it reaches on the synthetic test pictures and on 600 fresh ones
+(evaluate.py --synthetic_seed=1 --num_test=600), and how long it takes on a 2-core CPU:
+BENCHMARKS.md, "The main job" and "Commands a new user runs first".
 """
 from resnet_jax.train.config import base_config
 

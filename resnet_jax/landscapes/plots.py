@@ -48,7 +48,9 @@ def plot_model_landscape(result: dict, path: str, title: str = '') -> str:
   """Writes the four panels of one probe (see the module docstring) to `path`."""
   top = CONTOUR_LEVELS[-1]
   with plot_style.style():
-    fig = plot_style.figure(20, 4.6, title)
+    fig = plot_style.figure(20, 4.8, title)
+    # Room between panels for the 3D axes' z label, which the layout does not see.
+    fig.get_layout_engine().set(w_pad=0.3)
     xs, loss = np.asarray(result['xs']), np.asarray(result['loss'])
     ax = fig.add_subplot(1, 4, 1)
     _contour_bar(fig, _contour(ax, result), ax)
@@ -56,12 +58,12 @@ def plot_model_landscape(result: dict, path: str, title: str = '') -> str:
 
     ax = fig.add_subplot(1, 4, 2, projection='3d')
     grid_x, grid_y = np.meshgrid(xs, xs, indexing='ij')
-    surface = ax.plot_surface(grid_x, grid_y, np.minimum(loss, top), cmap=_CONTOUR_CMAP,
-                              vmin=0, vmax=top, linewidth=0, antialiased=True)
+    # Colour repeats the labelled z axis: no colour bar needed.
+    ax.plot_surface(grid_x, grid_y, np.minimum(loss, top), cmap=_CONTOUR_CMAP, vmin=0,
+                    vmax=top, linewidth=0, antialiased=True)
     ax.set_title(f'loss surface (clipped at {top:.1f})')
-    ax.set(xlabel='direction 1', ylabel='direction 2', zlabel='training loss', zlim=(0, top))
+    ax.set(xlabel='direction 1', ylabel='direction 2', zlabel='loss', zlim=(0, top))
     ax.locator_params(nbins=5)
-    fig.colorbar(surface, ax=ax, shrink=0.6, pad=0.1).set_label('training loss')
 
     ax = fig.add_subplot(1, 4, 3)
     cxs = np.asarray(result['curvature_xs'])
@@ -72,7 +74,7 @@ def plot_model_landscape(result: dict, path: str, title: str = '') -> str:
     ax.set_aspect('equal')
     ax.set_xlim(xs.min(), xs.max())  # The loss grid's extent, not the cells' outer edges.
     ax.set_ylim(xs.min(), xs.max())
-    ax.set(title='non-convexity (Lanczos)', xlabel=_DIRECTION_1, ylabel=_DIRECTION_2)
+    ax.set(title='non-convexity (Lanczos)', xlabel=_DIRECTION_1, ylabel='direction 2')
 
     ax = fig.add_subplot(1, 4, 4)
     ax.plot(result['alphas'], result['interpolation_loss'], label='training loss',
@@ -86,7 +88,8 @@ def plot_model_landscape(result: dict, path: str, title: str = '') -> str:
     other.grid(False)
     ax.set_title('from initial to final weights')
     handles = ax.get_legend_handles_labels()[0] + other.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc='center right')
+    ax.legend(handles, [h.get_label() for h in handles], loc='upper center',
+              bbox_to_anchor=(0.5, -0.16), ncol=2)
     plot_style.save(fig, path, dpi=100)
   return path
 
