@@ -2,7 +2,7 @@
 
   python experiments/ablation.py --config experiments/configs/ablation_digits.py \
       --workdir runs/ablation
-  python experiments/ablation.py --workdir /tmp/ablation_quick --quick   # smoke run, < 1 min
+  python experiments/ablation.py --workdir /tmp/ablation_quick --quick   # smoke run, about a minute
   python experiments/ablation.py --config experiments/configs/ablation_block_design.py
       # also ablation_shortcuts.py, ablation_depth_preact.py: block designs and shortcut
       # options of He et al. 2016 / 2015, through model names such as
@@ -32,7 +32,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'The sweep directory (default: r
                                'file name>, or runs/<config file name>_quick with --quick).',
                                flag_values=SCRIPT.flags)
 _QUICK = flags.DEFINE_bool('quick', False, 'Tiny depths, one seed, a few steps: a smoke run '
-                           'of the whole pipeline in under a minute.', flag_values=SCRIPT.flags)
+                           'of the whole pipeline in about a minute.', flag_values=SCRIPT.flags)
 
 
 def _main(argv: list) -> int:

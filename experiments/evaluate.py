@@ -76,12 +76,6 @@ def split_accuracy(predictor, split, batch_size: int) -> dict:
   return result
 
 
-def _eval_split_name(config) -> str:
-  """What the run's evaluation split is called: 'val' for image folders and prepared shards
-  (their first of 'val', 'test'), 'test' for the bundled datasets."""
-  return 'val' if config.data.name == 'images' else 'test'
-
-
 def _check_classes(predictor, dataset, where: str) -> None:
   """DatasetError unless `dataset` has the classes the model predicts, in the same order."""
   from resnet_jax.errors import DatasetError
@@ -114,7 +108,7 @@ def _evaluate_run_data(config) -> int:
     predictor.check_fits(dataset.image_shape, dataset.num_classes, dataset.source)
   if config.data.name == 'images':
     _check_classes(predictor, dataset, data_config.data_dir)
-  return _report(predictor, dataset.test, _eval_split_name(config), dataset.source)
+  return _report(predictor, dataset.test, dataset.eval_split, dataset.source)
 
 
 def _evaluate_signs_file(config) -> int:

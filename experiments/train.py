@@ -123,11 +123,13 @@ def summary(result: dict) -> str:
   elif result.get('preempted'):
     lines.append(f"stopped by a signal at step {result['step']}; rerun the same command "
                  'to continue')
+  split = result.get('eval_split', 'test')  # What the data call the evaluation split.
   for key, label, measured_at in (
       ('step', 'steps', None), ('epoch', 'epochs', None),
       ('train_loss', 'train loss', 'train_step'),
       ('train_accuracy', 'train accuracy', 'train_step'),
-      ('eval_loss', 'test loss', 'eval_step'), ('eval_accuracy', 'test accuracy', 'eval_step')):
+      ('eval_loss', f'{split} loss', 'eval_step'),
+      ('eval_accuracy', f'{split} accuracy', 'eval_step')):
     if key in result:
       value = result[key]
       text = f'{value:.4f}' if isinstance(value, float) else f'{value}'

@@ -55,7 +55,8 @@ def _open_prepared(data_dir: str) -> Dataset:
       train=splits['train'], test=splits[evaluated], class_names=index.classes,
       source=f'prepared images in {data_dir} ({len(splits["train"])} train, '
              f'{len(splits[evaluated])} {evaluated}, {len(index.classes)} classes)',
-      max_size=max_size if isinstance(max_size, int) and max_size > 0 else None)
+      max_size=max_size if isinstance(max_size, int) and max_size > 0 else None,
+      eval_split=evaluated)
 
 
 def _open_folder(data_dir: str, seed: int) -> Dataset:
@@ -71,4 +72,5 @@ def _open_folder(data_dir: str, seed: int) -> Dataset:
   return Dataset(
       train=streams['train'], test=streams['val'], class_names=listing.classes,
       source=f'image folder {data_dir} ({len(streams["train"])} train, '
-             f'{len(streams["val"])} val, {len(listing.classes)} classes{held_out})')
+             f'{len(streams["val"])} val, {len(listing.classes)} classes{held_out})',
+      eval_split='val')

@@ -76,12 +76,15 @@ class Dataset:
       "real SIGNS from /data/signs" or "prepared images in /data/flowers (...)".
     max_size: the cap on the stored images' shorter side, where the data state one
       (prepared shards); None otherwise.
+    eval_split: what the evaluation split is called ('test', or 'val' where the data say
+      so), for reports.
   """
   train: Source
   test: Source
   class_names: tuple[str, ...]
   source: str
   max_size: Optional[int] = None
+  eval_split: str = 'test'
 
   def __post_init__(self):
     for name, split in (('train', self.train), ('test', self.test)):

@@ -127,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       return _stopped_before_start(stop, base, None)
     dataset = dataset if dataset is not None else setup.load_data(config.data)
     setup.check_data_fits(config, dataset)
-    base['data_source'] = dataset.source
+    base.update(data_source=dataset.source, eval_split=dataset.eval_split)
     if stop.requested_during_startup():
       return _stopped_before_start(stop, base, None)
     model_name = (config.model.name if model is None else
