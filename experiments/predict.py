@@ -14,7 +14,8 @@ The probabilities are the model's softmax over the classes it trained on: they s
 whatever the picture shows, so a picture of something else (a temple, a cat) still gets a
 class, often with a high probability; they mean something only for pictures like the
 training data. When the run trained on synthetic SIGNS (the default when data/signs holds
-no real files), one line on stderr says so: real photographs are outside what it saw.
+no real files), one line on stderr says so: photographs unlike the course's are outside what
+it saw.
 
 The images are read before the checkpoint is loaded. An image that cannot be read (not an
 image, truncated, larger than Pillow's decompression-bomb limit) gets its own `error:` line
@@ -70,9 +71,10 @@ def read_image(path: str, size: int, augmentation=None) -> np.ndarray:
   return augmentation.eval_view(image, size)
 
 
-SYNTHETIC_NOTE = ('note: this model was trained on rendered hands, {source}: real photographs '
-                  'are outside what it saw, and its probabilities sum to 1 over its classes '
-                  'whatever a picture shows')
+SYNTHETIC_NOTE = ('note: this model was trained on rendered hands, {source}, drawn like the '
+                  "course's photographs (one hand showing 0-5 fingers against a light wall); "
+                  'other real photographs are outside what it saw, and its probabilities sum '
+                  'to 1 over its classes whatever a picture shows')
 
 
 def trained_data_source(checkpoint: str) -> str | None:

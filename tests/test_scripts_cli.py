@@ -10,7 +10,7 @@ import pytest
 from experiments import cli
 
 SCRIPTS = ('ablation', 'benchmark', 'convert_keras', 'evaluate', 'landscape', 'predict',
-           'prepare_images', 'summary', 'train')
+           'prepare_images', 'signs_grid', 'summary', 'train')
 ONE_ERROR_LINE = re.compile(r'error: [A-Za-z]+: [^\n]+\n')
 
 

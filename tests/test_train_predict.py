@@ -175,4 +175,4 @@ def test_a_run_on_synthetic_data_says_so_once(trained, tmp_path, capsys):
   assert predict.main([f'--workdir={synthetic}', *paths]) == 0
   err = capsys.readouterr().err
   assert err.count('note: this model was trained on rendered hands, synthetic SIGNS') == 1, err
-  assert 'real photographs are outside what it saw' in err
+  assert 'other real photographs are outside what it saw' in err
