@@ -48,3 +48,13 @@ class NonFiniteLossError(ResNetJaxError, FloatingPointError):
 
 class WorkdirBusyError(ResNetJaxError, RuntimeError):
   """Another run holds the workdir's lock (one run per workdir)."""
+
+
+class StorageError(ResNetJaxError, OSError):
+  """A file or directory cannot be written: no space left, no permission, a read-only
+  filesystem. The message names the path and the free space there
+  (`resnet_jax.storage.write_error` makes it)."""
+
+
+class DataWorkerError(ResNetJaxError, RuntimeError):
+  """A worker process of the input pipeline died (killed, out of memory) during a run."""

@@ -3,12 +3,21 @@
 Every writer goes through a temporary file in the target's directory and `os.replace`, so
 that a crash (or an exception while producing the contents) never leaves half a file and
 never replaces a good one; `replaced_on_success` is that rule for writers that take a file
-name (h5py, matplotlib).
+name (h5py, matplotlib). A write that fails for lack of space or permission is a
+`StorageError` naming the path and the free space there (`write_error`).
 """
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
+
+from resnet_jax.errors import StorageError
+
+# What the OS says when a write fails for lack of space or permission, not for a bug.
+WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM,
+                            errno.EROFS})
 
 
 def _default_mode() -> int:
@@ -73,3 +82,40 @@ def as_json(value):
   """`value` as it reads back from JSON (tuples become lists, keys strings), so that a value
   in memory compares equal to the same value saved earlier."""
   return json.loads(json.dumps(value))
+
+
+def is_write_failure(error: BaseException) -> bool:
+  """Whether `error` is an OSError for lack of space or permission (WRITE_FAILURES)."""
+  return isinstance(error, OSError) and error.errno in WRITE_FAILURES
+
+
+def free_space(path: str) -> str:
+  """'12.3 MB free' on the filesystem of `path` (or of its nearest existing parent)."""
+  where = os.path.abspath(path)
+  while not os.path.exists(where) and os.path.dirname(where) != where:
+    where = os.path.dirname(where)
+  try:
+    free = shutil.disk_usage(where).free
+  except OSError:
+    return 'free space unknown'
+  for unit in ('B', 'kB', 'MB', 'GB', 'TB'):
+    if free < 1000 or unit == 'TB':
+      return f'{free:.0f} {unit} free' if unit == 'B' else f'{free:.1f} {unit} free'
+    free /= 1000
+  raise AssertionError('unreachable')
+
+
+def write_error(path: str, error: BaseException | str) -> StorageError:
+  """The StorageError for a failed write of `path`: what the OS said and the free space.
+
+  `error` is the OSError (or the text of a library's error that wraps one)."""
+  said = error if isinstance(error, str) else (getattr(error, 'strerror', None) or str(error))
+  number = getattr(error, 'errno', None)
+  if number in (errno.EACCES, errno.EPERM, errno.EROFS):
+    expected = 'a path this process may write'
+  else:
+    expected = 'room for it (free space there, or write elsewhere)'
+  failure = StorageError(f'{path}: cannot be written ({said}; {free_space(path)} on its '
+                         f'filesystem); expected {expected}')
+  failure.errno = number
+  return failure

@@ -8,6 +8,7 @@ prepared shards and image folders (resnet_jax.data.sources) are the others. The 
 pipeline (resnet_jax.data.pipeline) reads every source the same way.
 """
 import dataclasses
+import hashlib
 from typing import Optional, Protocol
 
 import numpy as np
@@ -78,6 +79,9 @@ class Dataset:
       (prepared shards); None otherwise.
     eval_split: what the evaluation split is called ('test', or 'val' where the data say
       so), for reports.
+    identity: a digest of what the data hold, where the loader can state one cheaply
+      (prepared shards: their index, which holds every shard's checksum; an image folder:
+      its listing); None means `dataset_identity` hashes the arrays.
   """
   train: Source
   test: Source
@@ -85,6 +89,7 @@ class Dataset:
   source: str
   max_size: Optional[int] = None
   eval_split: str = 'test'
+  identity: Optional[str] = None
 
   def __post_init__(self):
     for name, split in (('train', self.train), ('test', self.test)):
@@ -107,6 +112,21 @@ class Dataset:
     """(H, W, C) of every stored image where they all share one (arrays), else None (encoded
     images of any size, resized by the pipeline)."""
     return self.train.image_shape if isinstance(self.train, Split) else None
+
+
+def dataset_identity(dataset: Dataset) -> Optional[str]:
+  """What a run records to be bound to its data: `dataset.identity`, else for in-memory
+  splits the SHA-256 of their class names, labels and pixels; None for other sources."""
+  if dataset.identity is not None:
+    return dataset.identity
+  if not (isinstance(dataset.train, Split) and isinstance(dataset.test, Split)):
+    return None
+  hasher = hashlib.sha256(repr(tuple(dataset.class_names)).encode())
+  for split in (dataset.train, dataset.test):
+    hasher.update(repr(split.images.shape).encode())
+    hasher.update(memoryview(np.ascontiguousarray(split.labels)).cast('B'))
+    hasher.update(memoryview(np.ascontiguousarray(split.images)).cast('B'))
+  return 'sha256:' + hasher.hexdigest()
 
 
 def _describe(value) -> str:
