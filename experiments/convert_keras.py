@@ -19,7 +19,8 @@ flags. --num_classes defaults to the file's classifier size. When the file has n
 classifier (a `_notop` file) or a different one, the head is freshly initialised
 (from --seed) and this is said on the output. --out must not exist yet: nothing is
 overwritten. Bad input prints one `error:` line and exits with code 2 (--debug shows the
-traceback).
+traceback), writing nothing: among it a file with a NaN or infinity anywhere, or a BatchNorm
+moving variance <= 0 (WeightsError naming the layer, the weight and the model's variable).
 """
 import sys
 

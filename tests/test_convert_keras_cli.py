@@ -1,13 +1,15 @@
-"""experiments/convert_keras.py: the README's command on a notop file, and errors that name the
-flag that fixes them."""
+"""experiments/convert_keras.py: the README's command on a notop file, errors that name the
+flag that fixes them, and damaged files refused in one line."""
 import os
 
 import pytest
 from test_bad_input import write_keras_weights_without
+from test_weights_validation import DAMAGE, damaged_layers, expected_message, random_variables
 
 from experiments import convert_keras
 from resnet_jax import models
 from resnet_jax.weights.checkpoint import restore_variables
+from test_weights_import import write_h5
 
 
 def _notop_file(tmp_path):
@@ -41,3 +43,18 @@ def test_an_existing_out_names_the_flag(tmp_path, capsys):
   err = capsys.readouterr().err
   assert err.startswith('error: CheckpointError: --out ') and 'already exists' in err, err
   assert os.listdir(tmp_path / 'out') == []
+
+
+@pytest.mark.parametrize('case', DAMAGE)
+def test_a_damaged_file_is_one_line_and_writes_nothing(tmp_path, capsys, case):
+  """A NaN, an infinity or a BN moving variance <= 0: refused by name before --out exists."""
+  model = models.create_model('cifar_resnet20', layout='keras', num_classes=10)
+  path = str(tmp_path / 'damaged.h5')
+  write_h5(path, damaged_layers(random_variables(model), case))
+  out = tmp_path / 'out'
+  assert convert_keras.main([path, '--model=cifar_resnet20', '--layout=keras',
+                             f'--out={out}']) == 2
+  captured = capsys.readouterr()
+  assert captured.err == f'error: WeightsError: {expected_message(path, case)}\n'
+  assert captured.out == ''
+  assert not out.exists() and os.listdir(tmp_path) == ['damaged.h5']

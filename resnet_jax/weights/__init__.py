@@ -16,7 +16,9 @@ Keras Applications' ResNet50V2 / 101V2 / 152V2 files load into create_model('res
 
 Keras Applications files need layout='keras' and the course's files
 layout='coursera': a file does not record the BN epsilon or the stem's pooling, so
-the importer checks names and shapes only.
+the importer checks names and shapes only, and the values: a NaN or infinity anywhere or a
+BatchNorm moving variance <= 0 is a WeightsError, in load_keras_h5 and restore_variables
+alike (validate.py).
 
 A training run whose config names pretrained weights (config.finetune.init_from) starts
 from `initial_variables(config.finetune, model, fresh_variables)`: the file's or directory's

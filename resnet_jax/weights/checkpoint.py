@@ -14,6 +14,7 @@ start from (`init_from`). The checkpoint directory holds one PyTree, restored by
 
 all float32, with exactly the structure of `model.init(...)` for the model it was
 made for. It is not a training checkpoint: no step, optimizer state or rng.
+Restoring checks the values as importing a Keras file does (validate.py).
 """
 import os
 
@@ -21,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from resnet_jax.errors import CheckpointError
+from resnet_jax.weights.validate import check_variables
 
 VARIABLE_COLLECTIONS = ('params', 'batch_stats')
 
@@ -65,6 +67,8 @@ def restore_variables(directory, template=None):
   Raises:
     CheckpointError: missing directory, not such a checkpoint, or not matching
       `template` (names the variable, expected and found shapes).
+    WeightsError: a NaN or infinity anywhere, or a BatchNorm moving variance <= 0
+      (validate.py; names the directory and the variable).
   """
   directory = os.path.abspath(os.fspath(directory))
   if not os.path.isdir(directory):
@@ -83,6 +87,7 @@ def restore_variables(directory, template=None):
   restored = _to_numpy(restored)
   if template is not None:
     _check_matches(directory, restored, template)
+  check_variables(directory, restored)
   return restored
 
 

@@ -59,7 +59,9 @@ def convert_keras_h5(in_path, out_dir, *, model_name: str = 'resnet50',
 
   Raises:
     CheckpointError: out_dir exists, or a notop file comes without num_classes.
-    WeightsError / ConfigError: the file does not fit the model, a bad name.
+    WeightsError / ConfigError: the file does not fit the model, a bad name, or a damaged
+      value (a NaN or infinity, a BatchNorm moving variance <= 0; validate.py): nothing is
+      written.
   """
   named = lambda arg: (arg_names or {}).get(arg, arg)
   out_dir = os.path.abspath(os.fspath(out_dir))

@@ -2,7 +2,8 @@
 
 Reading is keras_h5.py's job, pairing layers keras_mapping.py's (its docstring has
 the rules); this module fills the variables tree and takes the head from the
-caller's fresh variables where the file has none by design.
+caller's fresh variables where the file has none by design. Every layer of the file,
+used or skipped, has its values checked (validate.py) before anything is returned.
 """
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from resnet_jax.weights.keras_mapping import (
   model_layers,
   weights_by_role,
 )
+from resnet_jax.weights.validate import check_keras_layer
 
 # Shapes only: any size the model accepts gives the same variables (global pooling).
 _TEMPLATE_INPUT = (1, 64, 64, 3)
@@ -55,8 +57,10 @@ def load_keras_h5(path, model=None, *, init_variables=None, skip_head: bool = Fa
     structure of `model.init`'s.
 
   Raises:
-    WeightsError: the file cannot be read, or does not fit the model (names the
-      layer, the expected and found shapes, and the file).
+    WeightsError: the file cannot be read, does not fit the model (names the
+      layer, the expected and found shapes, and the file), or holds a NaN or infinity
+      anywhere or a BatchNorm moving variance <= 0 (validate.py; names the file, the
+      layer, the weight and the model's variable it fills).
   """
   if init_variables is not None:
     template = init_variables
@@ -73,10 +77,18 @@ def load_keras_h5(path, model=None, *, init_variables=None, skip_head: bool = Fa
     if their is None:  # Only the head can be missing; match_layers checks the rest.
       arrays = _head_from(init_variables, layer, weights.path, skip_head)
     else:
-      arrays = weights_by_role(layer, their)
+      # Checked as float32, the values the model gets (a float64 1e300 becomes inf).
+      arrays = {k: np.asarray(a, np.float32) for k, a in weights_by_role(layer, their).items()}
+      check_keras_layer(weights.path, their, arrays, {
+          keras: '/'.join((ROLES[layer.kind][keras][0], *layer.path, ROLES[layer.kind][keras][1]))
+          for keras in arrays})
     for keras_name, array in arrays.items():
       collection, leaf = ROLES[layer.kind][keras_name]
       _set(variables[collection], layer.path + (leaf,), np.asarray(array, np.float32))
+  used = {their.name for their in matched.values()}
+  for their in weights.layers.values():  # A classifier skipped by skip_head: still checked.
+    if their.name not in used:
+      check_keras_layer(weights.path, their, dict(zip(their.weight_names, their.arrays)))
   wanted = {k: template[k] for k in ('params', 'batch_stats') if k in template}
   missing = set(traverse_util.flatten_dict(wanted)) - set(traverse_util.flatten_dict(variables))
   if missing:  # model_layers accounts for every variable; this guards that promise.

@@ -25,7 +25,9 @@ def initial_variables(finetune: ml_collections.ConfigDict, model: nn.Module,
   Raises:
     ConfigError: init_from does not exist, or holds an array missing from the model, absent
       from the file or of another shape (named with both shapes).
-    WeightsError, CheckpointError: the file or directory cannot be read as weights.
+    WeightsError, CheckpointError: the file or directory cannot be read as weights, or holds
+      a NaN or infinity anywhere or a BatchNorm moving variance <= 0 (validate.py: checked
+      by load_keras_h5 and restore_variables, so before the run keeps its workdir).
   """
   path = finetune.init_from
   if not os.path.exists(path):
