@@ -45,7 +45,8 @@ resize and flip to the train step, and adds device_resize_*_ms_per_image: that r
 this machine's default JAX device (jitted, one batch); host times the pipeline that resizes
 with Pillow.
 
-Bad input prints one `error:` line and exits with code 2 (--debug shows the traceback).
+Bad input prints one `error:` line and exits with code 2 (--debug shows the traceback),
+before anything is measured: an --out that cannot be written (read-only, full) included.
 """
 import json
 import os
@@ -193,9 +194,10 @@ def _main(argv: list) -> int:
     raise app.UsageError(f'unexpected arguments: {argv}')
   if _INPUT_ONLY.value:
     return _input_only()
-  if _SWEEP.value:
-    _check_out_dir(_OUT.value)  # Said before measuring, not after it.
   from resnet_jax.perf import benchmarking, throughput
+  if _SWEEP.value:  # Said before measuring, not after it.
+    _check_out_dir(_OUT.value)
+    throughput.check_out_dir(_OUT.value)
 
   num_classes = _NUM_CLASSES.value or (6 if _LAYOUT.value == 'coursera' else 1000)
   programs = [benchmarking.default_program() if p.strip() == 'auto' else p.strip()

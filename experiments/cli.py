@@ -20,7 +20,9 @@ on stderr,
   error: <ErrorType>: <message>
 
 and the script exits with EXIT_BAD_INPUT (2). Bad input is a library error
-(`resnet_jax.errors.ResNetJaxError`: config, data, weights, checkpoint), an unknown flag or
+(`resnet_jax.errors.ResNetJaxError`: config, data, weights, checkpoint, storage), an OSError
+that says a write failed for lack of space or permission (reported as the StorageError
+naming the file: a full disk is not a bug, wherever it is met), an unknown flag or
 an ill-typed flag value, a misspelled or ill-typed `--config.group.field=value` override, a
 config file that cannot be loaded, or a usage error (`absl.app.UsageError`: wrong
 positional arguments, conflicting flags). Anything else is a bug and keeps its traceback
@@ -133,6 +135,11 @@ class Script:
       return body(positional) or EXIT_OK
     except (ResNetJaxError, app.UsageError) as error:
       return report(error, debug)
+    except OSError as error:
+      failure = storage_failure(error)
+      if failure is None:
+        raise
+      return report(failure, debug)
 
   def run_stoppable(self, body: Callable[[list], int | None],
                     argv: Sequence[str] | None = None, *,
@@ -252,6 +259,17 @@ def error_line(error: BaseException, hint: str = '') -> str:
   if hint:
     message = f"{message.rstrip('.')}; {hint}"
   return f'error: {type(error).__name__}: {message}'
+
+
+def storage_failure(error: OSError):
+  """The StorageError for an OSError that says a write failed for lack of space or
+  permission (named by the file the OS gave, if any); None for any other OSError, a bug."""
+  from resnet_jax import storage
+  if not storage.is_write_failure(error):
+    return None
+  failure = storage.write_error(error.filename, error)
+  failure.__cause__ = error  # --debug shows where it happened.
+  return failure
 
 
 def report(error: BaseException, debug: bool = False, hint: str = '') -> int:

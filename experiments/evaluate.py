@@ -102,7 +102,7 @@ def _evaluate_run_data(config) -> int:
   if _DATA_DIR.value is not None:
     data_config = data_config.copy_and_resolve_references()
     data_config.data_dir = _DATA_DIR.value
-  dataset = setup.load_data(data_config)
+  dataset = setup.load_data(data_config, eval_only=True)  # Train shards are not needed.
   predictor = load_predictor(_WORKDIR.value, _WHICH.value)
   if dataset.image_shape is not None:
     predictor.check_fits(dataset.image_shape, dataset.num_classes, dataset.source)

@@ -83,6 +83,7 @@ def _main(argv: list) -> int:
   settings = config.landscape.to_dict()
   start = time.perf_counter()
   dataset = setup.load_data(config.base.data)
+  sweep.check_runs(config, workdir, dataset)  # Every run's fit to the data, before any trains.
   for seed in config.seeds:
     for model_name in config.models:
       status = sweep.run_one(config, workdir, model_name, seed, dataset, loop.train_and_evaluate)

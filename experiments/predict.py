@@ -17,6 +17,11 @@ training data. When the run trained on synthetic SIGNS (the default when data/si
 no real files), one line on stderr says so: photographs unlike the course's are outside what
 it saw.
 
+A checkpoint whose classes are not the run's is refused (one `error:` line naming each
+class old and new): one saved before the run went on with other data
+(--config.run.allow_changes_on_resume), or, in a workdir from before runs recorded their
+data, one saved after a resume on other classes (its weights then mix two labellings).
+
 The images are read before the checkpoint is loaded. An image that cannot be read (not an
 image, truncated, larger than Pillow's decompression-bomb limit) gets its own `error:` line
 on stderr and the others are still predicted; the exit code is then 2. Other bad input (a

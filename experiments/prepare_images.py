@@ -12,10 +12,15 @@ cannot be read (corrupt, truncated, empty, not images, over Pillow's pixel limit
 skipped and listed with the reason in OUT/bad_files.txt.
 
 An interrupted conversion (Ctrl-C, a crash) continues when the same command is run again:
-finished shards are checked and kept. The same input gives byte-identical shards. An OUT
-that holds another dataset's shards is refused unless --overwrite (which removes only the
-files this script writes). Bad input prints one `error:` line and exits with code 2
-(--debug shows the traceback); nothing is written then.
+finished shards are checked and kept. Run again on a finished OUT, it checks every shard
+against the SHA-256 in index.json and rewrites those that are missing or damaged (the
+line says which). The same input gives byte-identical shards. One run per OUT: a second
+one, with any options, is refused at once (it names the first). index.json, which lists
+each shard's size and SHA-256, is removed before any shard is replaced and written last.
+An OUT that holds another dataset's shards is refused unless --overwrite (which removes
+only the files this script writes). Bad input, or a disk that is full or read-only,
+prints one `error:` line and exits with code 2 (--debug shows the traceback); no
+temporary file is left.
 
 Training reads OUT with config.data.name = 'images' and config.data.data_dir = OUT.
 """
@@ -95,8 +100,15 @@ def _main(argv: list) -> int:
   index = done.index
   counts = ', '.join(f'{split} {entry.num_examples} images in {len(entry.shards)} shards'
                      for split, entry in index.splits.items())
-  if not done.shards_written:
-    kept = ' (already prepared: its shards checked, none rewritten)'
+  if done.shards_repaired:
+    names = ', '.join(done.shards_repaired[:3]) + (', ...' if len(done.shards_repaired) > 3
+                                                   else '')
+    kept = (f' (already prepared: {done.shards_kept} shards checked against index.json and '
+            f'kept; {len(done.shards_repaired)} missing, damaged or without a checksum '
+            f'rewritten: {names})')
+  elif done.already_prepared:
+    kept = (f' (already prepared: its {done.shards_kept} shards checked against the SHA-256 '
+            'in index.json, none rewritten)')
   else:
     kept = f' ({done.shards_kept} kept from an earlier run)' if done.shards_kept else ''
   print(f'{out}: {len(index.classes)} classes; {counts}{kept}')

@@ -7,8 +7,12 @@
 Bad input (config, overrides, data, checkpoint, flags) prints one `error:` line and exits
 with code 2; --debug shows the traceback. So does a second run on a workdir a run is using
 (WorkdirBusyError names the process that holds it), and a resume whose config changes what
-the run computes (ConfigError naming each field; --config.run.allow_changes_on_resume=True
-records the change in <workdir>/config_changes.jsonl and goes on).
+the run computes or whose data are not those the run trained on (ConfigError naming each
+field, or each class whose name changed: "class 1: 'cat' there, 'dog' now", or the data's
+identity where the classes are the same; --config.run.allow_changes_on_resume=True records
+the change in <workdir>/config_changes.jsonl and goes on). A run that fails before its
+first steps are done (an image that cannot be decoded, a full disk) leaves the workdir as
+it was, and removes one it created.
 
 SIGTERM or SIGINT (Ctrl-C) at any moment exits 0 without a traceback: during training the
 current step finishes and a checkpoint is saved; during start-up (loading data, compiling,

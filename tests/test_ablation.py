@@ -285,6 +285,30 @@ def test_zero_init_of_the_plain_twins_stops_the_sweep_before_any_training(tmp_pa
   assert not os.path.exists(os.path.join(tmp_path, 'cifar_resnet8'))
 
 
+def test_a_model_that_does_not_fit_the_data_stops_the_sweep_before_any_training(tmp_path):
+  config = tiny_sweep_config()
+  config.models = ('cifar_plain8', 'cifar_resnet8', 'resnet18')  # 8x8 digits: too small.
+  workdir = tmp_path / 'sweep'
+  with pytest.raises(ConfigError, match=r"runs of 'resnet18': image_size=8 is too small"):
+    sweep.run_sweep(config, str(workdir), train_fn=refuse_training)
+  assert not workdir.exists()
+
+
+def test_the_script_names_the_member_in_one_line_and_writes_nothing(tmp_path, capsys,
+                                                                     monkeypatch):
+  from experiments import ablation as script
+  from resnet_jax.train import loop
+  monkeypatch.setattr(loop, 'train_and_evaluate', refuse_training)
+  workdir = tmp_path / 'sweep'
+  code = script.main([f'--workdir={workdir}', '--config.models=("cifar_plain20", "resnet18")'])
+  out, err = capsys.readouterr()
+  assert code == 2 and out == ''
+  assert err == ("error: ConfigError: sweep config.models, the runs of 'resnet18': image_size=8 "
+                 'is too small for this imagenet-stem ResNet with 4 stages, which downsamples by '
+                 '32; expected image_size >= 32\n')
+  assert os.listdir(tmp_path) == []
+
+
 def test_quick_config_cuts_any_sweep_to_tiny_nets():
   quick = load_config('ablation_quick')
   sweep.check_sweep_config(quick)

@@ -6,6 +6,9 @@ train the same run here; whole runs with either are compared in tests/test_train
 """
 import json
 import math
+import os
+import re
+import tempfile
 
 import jax
 import numpy as np
@@ -159,6 +162,48 @@ def test_cli_measures_each_batch_size_prints_json_and_writes_the_sweep(
   table = (out / 'sweep.md').read_text()
   assert len([line for line in table.splitlines() if line.startswith('| train_chunk')]) == 2
   assert (out / 'sweep.png').stat().st_size > 0
+
+
+def _can_write_in(directory: str) -> bool:
+  try:
+    os.rmdir(tempfile.mkdtemp(dir=directory))
+  except OSError:
+    return False
+  return True
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+  """A directory this process cannot write in: read-only by its mode, or, for root (whom
+  modes do not stop), /sys, where nobody can make files."""
+  directory = tmp_path / 'read_only'
+  directory.mkdir()
+  directory.chmod(0o555)
+  try:
+    if not _can_write_in(str(directory)):
+      yield str(directory)
+    elif os.path.isdir('/sys') and not _can_write_in('/sys'):
+      yield '/sys'
+    else:
+      pytest.skip('no directory here that this process cannot write in')
+  finally:
+    directory.chmod(0o755)
+
+
+def test_cli_says_an_unwritable_out_before_measuring(unwritable_dir, capsys, monkeypatch):
+  def refuse(*args, **kwargs):
+    raise AssertionError('measured although --out cannot be written')
+
+  monkeypatch.setattr(benchmarking, 'measure', refuse)
+  before = sorted(os.listdir(unwritable_dir))
+  out = os.path.join(unwritable_dir, 'sweep')
+  code = benchmark_script.main(['--model', 'resnet18', '--sweep', '4,16', '--out', out])
+  stdout, err = capsys.readouterr()
+  assert code == 2 and stdout == ''
+  assert re.fullmatch(rf'error: StorageError: {re.escape(out)}: cannot be written \((Permission '
+                      r'denied|Operation not permitted|Read-only file system); [^;]+ free on its '
+                      r'filesystem\); expected a path this process may write\n', err), err
+  assert sorted(os.listdir(unwritable_dir)) == before
 
 
 def test_cli_reports_a_bad_model_name_and_exits_2(capsys):

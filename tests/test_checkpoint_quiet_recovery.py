@@ -86,3 +86,30 @@ def test_late_event_loop_errors_are_dropped_and_others_still_reported(monkeypatc
   threading.excepthook(late)
   threading.excepthook(other)
   assert seen == [other, other]
+
+
+def test_only_the_checkpoint_librarys_reports_of_a_failed_write_are_dropped(tmp_path):
+  """What a Checkpointer that writes installs: orbax's records of a write that failed for
+  lack of space go (the Checkpointer raises it as one StorageError); every other record
+  passes, a full disk named by another library's record or orbax's other errors included."""
+  checkpoint_lib.Checkpointer(str(tmp_path), keep=1).close()
+  orbax_file = os.path.join(os.path.dirname(checkpoint_lib.ocp.__file__), '_src', 'future.py')
+  full = "Failed writing: No space left on device [os_error_code='28']"
+  try:
+    raise ValueError(f'RESOURCE_EXHAUSTED: {full}')
+  except ValueError:
+    failure = sys.exc_info()
+
+  def record(logger, message, pathname=orbax_file, exc_info=None):
+    return logging.LogRecord(logger, logging.ERROR, pathname, 1, message, (), exc_info)
+
+  dropped = [record('absl', f'_SignalingThread.run() raised an exception: {full}'),
+             record('absl', 'Save Finalize thread (save_finalize) failed.', exc_info=failure),
+             record('asyncio', 'Task exception was never retrieved', __file__, failure)]
+  kept = [record('absl', 'Failed to restore: OUT_OF_RANGE (truncated file)'),
+          record('absl', f'a note from another library: {full}', __file__),
+          record('resnet_jax.train.loop', full, __file__),
+          record('absl', 'Save Finalize thread (save_finalize) failed.',
+                 exc_info=(KeyError, KeyError('x'), None))]
+  for item in dropped + kept:
+    assert bool(logging.getLogger(item.name).filter(item)) == (item in kept), item.getMessage()

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 
+import _image_data
 import jax
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from test_bad_input import write_signs
 
 import helpers
 from experiments import evaluate
-from resnet_jax.data import load_signs, make_synthetic_signs
+from resnet_jax.data import image_records, load_signs, make_synthetic_signs
+from resnet_jax.errors import ConfigError
 from resnet_jax.train import checkpoint as checkpoint_lib, setup
 from resnet_jax.train.inference import load_predictor
 from resnet_jax.train.state import create_train_state, state_to_host
@@ -138,3 +140,33 @@ def test_the_workdir_alone_scores_any_run_on_its_own_evaluation_split(tmp_path, 
 def test_evaluate_and_predict_share_one_default_checkpoint():
   from experiments import cli, predict
   assert evaluate._WHICH.default == predict._WHICH.default == cli.DEFAULT_CHECKPOINT
+
+
+def test_an_images_run_is_scored_on_its_val_shards_without_the_train_shards(tmp_path, capsys):
+  data = _image_data.make_shards(str(tmp_path / 'data'), 12, 9)
+  config = helpers.tiny_config(**{
+      'model.name': 'cifar_resnet20', 'model.layout': 'torchvision', 'model.num_classes': 3,
+      'data.image_size': 8, 'data.name': 'images', 'data.data_dir': data})
+  workdir = str(tmp_path / 'run')
+  prepare_workdir(workdir, config)
+  save_config(workdir, config)
+  tx, _ = helpers.create_optimizer(config, steps_per_epoch=2)
+  state = jax.tree.map(np.asarray, create_train_state(setup.build_model(config), tx, (8, 8, 3),
+                                                      seed=0))
+  checkpointer = checkpoint_lib.Checkpointer(workdir, keep=1)
+  checkpointer.save(2, state_to_host(state), {'class_names': list(_image_data.CLASSES)},
+                    eval_accuracy=0.5)
+  checkpointer.wait()
+  checkpointer.close()
+  for shard in image_records.read_index(data).splits['train'].shards:
+    os.remove(os.path.join(data, shard))  # Evaluation reads only the val split.
+  code = evaluate.main([f'--workdir={workdir}'])
+  out, err = capsys.readouterr()
+  assert code == 0, err[-2000:]
+  result = json.loads(out.strip().splitlines()[-1])
+  assert result['count'] == 9 and result['split'] == 'val' and data in result['data']
+  # Opened for evaluation, the train split is empty: nothing can train on it.
+  dataset = setup.load_data(config.data, eval_only=True)
+  assert len(dataset.train) == 0 and len(dataset.test) == 9
+  with pytest.raises(ConfigError, match='the train split is empty'):
+    setup.check_data_fits(config, dataset)

@@ -41,6 +41,26 @@ def test_a_flat_folder_lists_sorted_with_labels_from_sorted_class_names(tmp_path
   assert [label for _, label in train] == [0] * 3 + [1] * 3 + [2] * 4 + [3] * 3
 
 
+@pytest.mark.parametrize('layout', ['flat', 'train_val'])
+def test_os_junk_folders_are_skipped_like_junk_files(tmp_path, layout):
+  # What a macOS zip (__MACOSX: a mirror of the tree of '._' files), a Windows or macOS
+  # volume root (recycle bin, Spotlight, Trashes) and an ext4 mount root leave behind.
+  written = write_image_folder(tmp_path, per_class=3, classes=CLASSES[:2],
+                               val_per_class=2 if layout == 'train_val' else 0)
+  junk = ['__MACOSX', '$RECYCLE.BIN', 'System Volume Information', '.Trashes',
+          '.Spotlight-V100', '.fseventsd', 'lost+found']
+  class_dir = tmp_path / ('train' if layout == 'train_val' else '') / CLASSES[0]
+  for folder in [tmp_path / name for name in junk] + [class_dir / '__MACOSX',
+                                                      tmp_path / '__MACOSX' / CLASSES[0]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / '._picture.jpg').write_bytes(b'macOS resource fork')
+    (folder / 'picture.jpg').write_bytes(encoded(np.zeros((4, 4, 3), np.uint8), 'JPEG'))
+  (tmp_path / '__macosx').mkdir()  # Any case (a zip made on Windows).
+  folder = list_image_folder(str(tmp_path))
+  assert folder.classes == CLASSES[:2] and folder.skipped == ()
+  assert {split: list(examples) for split, examples in folder.splits.items()} == written
+
+
 def test_train_and_val_folders_are_the_splits(tmp_path):
   written = write_image_folder(tmp_path, per_class=4, classes=CLASSES[:3], val_per_class=2)
   folder = list_image_folder(str(tmp_path))

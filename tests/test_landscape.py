@@ -185,6 +185,9 @@ def test_settings_are_checked_by_name():
 @pytest.mark.parametrize('argv,error_type,fragment', [
     (['--config.landscape.grid_size=0'], 'ConfigError', 'config.landscape.grid_size=0'),
     (['--config.models=("cifar_resnet7",)'], 'ConfigError', 'cifar_resnet7'),
+    # A known model that the data does not fit, last: refused before the first run trains.
+    (['--config.models=("cifar_plain8", "resnet18")', '--config.base.train.num_steps=2'],
+     'ConfigError', "the runs of 'resnet18': image_size=8 is too small"),
     (['--workdir={tmp}/a_file'], 'UsageError', 'is a file'),
     (['--config.landscape.spann=1'], 'ConfigError', 'spann'),
 ])

@@ -5,10 +5,14 @@ anywhere, even just before the newline. The resumed run truncates the file to it
 checkpoint and appends. The file is then read strictly (`read_jsonl(strict=True)`): the
 default reader skips lines it cannot decode, as it must for a file still being written, so
 it would hide a torn line kept by the resume, or two records glued onto one line.
+
+The TensorBoard event file beside it is written by the same writer, record by record: each
+a TFRecord frame with the checksums TensorBoard checks, as tensorboardX would frame it.
 """
 import json
 import os
 import shutil
+import struct
 
 import pytest
 
@@ -139,3 +143,39 @@ def test_a_resumed_training_run_leaves_one_record_a_line_each_step_once(tmp_path
   got = _assert_one_record_a_line(str(workdir / JSONL_NAME))
   assert without_timing(got) == without_timing(read_jsonl(str(reference / JSONL_NAME),
                                                           strict=True))
+
+
+def test_event_records_are_framed_and_checksummed_as_tensorboard_reads_them(tmp_path):
+  record_writer = pytest.importorskip('tensorboardX.record_writer')
+  event_pb2 = pytest.importorskip('tensorboardX.proto.event_pb2')
+  writer = MetricWriter(str(tmp_path), tensorboard=True)
+  writer.write(4, {'train_loss': 0.5, 'train_accuracy': 0.25, 'data_source': 'digits'})
+  writer.write(8, {'eval_accuracy': float('nan')})
+  writer.close()
+  (name,) = os.listdir(tmp_path / 'tensorboard')
+  assert name.startswith('events.out.tfevents.')
+  data = (tmp_path / 'tensorboard' / name).read_bytes()
+  events, offset = [], 0
+  while offset < len(data):
+    header = data[offset:offset + 8]
+    (length,) = struct.unpack('<Q', header)
+    body = data[offset + 12:offset + 12 + length]
+    crcs = struct.unpack('<I', data[offset + 8:offset + 12])[0], struct.unpack(
+        '<I', data[offset + 12 + length:offset + 16 + length])[0]
+    assert crcs == (record_writer.masked_crc32c(header), record_writer.masked_crc32c(body))
+    events.append(event_pb2.Event.FromString(body))
+    offset += 16 + length
+  assert offset == len(data)  # Whole frames only.
+  assert events[0].file_version == 'brain.Event:2'
+  scalars = [(e.step, v.tag, v.simple_value) for e in events[1:] for v in e.summary.value]
+  assert scalars[:2] == [(4, 'train_loss', 0.5), (4, 'train_accuracy', 0.25)]
+  assert scalars[2][:2] == (8, 'eval_accuracy') and scalars[2][2] != scalars[2][2]  # NaN.
+  assert len(scalars) == 3  # Text is not a scalar.
+
+  # tensorboardX's own writer frames the same event into the same bytes.
+  reference = tmp_path / 'reference'
+  framed = record_writer.RecordWriter(str(reference))
+  framed.write(events[1].SerializeToString())
+  framed.close()
+  first = 16 + len(events[0].SerializeToString())
+  assert data[first:first + os.path.getsize(reference)] == reference.read_bytes()

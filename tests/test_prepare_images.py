@@ -23,12 +23,8 @@ from PIL import Image
 from experiments import prepare_images as script
 from resnet_jax.data import image_records
 from resnet_jax.data.image_files import decode_rgb
-from resnet_jax.data.prepare_images import (
-    BAD_FILES_NAME,
-    PROGRESS_DIR,
-    PrepareOptions,
-    prepare_images as prepare_with_options,
-)
+from resnet_jax.data.prepare_images import PrepareOptions, prepare_images as prepare_with_options
+from resnet_jax.data.prepared_out import BAD_FILES_NAME, PROGRESS_DIR
 from resnet_jax.errors import ConfigError, DatasetError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

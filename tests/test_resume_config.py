@@ -48,6 +48,38 @@ def test_a_field_missing_from_the_allow_list_is_guarded(monkeypatch):
   assert config_changes.guarded_changes(saved, now) == {'run.tensorboard': (True, False)}
 
 
+def test_data_changes_name_each_class_by_index_and_compare_known_identities():
+  record = {'class_names': ['bird', 'cat', 'dog'], 'identity': 'sha256:1', 'source': 'a'}
+  renamed = dict(record, class_names=['bird', 'dog', 'zebra'], identity='sha256:2')
+  assert config_changes.data_changes([record], dict(record, source='elsewhere')) == (None, {})
+  before, changes = config_changes.data_changes([record], renamed)
+  assert before is record and changes == {
+      'trained_on.class_names': (['bird', 'cat', 'dog'], ['bird', 'dog', 'zebra']),
+      'trained_on.identity': ('sha256:1', 'sha256:2')}
+  assert config_changes.class_changes(*changes['trained_on.class_names']) == (
+      "class 1: 'cat' there, 'dog' now; class 2: 'dog' there, 'zebra' now")
+  assert config_changes.class_changes(['a'], ['a', 'b', 'c'], ('old', 'new'), limit=1) == (
+      "class 1: - old, 'b' new; 1 more")
+  # Where either side states no identity (a source that cannot), only the names count.
+  assert config_changes.data_changes([dict(record, identity=None)], renamed)[1].keys() == {
+      'trained_on.class_names'}
+  assert config_changes.data_changes([record], dict(record, identity=None)) == (None, {})
+  # A run saved before config.json recorded its data: each checkpoint's classes in turn.
+  old = [{'class_names': ['bird', 'cat', 'dog']}, {'class_names': ['bird', 'dog', 'zebra']}]
+  assert config_changes.data_changes(old, renamed)[0] is old[0]
+
+  saved, now = base_config(), base_config()
+  with pytest.raises(ConfigError) as info:
+    config_changes.check_resume_config('w', saved, now, [record], renamed)
+  assert str(info.value).startswith(
+      "workdir 'w' holds a run trained on other data: class names: class 1: 'cat' there, "
+      "'dog' now; class 2: 'dog' there, 'zebra' now (its classes would train under other "
+      "labels); expected the data it trained on to continue it"), str(info.value)
+  now.run.allow_changes_on_resume = True
+  assert set(config_changes.check_resume_config('w', saved, now, [record], renamed)) == {
+      'trained_on.class_names', 'trained_on.identity'}
+
+
 # base_config() of the earlier flat layout, as its runs saved it (a few of its 48 fields).
 FLAT_CONFIG = {'model': 'resnet50', 'layout': 'coursera', 'num_classes': 3, 'dataset': 'signs',
                'image_size': 8, 'learning_rate': 0.01, 'batch_size': 8, 'data_on_device': True,

@@ -1,4 +1,7 @@
-"""Atomic writes: whole files or none, readable by others like any file the run writes."""
+"""Atomic writes: whole files or none, readable by others like any file the run writes; write
+failures (no space, no permission) told from other errors, in the words of the libraries that
+report them."""
+import errno
 import os
 import stat
 
@@ -37,3 +40,51 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     storage.write_bytes_atomic(str(path), 'not bytes')
   assert path.read_text() == '{\n "kept": true\n}\n'
   assert os.listdir(tmp_path) == ['results.json']
+
+
+@pytest.mark.parametrize('error,number', [
+    (OSError(errno.ENOSPC, 'No space left on device'), errno.ENOSPC),
+    (PermissionError(errno.EACCES, 'Permission denied', '/x'), errno.EACCES),
+    # tensorstore under Orbax: its status code and the OS's number in the text.
+    (ValueError('RESOURCE_EXHAUSTED: Error writing "params.w/0" in OCDBT database: Failed to '
+                "write 1006104 bytes to file 6: No space left on device [os_error_code='28']"),
+     errno.ENOSPC),
+    (ValueError("OUT_OF_RANGE: Error writing \"w/0\": File too large [os_error_code='27']"),
+     errno.EFBIG),
+    # array_record: the OS's words in a RuntimeError.
+    (RuntimeError('Failed to write: Disk quota exceeded'), errno.EDQUOT),
+    (FileNotFoundError(errno.ENOENT, 'No such file or directory', '/x'), None),
+    (ValueError('RESOURCE_EXHAUSTED: out of memory'), None),
+    (KeyError('step'), None),
+])
+def test_write_failures_are_told_from_other_errors(error, number):
+  assert storage.write_failure_errno(error) == number
+  failure = storage.write_failure('/data/x', error)
+  assert (failure is None) == (number is None)
+  if failure is not None:
+    assert str(failure).startswith(f'/data/x: cannot be written ({os.strerror(number)}; ')
+
+
+def test_a_write_failure_is_found_in_the_causes_of_a_library_error():
+  try:
+    try:
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    except OSError as error:
+      raise RuntimeError('commit failed') from error
+  except RuntimeError as wrapped:
+    assert storage.write_failure_errno(wrapped) == errno.ENOSPC
+
+
+def test_the_message_says_what_to_do_for_space_and_for_permission(tmp_path):
+  space = storage.write_error(str(tmp_path / 'a'), OSError(errno.ENOSPC, 'No space left on '
+                                                           'device'), note='rerun it')
+  assert str(space) == (f'{tmp_path}/a: cannot be written (No space left on device; '
+                        f'{storage.free_space(str(tmp_path))} on its filesystem); expected room '
+                        'for it (free space there, or write elsewhere); rerun it')
+  assert space.errno == errno.ENOSPC and isinstance(space, OSError)
+  denied = storage.write_error(str(tmp_path / 'a'), OSError(errno.EROFS, 'Read-only file '
+                                                            'system'))
+  assert str(denied).endswith('; expected a path this process may write')
+  unnamed = storage.write_error(None, OSError(errno.ENOSPC, 'No space left on device'))
+  assert str(unnamed).startswith('a file cannot be written (No space left on device; the OS '
+                                 'did not say which file)')

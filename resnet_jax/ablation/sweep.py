@@ -16,13 +16,13 @@ A sweep config (see experiments/configs/ablation_digits.py) holds:
 Every run trains in <workdir>/<model>/seed<k> with `train_and_evaluate`, so an
 interrupted run resumes from its checkpoint. Its network is the one training builds from
 the run's config (setup.build_model): every field of config.base.model applies, and a
-field that does not suit one of the models (zero_init_last_bn on a plain twin) stops the
-sweep before its first run. When training is done the run's gradient flow is probed -- at
-initialisation (the variables the run started from, rebuilt from its seed and
-finetune.init_from)
-and at every checkpoint the run kept -- on one fixed batch, then result.json is written
-last, atomically: a run with a result.json is finished and is skipped on a rerun. Nothing
-in the training loop is changed for it.
+field that does not suit one of the models (zero_init_last_bn on a plain twin, an image size
+too small for it) or the data (its classes, its image size) stops the sweep before its first
+run, as does a finished run recorded with another config. When training is done the run's
+gradient flow is probed -- at initialisation (the variables the run started from, rebuilt
+from its seed and finetune.init_from) and at every checkpoint the run kept -- on one fixed
+batch, then result.json is written last, atomically: a run with a result.json is finished
+and is skipped on a rerun. Nothing in the training loop is changed for it.
 """
 import json
 import logging
@@ -155,23 +155,48 @@ def _config_differences(result_path, recorded, now):
           if recorded[k] != now[k]}
 
 
+def is_finished(config, workdir, model_name, seed) -> bool:
+  """Whether the run has its result.json (it is skipped); ConfigError if that was written
+  with another training config."""
+  directory = run_dir(workdir, model_name, seed)
+  result_path = os.path.join(directory, results.RESULT_FILE)
+  if not os.path.isfile(result_path):
+    return False
+  with open(result_path) as f:
+    finished = json.load(f)
+  differences = _config_differences(result_path, finished.get('config'),
+                                    _config_json(run_config(config, model_name, seed)))
+  if differences:
+    details = ', '.join(f'{k}: {old!r} there, {new!r} now'
+                        for k, (old, new) in list(differences.items())[:3])
+    raise ConfigError(
+        f'{result_path} was written by a run with another training config ({details}); '
+        f'expected the same config.base to skip it. Use a new workdir, or delete '
+        f'{directory} to retrain it.')
+  return True
+
+
+def check_runs(config, workdir, dataset) -> None:
+  """ConfigError naming the first run of the sweep that cannot train on `dataset` (its
+  classes and image size against each run's config, as training checks them) or whose
+  finished result was written with another config: every run is checked before the first
+  trains, so that a sweep does not fail after hours of the runs before it."""
+  for name in config.models:
+    try:
+      setup.check_data_fits(run_config(config, name, config.seeds[0]), dataset)
+    except ConfigError as error:
+      raise ConfigError(f'sweep config.models, the runs of {name!r}: {error}') from error
+  for seed in config.seeds:
+    for name in config.models:
+      is_finished(config, workdir, name, seed)
+
+
 def run_one(config, workdir, model_name, seed, dataset, train_fn):
   """Trains, probes and records one run; returns 'done', 'skipped' or 'preempted'."""
   directory = run_dir(workdir, model_name, seed)
   train_config = run_config(config, model_name, seed)
   result_path = os.path.join(directory, results.RESULT_FILE)
-  if os.path.isfile(result_path):
-    with open(result_path) as f:
-      finished = json.load(f)
-    differences = _config_differences(result_path, finished.get('config'),
-                                      _config_json(train_config))
-    if differences:
-      details = ', '.join(f'{k}: {old!r} there, {new!r} now'
-                          for k, (old, new) in list(differences.items())[:3])
-      raise ConfigError(
-          f'{result_path} was written by a run with another training config ({details}); '
-          f'expected the same config.base to skip it. Use a new workdir, or delete '
-          f'{directory} to retrain it.')
+  if is_finished(config, workdir, model_name, seed):
     return 'skipped'
   model = setup.build_model(train_config)
   start = time.perf_counter()
@@ -215,11 +240,12 @@ def run_sweep(config, workdir, *, train_fn=None):
   """
   train_fn = train_fn or loop.train_and_evaluate
   check_sweep_config(config)
+  dataset = setup.load_data(config.base.data)
+  check_runs(config, workdir, dataset)
   start = _SweepStart(workdir)
   storage.write_text_atomic(start.config_path, config.to_json_best_effort(indent=2) + '\n')
   status = {}
   try:
-    dataset = setup.load_data(config.base.data)
     # Seed-major, so that a sweep cut short already holds every model once.
     for seed in config.seeds:
       for model_name in config.models:
@@ -314,12 +340,14 @@ def check_sweep_config(config):
   if not isinstance(config.probe_batch_size, int) or config.probe_batch_size < 1:
     raise ConfigError(f'sweep config.probe_batch_size={config.probe_batch_size!r}: expected a '
                       'positive integer')
-  # Every model name, then every run's training config, before the first run trains: a
-  # field that does not suit one of the models (model.zero_init_last_bn on a plain twin)
-  # stops the sweep here.
+  # Every model name, then every run's training config and network, before the first run
+  # trains: a field that does not suit one of the models (model.zero_init_last_bn on a
+  # plain twin, an image size too small for it) stops the sweep here.
   for name in config.models:
     try:
       models.parse_model_name(results.parse_run_name(name)[0])
-      config_lib.validate_config(run_config(config, name, config.seeds[0]))
+      train_config = run_config(config, name, config.seeds[0])
+      config_lib.validate_config(train_config)
+      setup.build_model(train_config)
     except ConfigError as error:
       raise ConfigError(f'sweep config.models, the runs of {name!r}: {error}') from error

@@ -7,7 +7,9 @@ The layout is ImageNet's and torchvision's ImageFolder:
 
 A class folder may hold subfolders; every image file under it belongs to the class. Image
 files are recognised by extension, in any case (`IMAGE_EXTENSIONS`); other files and names
-starting with '.' (`.DS_Store`, `._x.jpg`, `.ipynb_checkpoints`) are ignored. Symbolic links
+starting with '.' (`.DS_Store`, `._x.jpg`, `.ipynb_checkpoints`) are ignored, and so are the
+folders operating systems leave behind (`JUNK_FOLDERS`: `__MACOSX` from a macOS zip,
+`$RECYCLE.BIN`, `System Volume Information`, ...), at every level. Symbolic links
 are followed; a link back to a folder above it (a loop) is skipped and reported. The order
 is sorted by name at every level, so the same folder lists the same way on every machine.
 
@@ -19,10 +21,12 @@ streaming pipeline decode with the same code. Every way an image file can be unu
 `BadImageError` with the reason.
 """
 import dataclasses
+import hashlib
 import io
+import json
 import os
 import warnings
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -33,6 +37,10 @@ IMAGE_EXTENSIONS = frozenset({
     '.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.dib', '.gif', '.webp', '.tif',
     '.tiff', '.ppm', '.pgm', '.pbm', '.pnm', '.ico', '.tga'})
 SPLIT_FOLDERS = ('train', 'val')
+# Folders an OS or archiver adds, never a class (compared without case; dot-folders such as
+# .Trashes, .Spotlight-V100 and .fseventsd are ignored as every dot-name is).
+JUNK_FOLDERS = frozenset({'__macosx', '$recycle.bin', 'system volume information',
+                          'lost+found'})
 DEFAULT_VAL_FRACTION = 0.1  # Held out of a folder without val/ (see split_train_val).
 JPEG_QUALITY = 95
 JPEG_SUBSAMPLING = '4:2:0'  # Pillow's default at this quality, fixed so that bytes never drift.
@@ -69,6 +77,11 @@ class ImageFolder:
 
 def is_image_name(name: str) -> bool:
   return not name.startswith('.') and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_ignored_folder(name: str) -> bool:
+  """Hidden (dot) folders and `JUNK_FOLDERS`: never a class, never searched for images."""
+  return name.startswith('.') or name.casefold() in JUNK_FOLDERS
 
 
 def list_image_folder(root: str) -> ImageFolder:
@@ -154,6 +167,25 @@ def split_train_val(folder: ImageFolder, val_fraction: float | None = None,
           'val': [e for e in folder.splits['train'] if e[0] in held]}
 
 
+def listing_identity(root: str, splits: Mapping[str, Sequence[tuple[str, int]]],
+                     classes: Sequence[str]) -> str:
+  """'sha256:' + a digest of what a folder's splits hold: the class names and, per split,
+  each file's path relative to `root`, label, size and modification time. A file added,
+  removed, changed or moved to another split (another holdout) changes it."""
+  hasher = hashlib.sha256(json.dumps({'classes': list(classes)}).encode())
+  for split in sorted(splits):
+    hasher.update(f'\n[{split}]'.encode())
+    for path, label in splits[split]:
+      try:
+        stat = os.stat(path)
+        found = f'{stat.st_size}:{stat.st_mtime_ns}'
+      except OSError:
+        found = 'unreadable'
+      hasher.update(f'\n{os.path.relpath(path, root)}\0{label}\0{found}'.encode(
+          'utf-8', 'surrogateescape'))
+  return 'sha256:' + hasher.hexdigest()
+
+
 def _check_classes(folder: str, classes: tuple[str, ...]) -> None:
   if not classes:
     loose = sum(1 for entry in os.scandir(folder) if is_image_name(entry.name))
@@ -166,10 +198,11 @@ def _check_classes(folder: str, classes: tuple[str, ...]) -> None:
 
 
 def _subfolders(folder: str) -> list[str]:
-  """Sorted names of the (non-hidden) folders in `folder`, links to folders included."""
+  """Sorted names of the folders in `folder` (links to folders included), less the hidden
+  and junk ones (`is_ignored_folder`)."""
   with os.scandir(folder) as entries:
     return sorted(entry.name for entry in entries
-                  if not entry.name.startswith('.') and entry.is_dir(follow_symlinks=True))
+                  if not is_ignored_folder(entry.name) and entry.is_dir(follow_symlinks=True))
 
 
 def _identity(folder: str) -> tuple[int, int]:
@@ -205,7 +238,8 @@ def _image_files(folder: str, above: tuple, skipped: list) -> list[str]:
       except OSError:  # A link that cannot be resolved is read (and reported) as a file.
         is_dir = False
       if is_dir:
-        walk(entry.path, ancestors + (here,))
+        if not is_ignored_folder(entry.name):
+          walk(entry.path, ancestors + (here,))
       elif is_image_name(entry.name):
         found.append(entry.path)
 

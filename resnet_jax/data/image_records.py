@@ -4,16 +4,26 @@ A prepared dataset is a directory holding `index.json` and, per split, shards na
 `<split>-00000-of-00008.array_record`. Each record is one example: its class as a 4-byte
 little-endian unsigned integer, then the encoded image (JPEG as prepared; any format Pillow
 reads is accepted). The index says what a reader needs to trust the shards: the class names
-in sorted order, per split the shard files with their record counts and the count per class,
-and how the images were stored (encoding, quality, the cap on the shorter side).
+in sorted order, per split the shard files with their record counts, byte sizes and SHA-256
+and the count per class, and how the images were stored (encoding, quality, the cap on the
+shorter side). The index is written last: it is the dataset's commit, and the SHA-256 of its
+bytes is the dataset's identity.
+
+Byte sizes and checksums were added to the format without changing its name: an index
+written before them opens as it did (record counts checked, nothing verified), and older
+readers ignore them. A reader checks, before training starts, that every shard exists and
+has the size and record count its index says (`shard_paths`), and its full SHA-256 where the
+split is at most `FULL_CHECK_BYTES`; a shard damaged in a way only a read finds is named
+when the read fails (resnet_jax.data.sources). Rerunning prepare_images repairs either.
 
 The writer (`prepare_images`) and the reader (the Grain pipeline) share only this module.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import struct
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from resnet_jax import storage
 from resnet_jax.errors import DatasetError
@@ -21,6 +31,12 @@ from resnet_jax.errors import DatasetError
 INDEX_NAME = 'index.json'
 FORMAT = 'resnet_jax.image_records/1'
 SHARD_SUFFIX = '.array_record'
+# A split of at most this many bytes has every shard's SHA-256 checked when it is opened
+# (a second or less of hashing; see BENCHMARKS.md); larger ones have sizes and counts checked.
+FULL_CHECK_BYTES = 1 << 30
+# What to do about a damaged or missing shard.
+REPAIR = ('rerun experiments/prepare_images.py with the same SRC, OUT and options: it '
+          're-checks every shard and rewrites the damaged ones')
 _LABEL = struct.Struct('<I')
 
 
@@ -42,31 +58,49 @@ def decode_record(record: bytes) -> tuple[int, bytes]:
 
 @dataclasses.dataclass(frozen=True)
 class SplitIndex:
-  """One split's shards (file names, relative to the dataset directory) and counts."""
+  """One split's shards (file names, relative to the dataset directory) and counts.
+
+  `shard_bytes` and `sha256` (one per shard) are None in an index written without them.
+  """
   shards: tuple[str, ...]
   records_per_shard: tuple[int, ...]
   count_per_class: tuple[int, ...]
+  shard_bytes: Optional[tuple[int, ...]] = None
+  sha256: Optional[tuple[str, ...]] = None
 
   @property
   def num_examples(self) -> int:
     return sum(self.records_per_shard)
 
+  def to_json(self) -> dict:
+    entry = {'shards': list(self.shards), 'records_per_shard': list(self.records_per_shard),
+             'count_per_class': list(self.count_per_class)}
+    if self.shard_bytes is not None:
+      entry['bytes'] = list(self.shard_bytes)
+    if self.sha256 is not None:
+      entry['sha256'] = list(self.sha256)
+    return entry
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageRecordIndex:
-  """What `index.json` holds."""
+  """What `index.json` holds; `identity` ('sha256:' + the digest of the file's bytes) is set
+  when it was read from a file."""
   classes: tuple[str, ...]
   splits: Mapping[str, SplitIndex]
   storage: Mapping[str, object]  # e.g. {'encoding': 'jpeg', 'quality': 95, 'max_size': 256}
+  identity: Optional[str] = dataclasses.field(default=None, compare=False)
+
+  @property
+  def has_checksums(self) -> bool:
+    return all(split.sha256 is not None and split.shard_bytes is not None
+               for split in self.splits.values())
 
   def to_json(self) -> dict:
     return {
         'format': FORMAT,
         'classes': list(self.classes),
-        'splits': {name: {'shards': list(split.shards),
-                          'records_per_shard': list(split.records_per_shard),
-                          'count_per_class': list(split.count_per_class)}
-                   for name, split in self.splits.items()},
+        'splits': {name: split.to_json() for name, split in self.splits.items()},
         'storage': dict(self.storage),
     }
 
@@ -84,8 +118,9 @@ def read_index(data_dir: str) -> ImageRecordIndex:
   """Reads and checks `index.json`; DatasetError naming the file and field otherwise."""
   path = os.path.join(data_dir, INDEX_NAME)
   try:
-    with open(path, encoding='utf-8') as f:
-      raw = json.load(f)
+    with open(path, 'rb') as f:
+      data = f.read()
+    raw = json.loads(data.decode('utf-8'))
   except FileNotFoundError as error:
     raise DatasetError(f'{path}: no such file; expected the index of a dataset prepared by '
                        'experiments/prepare_images.py') from error
@@ -111,8 +146,24 @@ def read_index(data_dir: str) -> ImageRecordIndex:
                          f'record counts (total {sum(records)}) and {len(per_class)} class '
                          f'counts (total {sum(per_class)}); expected one record count per '
                          f'shard, one count per class ({len(classes)}) and equal totals')
-    splits[name] = SplitIndex(shards, records, per_class)
-  return ImageRecordIndex(tuple(classes), splits, _field(raw, 'storage', dict, path))
+    sizes, sums = _optional_list(split, 'bytes', int, shards, path, where), _optional_list(
+        split, 'sha256', str, shards, path, where)
+    splits[name] = SplitIndex(shards, records, per_class, sizes, sums)
+  return ImageRecordIndex(tuple(classes), splits, _field(raw, 'storage', dict, path),
+                          identity='sha256:' + hashlib.sha256(data).hexdigest())
+
+
+def _optional_list(split: dict, key: str, kind: type, shards: tuple, path: str,
+                   where: str) -> Optional[tuple]:
+  """The split's per-shard `key` list, or None where the index has none."""
+  if key not in split:
+    return None
+  values = split[key]
+  if not isinstance(values, list) or len(values) != len(shards) or not all(
+      isinstance(value, kind) and not isinstance(value, bool) for value in values):
+    raise DatasetError(f'{path}: field {where}.{key!r} is {values!r:.80}; expected a list of '
+                       f'{len(shards)} {kind.__name__} values, one per shard')
+  return tuple(values)
 
 
 def _field(obj: dict, key: str, kind: type, path: str, where: str = ''):
@@ -123,45 +174,87 @@ def _field(obj: dict, key: str, kind: type, path: str, where: str = ''):
   return obj[key]
 
 
-def shard_paths(data_dir: str, index: ImageRecordIndex, split: str) -> list[str]:
-  """The split's shard paths, each checked to exist and to hold the records the index says.
+def shard_paths(data_dir: str, index: ImageRecordIndex, split: str,
+                full_check: Optional[bool] = None) -> list[str]:
+  """The split's shard paths, each checked against the index: it exists, has the byte size
+  and the record count the index says, and (with `full_check`; by default where the split
+  is at most FULL_CHECK_BYTES) its SHA-256 is the index's. An index without sizes and
+  checksums (an earlier version's) has the record counts checked.
 
-  Raises DatasetError naming the shard that is missing, unreadable or of the wrong length
-  (a truncated copy, or a shard from another preparation).
+  Raises DatasetError naming the shard that is missing, unreadable, of the wrong size or
+  length (a truncated copy, or a shard from another preparation) or with other bytes, what
+  was found and expected, and what to do (REPAIR).
   """
   if split not in index.splits:
     raise DatasetError(f'{os.path.join(data_dir, INDEX_NAME)}: no split {split!r}; found '
                        f'{sorted(index.splits)}')
   from array_record.python import array_record_module  # Only readers of shards need it.
-  paths = []
   entry = index.splits[split]
-  for name, expected in zip(entry.shards, entry.records_per_shard):
-    path = os.path.join(data_dir, name)
-    if not os.path.isfile(path):
+  sizes = entry.shard_bytes or (None,) * len(entry.shards)
+  paths = [os.path.join(data_dir, name) for name in entry.shards]
+  for path, expected, size in zip(paths, entry.records_per_shard, sizes):
+    try:
+      found_size = os.stat(path).st_size
+    except FileNotFoundError:
+      found_size = None
+    if found_size is None or not os.path.isfile(path):
       raise DatasetError(f'{path}: no such shard; expected {expected} records of split '
-                         f'{split!r}, as {INDEX_NAME} lists')
+                         f'{split!r}, as {INDEX_NAME} lists: {REPAIR}')
+    if size is not None and found_size != size:
+      raise DatasetError(f'{path}: {found_size} bytes; expected {size}, as {INDEX_NAME} lists '
+                         f'(a truncated, damaged or foreign shard): {REPAIR}')
     try:
       reader = array_record_module.ArrayRecordReader(path)
       found = reader.num_records()
       reader.close()
     except Exception as error:  # array_record raises RuntimeError/ValueError on bad files.
       raise DatasetError(f'{path}: cannot be read as an ArrayRecord shard ({error}); '
-                         f'expected {expected} records of split {split!r}') from error
+                         f'expected {expected} records of split {split!r}: {REPAIR}') from error
     if found != expected:
       raise DatasetError(f'{path}: {found} records; expected {expected}, as {INDEX_NAME} '
-                         'lists (a truncated or foreign shard)')
-    paths.append(path)
+                         f'lists (a truncated or foreign shard): {REPAIR}')
+  if entry.sha256 is not None and entry.shard_bytes is not None and (
+      full_check or (full_check is None and sum(entry.shard_bytes) <= FULL_CHECK_BYTES)):
+    for path, digest in zip(paths, entry.sha256):
+      found = file_sha256(path)
+      if found != digest:
+        raise DatasetError(f'{path}: SHA-256 {found[:16]}...; expected {digest[:16]}..., as '
+                           f'{INDEX_NAME} lists (bytes changed inside the shard): {REPAIR}')
   return paths
 
 
+def file_sha256(path: str) -> str:
+  """The SHA-256 of a file's bytes, as hex."""
+  hasher = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      hasher.update(block)
+  return hasher.hexdigest()
+
+
 def write_shard(path: str, records: Sequence[bytes]) -> None:
-  """Writes one shard under a temporary name and renames it: a shard on disk is complete."""
+  """Writes one shard under a temporary name, flushes it to disk and renames it: a shard on
+  disk is complete. A write that fails for lack of space or permission is a StorageError
+  naming the shard and the free space; the temporary file is removed however it fails."""
   from array_record.python import array_record_module
   temporary = path + '.tmp'
-  writer = array_record_module.ArrayRecordWriter(temporary, 'group_size:1')
   try:
-    for record in records:
-      writer.write(record)
-  finally:
-    writer.close()
-  os.replace(temporary, path)
+    writer = array_record_module.ArrayRecordWriter(temporary, 'group_size:1')
+    try:
+      for record in records:
+        writer.write(record)
+    finally:
+      writer.close()
+    with open(temporary, 'rb') as f:
+      os.fsync(f.fileno())
+    os.replace(temporary, path)
+  except BaseException as error:
+    try:
+      os.remove(temporary)
+    except OSError:
+      pass
+    failure = storage.write_failure(path, error)  # array_record says it in a RuntimeError.
+    if failure is None or failure is error:
+      raise
+    raise failure from error
+

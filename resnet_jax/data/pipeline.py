@@ -19,15 +19,22 @@ start + i's batch, each example decoded and augmented straight into the batch's 
 `iterate` runs a dataset in `workers` worker processes (Grain's multiprocessing prefetch;
 0: in this process), each making whole batches in shared-memory slots it reuses
 (batch_ring), and yields numpy batches shaped [local_devices, per_device, ...], which the
-training side (resnet_jax.train.feed) puts on the devices. `eval_dataset` gives every
+training side (resnet_jax.train.feed) puts on the devices. The workers ignore SIGINT and
+SIGTERM (the reading process decides when to stop, and stops them), and a worker that dies
+(killed: the out-of-memory killer) is a DataWorkerError naming it, while an error a worker
+raises (a damaged shard's DatasetError) reaches the reader as itself. `eval_dataset` gives every
 evaluation example once, in order, the last batch padded and masked; `statistics_dataset`
 gives the unaugmented batches BatchNorm statistics are re-estimated from.
 
 Numpy only, no JAX: Grain's worker processes import this module.
 """
+import contextlib
 import dataclasses
 import functools
+import multiprocessing
 import os
+import re
+import signal
 import threading
 import time
 from typing import Iterator, Optional
@@ -37,7 +44,7 @@ import numpy as np
 from resnet_jax.data import batch_ring, direct_jpeg
 from resnet_jax.data.augment import Augmentation
 from resnet_jax.data.layout import BatchLayout, num_eval_batches, steps_per_epoch
-from resnet_jax.errors import BadImageError, DatasetError
+from resnet_jax.errors import BadImageError, DatasetError, DataWorkerError
 
 # Independent random streams of one seed: the training order, each example's augmentation,
 # the order of the BatchNorm statistics' batches.
@@ -48,6 +55,14 @@ _WORKER_BUFFER = 2
 _READ_BUFFER = 2
 _MIN_SHARED_BYTES = 1 << 16
 _PARENT_POLL_SECONDS = 0.5
+# The signals that stop a run: the reading process handles them; its workers ignore them.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Grain's words for a worker process that ended without a word (killed, crashed), its
+# name for the processes it starts, and the exit code of a process the kernel's
+# out-of-memory killer ends.
+_WORKER_DIED = re.compile(r'Worker process was terminated unexpectedly with exit code (-?\d+)')
+_WORKER_NAME = 'grain-process-prefetch'
+_OOM_KILL = -signal.SIGKILL
 # Set in Grain's worker processes (by _init_worker): the names of the worker's ring of
 # shared-memory slots, where it makes its batches (batch_ring.ring_prefix).
 _ring_prefix = ''
@@ -262,23 +277,98 @@ def iterate(dataset, local_devices: int, workers: int = 0,
         num_workers=workers, per_worker_buffer_size=_WORKER_BUFFER),
         worker_init_fn=functools.partial(_init_worker, prefix))
   slots = batch_ring.SlotReader(tuple(batch_ring.ring_prefix(prefix, w) for w in range(workers)))
-  iterator = iter(stream)
+  watch = _WorkerWatch(workers)
+  iterator = None
   try:
-    for batch in iterator:
+    # Workers start with the stop signals blocked (threads and processes inherit the mask),
+    # so that none is interrupted before _init_worker makes it ignore them: a worker that
+    # dies while it starts leaves the thread sending it its task blocked for good.
+    with _stop_signals_blocked(workers > 0):
+      iterator = iter(stream)
+      batch = watch.next(iterator)
+    while batch is not None:
       if isinstance(batch.get('image'), batch_ring.SlotHandle):
         batch['image'] = slots.array(batch['image'])
       yield {k: v.reshape((local_devices, -1) + v.shape[1:]) for k, v in batch.items()}
+      batch = watch.next(iterator)
   finally:
-    iterator.close()
+    if iterator is not None:
+      iterator.close()
     slots.close()
 
 
+class _WorkerWatch:
+  """Pulls batches from a pipeline's iterator and tells a dead worker from a failing one.
+
+  Grain re-raises what a worker raised (a DatasetError stays a DatasetError) and reports a
+  worker that ended without a word with a RuntimeError giving its exit code: that becomes a
+  DataWorkerError naming the process (its pid, found among this process's children while
+  the workers run) and how it ended.
+  """
+
+  def __init__(self, workers: int):
+    self.workers = workers
+    self.before = set(multiprocessing.active_children()) if workers else set()
+    self.processes = set()
+
+  def next(self, iterator) -> Optional[dict]:
+    """The next batch, or None at the end."""
+    try:
+      batch = next(iterator, None)
+    except RuntimeError as error:
+      died = _WORKER_DIED.search(str(error))
+      if died is None:
+        raise
+      raise DataWorkerError(self._describe(int(died.group(1)))) from error
+    if len(self.processes) < self.workers:
+      self.processes.update(p for p in multiprocessing.active_children()
+                            if p not in self.before and p.name.startswith(_WORKER_NAME))
+    return batch
+
+  def _describe(self, exit_code: int) -> str:
+    pids = sorted(p.pid for p in self.processes if p.exitcode == exit_code)
+    which = f' (pid {pids[0]})' if len(pids) == 1 else ''
+    if exit_code < 0:
+      number = -exit_code
+      how = f'killed by signal {number} ({signal.Signals(number).name}'
+      how += '): out of memory?' if exit_code == _OOM_KILL else ')'
+    else:
+      how = f'exited with code {exit_code}'
+    return f'a data worker process{which} died ({how})'
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked(block: bool):
+  """Blocks SIGINT and SIGTERM in this thread inside the block (a signal that arrives
+  meanwhile waits, or goes to another thread of this process: nothing is lost).
+
+  Python's resource tracker is started first: the thread that starts it unblocks both
+  signals afterwards, and would pass that on to the workers it starts.
+  """
+  if not block or not hasattr(signal, 'pthread_sigmask'):
+    yield
+    return
+  from multiprocessing import resource_tracker
+  resource_tracker.ensure_running()
+  previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+  try:
+    yield
+  finally:
+    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _init_worker(prefix: str, worker_index: int, worker_count: int) -> None:
-  """Run in each worker: batches in shared memory, in a ring named after the reading
-  process's `prefix` (see TrainBatch), and an exit when the process that started it is gone
-  (a run killed with SIGKILL cannot stop its workers, which would otherwise live on as
-  orphans)."""
+  """Run in each worker: SIGINT and SIGTERM ignored (Ctrl-C reaches the whole process group;
+  the reading process stops, then stops its workers, and a worker interrupted on its own
+  would print a KeyboardInterrupt traceback), batches in shared memory, in a ring named after
+  the reading process's `prefix` (see TrainBatch), and an exit when the process that started
+  it is gone (a run killed with SIGKILL cannot stop its workers, which would otherwise live
+  on as orphans)."""
   del worker_count
+  for number in _STOP_SIGNALS:
+    signal.signal(number, signal.SIG_IGN)  # Also drops one that came while blocked.
+  if hasattr(signal, 'pthread_sigmask'):
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
   global _ring_prefix
   _ring_prefix = batch_ring.ring_prefix(prefix, worker_index)
   parent = os.getppid()

@@ -6,18 +6,30 @@ the seed, cuts it into shards and writes every image as `image_files.stored_jpeg
 (upright RGB, shorter side at most `max_size`, JPEG at quality 95), in parallel processes.
 A file that cannot be used is skipped and listed with its reason in OUT/bad_files.txt.
 
+One writer at a time: the conversion holds an OS lock on OUT/.lock (resnet_jax.dir_lock)
+from before it looks at OUT until it ends, so a second prepare_images on the same OUT, with
+any options, is refused at once (WorkdirBusyError naming the holder), and a writer that
+dies (kill -9 included) leaves no claim behind; the lock file is removed when it ends.
+
 The same SRC (names, sizes, modification times) and options give the same plan: which file
 goes into which shard, in which order. Its SHA-256 (the plan digest) is what makes a rerun
 safe. While converting, OUT/.prepare/ holds the plan and, per finished shard, a note with
 the shard's SHA-256; a rerun of an interrupted conversion with the same plan keeps every
 shard whose bytes still match its note and converts the rest. At the end bad_files.txt and
-index.json (its `storage` records the plan digest) are written and .prepare/ is removed, so
-a rerun of a finished conversion only checks the shards. An OUT holding shards or an index
-of another plan is refused unless `overwrite`; then only files this module writes are
-removed (shards, their temporaries, index.json, bad_files.txt, .prepare/). Shards are
-written under a temporary name and renamed (`image_records.write_shard`), and encoding is
-deterministic, so the same input gives byte-identical shards.
+index.json (per shard its byte size and SHA-256; its `storage` records the plan digest) are
+written and .prepare/ is removed. index.json is the commit: it is removed before any shard
+is written or replaced and written last, so a reader never finds an index beside shards of
+another conversion. A rerun of a finished conversion checks every shard against the index's
+SHA-256 and converts again those that are missing or differ (`shards_repaired`). An OUT
+holding shards or an index of another plan is refused unless `overwrite`; then only files
+this module writes are removed (index.json first, then shards, their temporaries,
+bad_files.txt, .prepare/). Shards are written under a temporary name, flushed and renamed
+(`image_records.write_shard`), and encoding is deterministic, so the same input gives
+byte-identical shards. A write that fails for lack of space or permission is a
+StorageError naming the file and the free space, and leaves no temporary file.
 
+What OUT holds and who may touch it (the lock, which files are ours, .prepare/, the checks of
+a finished conversion, bad_files.txt) is kept by `prepared_out`; this module plans and converts.
 The library never prints: progress goes to the `progress(done, total)` callback.
 """
 import dataclasses
@@ -26,21 +38,18 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 from typing import Callable, Sequence
 
 import numpy as np
 import PIL
 
 from resnet_jax import storage
-from resnet_jax.data import image_files, image_records
+from resnet_jax.data import image_files, image_records, prepared_out
+from resnet_jax.data.prepared_out import BAD_FILES_NAME
 from resnet_jax.errors import BadImageError, ConfigError, DatasetError
 
 DEFAULT_MAX_SIZE = 256
 DEFAULT_SHARD_SIZE = 1024
-BAD_FILES_NAME = 'bad_files.txt'
-PROGRESS_DIR = '.prepare'
-_PLAN_NAME = 'plan.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,12 +93,18 @@ class PreparedImages:
       bad_files.txt lists them (bytes of a name that is not UTF-8 backslash-escaped).
     shards_kept: finished shards found from an earlier run (checked, not rewritten).
     shards_written: shards converted by this call.
+    shards_repaired: the shards of a finished dataset that were missing or did not match
+      the index's SHA-256 (or that an index without checksums listed), converted again.
+    already_prepared: OUT held this very dataset, finished, every shard matching its index:
+      nothing was written.
   """
   out_dir: str
   index: image_records.ImageRecordIndex
   bad_files: tuple[tuple[str, str], ...]
   shards_kept: int
   shards_written: int
+  shards_repaired: tuple[str, ...] = ()
+  already_prepared: bool = False
 
 
 def prepare_images(src: str, out: str, options: PrepareOptions = PrepareOptions(), *,
@@ -113,9 +128,18 @@ def prepare_images(src: str, out: str, options: PrepareOptions = PrepareOptions(
     DatasetError: SRC is not a usable image folder (see `image_files.list_image_folder`),
       OUT is SRC, lies inside it, is a file or holds another dataset's shards, or every
       image of a class turned out bad.
+    WorkdirBusyError: another prepare_images holds OUT (nothing is touched).
+    StorageError: a file in OUT cannot be written (no space, no permission): named with the
+      free space there.
   """
   _check_options(options, workers)
   out_dir = _check_out(src, out)
+  with prepared_out.claimed(out_dir):
+    return _prepare(src, out_dir, options, workers, overwrite, progress)
+
+
+def _prepare(src: str, out_dir: str, options: PrepareOptions, workers: int, overwrite: bool,
+             progress: Callable[[int, int], None] | None) -> PreparedImages:
   folder = image_files.list_image_folder(src)
   splits = image_files.split_train_val(folder, options.val_fraction, options.seed)
   plan = plan_shards(splits, options.seed, options.shard_size, options.num_shards)
@@ -128,17 +152,24 @@ def prepare_images(src: str, out: str, options: PrepareOptions = PrepareOptions(
                 else options.val_fraction),
             'max_pixels': options.max_pixels, 'pillow': PIL.__version__}
   digest = plan_digest(src, folder.classes, plan, stored)
-  if _claim_out(out_dir, digest, overwrite) == 'finished':
-    try:
-      return _finished(out_dir)
-    except (DatasetError, OSError):  # A shard or bad_files.txt changed since: convert again.
-      pass
-  progress_dir = os.path.join(out_dir, PROGRESS_DIR)
-  os.makedirs(progress_dir, exist_ok=True)
-  storage.write_json_atomic(os.path.join(progress_dir, _PLAN_NAME),
-                            {'plan_digest': digest, 'shards': [s.name for s in plan]})
-  notes = {shard.name: _finished_shard(out_dir, shard, digest) for shard in plan}
+  repaired = ()
+  if prepared_out.claim_out(out_dir, digest, overwrite) == 'finished':
+    notes, bad = prepared_out.checked_shards(src, out_dir, plan, digest, len(folder.classes))
+    if bad is not None and all(notes.values()):
+      return _finished(out_dir, bad)
+    repaired = tuple(name for name, note in notes.items() if note is None)
+  else:
+    notes = None
+  prepared_out.record_plan(out_dir, digest, [s.name for s in plan])
+  if notes is None:
+    notes = {shard.name: prepared_out.finished_shard(out_dir, shard, digest) for shard in plan}
+  else:  # Checked against the index: noted, so that an interrupted repair keeps them.
+    for name, note in notes.items():
+      if note is not None:
+        storage.write_json_atomic(prepared_out.note_path(out_dir, name), note)
   pending = [shard for shard in plan if notes[shard.name] is None]
+  if pending:  # The commit goes first: no index may list shards being replaced.
+    prepared_out.remove(os.path.join(out_dir, image_records.INDEX_NAME))
   total = sum(len(shard.examples) for shard in plan)
   before = total - sum(len(shard.examples) for shard in pending)
 
@@ -151,7 +182,7 @@ def prepare_images(src: str, out: str, options: PrepareOptions = PrepareOptions(
                               advanced):
     notes[shard.name] = note
   return _finish(src, out_dir, folder, plan, notes, stored | {'plan_digest': digest},
-                 shards_kept=len(plan) - len(pending))
+                 shards_kept=len(plan) - len(pending), repaired=repaired)
 
 
 def _check_options(options: PrepareOptions, workers: int) -> None:
@@ -215,71 +246,6 @@ def plan_digest(src: str, classes: Sequence[str], plan: Sequence[ShardPlan],
   return hasher.hexdigest()
 
 
-def _ours(name: str) -> bool:
-  return name in (image_records.INDEX_NAME, BAD_FILES_NAME, PROGRESS_DIR) or name.endswith(
-      (image_records.SHARD_SUFFIX, image_records.SHARD_SUFFIX + '.tmp'))
-
-
-def _claim_out(out_dir: str, digest: str, overwrite: bool) -> str:
-  """'new', 'resume' or 'finished'; clears OUT of our files first when `overwrite`.
-
-  Raises DatasetError when OUT holds shards or an index of another plan (not `overwrite`).
-  """
-  if not os.path.isdir(out_dir):
-    return 'new'
-  ours = sorted(name for name in os.listdir(out_dir) if _ours(name))
-  if overwrite:
-    for name in ours:
-      path = os.path.join(out_dir, name)
-      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    return 'new'
-  if _recorded_digest(os.path.join(out_dir, image_records.INDEX_NAME), 'storage') == digest:
-    return 'finished'
-  if _recorded_digest(os.path.join(out_dir, PROGRESS_DIR, _PLAN_NAME)) == digest:
-    return 'resume'
-  if any(name != BAD_FILES_NAME for name in ours):
-    listed = [name for name in ours if name != BAD_FILES_NAME]
-    raise DatasetError(f'output folder {out_dir!r} holds {listed[:3]}... of another dataset, or '
-                       'of this one prepared with other options or before its files changed; '
-                       'expected an empty or new folder, or overwrite (--overwrite) to replace '
-                       'them')
-  return 'new'
-
-
-def _recorded_digest(path: str, field: str | None = None) -> str | None:
-  try:
-    with open(path, encoding='utf-8') as f:
-      recorded = json.load(f)
-    return (recorded[field] if field else recorded)['plan_digest']
-  except (OSError, ValueError, KeyError, TypeError):
-    return None
-
-
-def _note_path(out_dir: str, shard_name: str) -> str:
-  return os.path.join(out_dir, PROGRESS_DIR, shard_name + '.json')
-
-
-def _file_sha256(path: str) -> str:
-  hasher = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      hasher.update(block)
-  return hasher.hexdigest()
-
-
-def _finished_shard(out_dir: str, shard: ShardPlan, digest: str) -> dict | None:
-  """The note of a shard an earlier run finished, if its bytes still match it."""
-  try:
-    with open(_note_path(out_dir, shard.name), encoding='utf-8') as f:
-      note = json.load(f)
-    if note['plan_digest'] == digest and note['sha256'] == _file_sha256(
-        os.path.join(out_dir, shard.name)):
-      return note
-  except (OSError, ValueError, KeyError, TypeError):
-    pass
-  return None
-
-
 def convert_image(task: tuple) -> tuple[bytes | None, str | None]:
   """(record, None) for a usable image, (None, reason) for a bad one; runs in workers."""
   path, label, max_size, max_pixels = task
@@ -320,9 +286,10 @@ def _convert(pending: list, out_dir: str, digest: str, classes, options: Prepare
         advanced(done)
       path = os.path.join(out_dir, shard.name)
       image_records.write_shard(path, records)
-      note = {'plan_digest': digest, 'sha256': _file_sha256(path), 'records': len(records),
+      note = {'plan_digest': digest, 'sha256': image_records.file_sha256(path),
+              'bytes': os.path.getsize(path), 'records': len(records),
               'count_per_class': per_class, 'bad_files': bad}
-      storage.write_json_atomic(_note_path(out_dir, shard.name), note)
+      storage.write_json_atomic(prepared_out.note_path(out_dir, shard.name), note)
       yield shard, note
   finally:
     if pool is not None:
@@ -331,21 +298,26 @@ def _convert(pending: list, out_dir: str, digest: str, classes, options: Prepare
 
 
 def _finish(src: str, out_dir: str, folder: image_files.ImageFolder, plan: list, notes: dict,
-            stored: dict, shards_kept: int) -> PreparedImages:
-  """bad_files.txt, index.json, then .prepare/ removed."""
+            stored: dict, shards_kept: int, repaired: tuple = ()) -> PreparedImages:
+  """bad_files.txt, index.json (last but for the cleanup: it is the commit), then .prepare/
+  removed."""
   bad = [(os.path.relpath(path, src), reason) for path, reason in folder.skipped]
   splits = {}
   for split in sorted({shard.split for shard in plan}):
     shards = [shard for shard in plan if shard.split == split]
     per_class = np.sum([notes[s.name]['count_per_class'] for s in shards], axis=0)
+    sizes = tuple(int(notes[s.name].get('bytes') or os.path.getsize(
+        os.path.join(out_dir, s.name))) for s in shards)  # Notes of earlier versions lack it.
     splits[split] = image_records.SplitIndex(
         tuple(s.name for s in shards), tuple(notes[s.name]['records'] for s in shards),
-        tuple(int(n) for n in per_class))
+        tuple(int(n) for n in per_class), sizes, tuple(notes[s.name]['sha256'] for s in shards))
     for shard in shards:
       bad.extend((os.path.relpath(path, src), reason)
                  for path, reason in notes[shard.name]['bad_files'])
-  bad = sorted((_one_field(_printable(path)), _one_field(reason)) for path, reason in bad)
-  storage.write_text_atomic(os.path.join(out_dir, BAD_FILES_NAME), bad_files_text(src, bad))
+  field = prepared_out.one_field
+  bad = sorted((field(prepared_out.printable(path)), field(reason)) for path, reason in bad)
+  storage.write_text_atomic(os.path.join(out_dir, BAD_FILES_NAME),
+                            prepared_out.bad_files_text(src, bad))
   empty = [name for name, n in zip(folder.classes, splits['train'].count_per_class) if not n]
   if empty:
     raise DatasetError(f'{src!r}: no image of class {empty[:5]} could be read (see '
@@ -353,36 +325,16 @@ def _finish(src: str, out_dir: str, folder: image_files.ImageFolder, plan: list,
                        'usable training image per class')
   index = image_records.ImageRecordIndex(folder.classes, splits, stored | {'bad_files': len(bad)})
   image_records.write_index(out_dir, index)
-  shutil.rmtree(os.path.join(out_dir, PROGRESS_DIR), ignore_errors=True)
-  return PreparedImages(out_dir, index, tuple(bad), shards_kept, len(plan) - shards_kept)
+  prepared_out.remove_progress(out_dir)
+  return PreparedImages(out_dir, index, tuple(bad), shards_kept, len(plan) - shards_kept,
+                        repaired)
 
 
-def bad_files_text(src: str, bad: Sequence[tuple[str, str]]) -> str:
-  """bad_files.txt: a header line, then `path relative to SRC<TAB>reason` per skipped file
-  (each without tabs or line breaks: see `_one_field`)."""
-  lines = [f'# {len(bad)} files or folders under {os.path.abspath(src)} were skipped '
-           '(path relative to it, a tab, the reason)']
-  lines += [f'{path}\t{reason}' for path, reason in bad]
-  return '\n'.join(lines) + '\n'
-
-
-def _one_field(text: str) -> str:
-  """`text` without the tabs and line breaks that would split its line (names may hold them)."""
-  return text.replace('\t', '\\t').replace('\n', '\\n').replace('\r', '\\r')
-
-
-def _printable(path: str) -> str:
-  """`path` as text: bytes of a name that is not UTF-8 backslash-escaped (b'\\xff')."""
-  return os.fsencode(path).decode('utf-8', 'backslashreplace')
-
-
-def _finished(out_dir: str) -> PreparedImages:
-  """A finished conversion of the same plan: its shards checked, nothing rewritten."""
+def _finished(out_dir: str, bad: dict) -> PreparedImages:
+  """A finished conversion of the same plan whose shards all match the index: nothing
+  rewritten."""
   index = image_records.read_index(out_dir)
-  for split in index.splits:
-    image_records.shard_paths(out_dir, index, split)
-  with open(os.path.join(out_dir, BAD_FILES_NAME), encoding='utf-8') as f:
-    bad = [tuple(line.rstrip('\n').split('\t', 1)) for line in f if not line.startswith('#')]
-  shutil.rmtree(os.path.join(out_dir, PROGRESS_DIR), ignore_errors=True)
+  prepared_out.remove_progress(out_dir)
   num_shards = sum(len(split.shards) for split in index.splits.values())
-  return PreparedImages(out_dir, index, tuple(bad), num_shards, 0)
+  return PreparedImages(out_dir, index, tuple(sorted(bad.items())), num_shards, 0,
+                        already_prepared=True)

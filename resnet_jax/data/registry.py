@@ -68,7 +68,8 @@ def load_signs_or_synthetic(data_dir: str | None, cache_dir: str | None = None,
 
 
 def load_dataset(name: str, data_dir: str | None = None, cache_dir: str | None = None,
-                 image_size: int | None = None, seed: int = 0) -> Dataset:
+                 image_size: int | None = None, seed: int = 0,
+                 eval_only: bool = False) -> Dataset:
   """Loads a dataset by name (one of DATASET_NAMES).
 
   Args:
@@ -80,6 +81,8 @@ def load_dataset(name: str, data_dir: str | None = None, cache_dir: str | None =
     cache_dir: where the synthetic SIGNS set is kept.
     image_size: the side of the images; for 'signs' and 'cifar10' it can only be their own.
     seed: the synthetic SIGNS set's and fake_imagenet's seed.
+    eval_only: 'images' opens only the evaluation split (its train split is then empty, see
+      images.open_images); the other datasets load whole either way.
   Raises:
     ConfigError for an unknown name or an impossible image_size; DatasetError for file problems.
   """
@@ -90,7 +93,7 @@ def load_dataset(name: str, data_dir: str | None = None, cache_dir: str | None =
     raise ConfigError(f'image_size={image_size} for dataset {name!r}, expected {native} (or '
                       f'None): its images are {native}x{native} and are not resized on loading')
   if name == 'images':
-    return open_images(data_dir, seed=seed)
+    return open_images(data_dir, seed=seed, eval_only=eval_only)
   if name == 'signs':
     return load_signs_or_synthetic(data_dir, cache_dir, seed=seed)
   if name == 'digits':

@@ -4,6 +4,8 @@ The plot is drawn in the library's one style (resnet_jax.plot_style: a Figure, n
 so the caller's backend and pyplot's state are left alone.
 """
 import os
+import shutil
+import tempfile
 
 from resnet_jax import plot_style, storage
 
@@ -74,3 +76,20 @@ def write_sweep(records: list[dict], out_dir: str) -> dict:
   storage.write_text_atomic(paths['table'], text)
   plot_throughput(records, paths['plot'])
   return paths
+
+
+def check_out_dir(out_dir: str) -> None:
+  """StorageError naming `out_dir` (storage.write_error: what the OS said, the free space)
+  unless write_sweep can write there: a directory is made and removed at once where the
+  sweep's files go, or in the nearest existing parent of `out_dir` that does not exist yet.
+  Meant before measuring, so that minutes of measurements are not lost to a read-only or
+  full disk; nothing is left behind."""
+  where = os.path.abspath(out_dir)
+  while not os.path.isdir(where) and os.path.dirname(where) != where:
+    where = os.path.dirname(where)
+  try:
+    shutil.rmtree(tempfile.mkdtemp(dir=where, prefix='.write-check-'))
+  except OSError as error:
+    if not storage.is_write_failure(error):
+      raise
+    raise storage.write_error(out_dir, error) from error

@@ -12,6 +12,14 @@ A checkpoint (one step directory) holds two items:
 Retention: Orbax's `max_to_keep` combined with `best_fn` keeps the K *best* checkpoints,
 not the last K, so we give it an explicit policy: LatestN(K) or BestN(1) by eval accuracy.
 
+A save that fails for lack of space or permission (reported by Orbax's background threads as
+a tensorstore error, when the next save or `wait` waits for it) is a StorageError naming the
+checkpoint's directory, the free space and the last intact checkpoint; the half-written
+directory of that save is removed at once (it would be removed at the next start anyway,
+and it holds the space the next try needs). The checkpoint library's own reports of the
+failure (error logs with tracebacks, one 'Event loop is closed' per array still being
+written) are dropped: the StorageError says it in one line.
+
 A checkpoint that fails to restore (truncated, garbled, half-written) is moved aside into
 `<workdir>/checkpoints_broken/` — never deleted — and the next older one is tried; one
 warning names it, where it went and which step was restored instead. A checkpoint that reads
@@ -19,8 +27,10 @@ fine but does not fit the model raises CheckpointError naming the first mismatch
 and both shapes.
 """
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -32,6 +42,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from resnet_jax import storage
 from resnet_jax.errors import CheckpointError
 from resnet_jax.trees import first_shape_mismatch, flatten
 
@@ -83,7 +94,12 @@ class Checkpointer:
           best_fn=metric, best_mode='max', preservation_policy=policy,
           enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
     self._warn_about_unfinished_saves()
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self._saving = None  # The step of the save in flight (until `wait` has seen it end).
+    self._failed = False  # Whether a save failed (reported once; `close` stays quiet).
+    if not read_only:
+      quiet_write_failures()
+    with storage.failures_named(self.directory):
+      self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def _warn_about_unfinished_saves(self):
     """Names the half-written checkpoints (saves that never finished) Orbax removes on start.
@@ -117,15 +133,60 @@ class Checkpointer:
     """
     meta = dict(meta, step=int(step), checksums=tree_checksums(state))
     metrics = None if eval_accuracy is None else {BEST_METRIC: float(eval_accuracy)}
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    meta=ocp.args.JsonSave(meta)),
-                      metrics=metrics, force=True)
+    self.wait()  # Orbax's save waits for the previous one too; its failure is that step's.
+    with self._write_failures(step):
+      self._saving = step
+      self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                      meta=ocp.args.JsonSave(meta)),
+                        metrics=metrics, force=True)
 
   def wait(self):
-    self.manager.wait_until_finished()
+    """Blocks until the save in flight is on disk; StorageError if it failed for lack of
+    space or permission."""
+    with self._write_failures(self._saving):
+      self.manager.wait_until_finished()
+    self._saving = None
 
   def close(self):
-    self.manager.close()
+    if self._failed:  # Already reported; Orbax would raise it again while closing.
+      with contextlib.suppress(Exception):
+        self.manager.close()
+      return
+    with self._write_failures(self._saving):
+      self.manager.close()
+
+  @contextlib.contextmanager
+  def _write_failures(self, step: Optional[int]):
+    """Turns the failure of saving `step` for lack of space or permission into the
+    StorageError naming its directory and the last intact checkpoint (after removing what
+    the failed save wrote); other errors pass unchanged."""
+    try:
+      yield
+    except Exception as error:
+      number = storage.write_failure_errno(error)
+      if number is None or self._failed:
+        raise
+      self._failed, self._saving = True, None
+      where = self.directory if step is None else self.path(step)
+      note = self._after_failure(step, number)  # Frees the failed save's space first.
+      failure = storage.write_error(where, OSError(number, os.strerror(number)), note=note)
+      raise failure from error
+
+  def _after_failure(self, step: Optional[int], number: int) -> str:
+    """Removes the half-written directory of the failed save of `step`; says what is kept
+    and what to do."""
+    if step is not None and jax.process_index() == 0 and os.path.isdir(self.directory):
+      for name in os.listdir(self.directory):
+        if name.startswith(f'{step}{ocp.path.step.TMP_DIR_SUFFIX}'):
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    once = ('once it is writable' if number in (errno.EACCES, errno.EPERM, errno.EROFS)
+            else 'after freeing space')
+    kept = [s for s in self.all_steps() if s != step and os.path.isdir(self.path(s))]
+    if not kept:
+      return f'no checkpoint of this run is on disk yet: rerun the same command {once}'
+    size = storage.size_text(_directory_size(self.path(kept[-1])))
+    return (f'the last checkpoint, {self.path(kept[-1])} ({size}), is intact: rerun the same '
+            f'command {once} to resume from it')
 
   def read(self, step: int) -> tuple[dict, dict]:
     """(state dict, meta) of one step, verified against its checksums; raises on damage."""
@@ -188,6 +249,16 @@ class Checkpointer:
     return target
 
 
+def _directory_size(path: str) -> int:
+  """The bytes of the files under `path`."""
+  total = 0
+  for root, _, files in os.walk(path):
+    for name in files:
+      with contextlib.suppress(OSError):
+        total += os.path.getsize(os.path.join(root, name))
+  return total
+
+
 def _first_line(error: Exception) -> str:
   text = str(error).splitlines()[0][:300] if str(error) else ''
   return f'{type(error).__name__}: {text}'
@@ -218,15 +289,25 @@ def silence_late_read_errors() -> None:
   A restore that fails part-way leaves tensorstore reads running; they finish after Orbax
   closed its event loop, in other threads or at garbage collection, where they can only
   report their RuntimeError as an 'exception ignored' traceback, up to one per array, at
-  any later time. The hooks installed here (once per process, chained to the previous
-  ones) drop those errors only; every other exception is reported as before. A leftover
-  read that fails on the damaged file instead (tensorstore's OUT_OF_RANGE) reaches asyncio's
-  "Task exception was never retrieved" log record: that record is dropped too, as the
-  caller has already said in one line that the checkpoint cannot be read.
+  any later time (see `drop_event_loop_closed_errors`). A leftover read that fails on the
+  damaged file instead (tensorstore's OUT_OF_RANGE) reaches asyncio's "Task exception was
+  never retrieved" log record: that record is dropped too, as the caller has already said
+  in one line that the checkpoint cannot be read.
   """
+  drop_event_loop_closed_errors()
+  asyncio_logger = logging.getLogger('asyncio')
+  if _drop_unretrieved_task_errors not in asyncio_logger.filters:
+    asyncio_logger.addFilter(_drop_unretrieved_task_errors)
+
+
+def drop_event_loop_closed_errors() -> None:
+  """Drops the 'Event loop is closed' RuntimeErrors that reach sys.unraisablehook or
+  threading.excepthook: those of tensorstore reads or writes that finish after Orbax closed
+  the event loop of a failed restore or save. The hooks (installed once per process,
+  chained to the previous ones) drop those errors only; every other exception is reported
+  as before."""
   if getattr(sys.unraisablehook, 'drops_late_read_errors', False):
     return
-  logging.getLogger('asyncio').addFilter(_drop_unretrieved_task_errors)
   previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
 
   def unraisable(args):
@@ -244,3 +325,34 @@ def silence_late_read_errors() -> None:
 def _drop_unretrieved_task_errors(record: logging.LogRecord) -> bool:
   """False (drop) for asyncio's report of a task whose exception nobody retrieved."""
   return not record.getMessage().startswith('Task exception was never retrieved')
+
+
+def quiet_write_failures() -> None:
+  """Drops what the checkpoint library reports by itself, in its background threads, when a
+  save fails for lack of space or permission; `Checkpointer` raises that failure as one
+  StorageError when it waits for the save.
+
+  The reports are: log records (through absl, and asyncio's for a task's unretrieved
+  exception) whose message or attached exception is such a failure, and the 'Event loop is
+  closed' errors of the arrays still being written when Orbax closed the save's event loop
+  (see `drop_event_loop_closed_errors`). Installed once per process; any other record
+  passes.
+  """
+  drop_event_loop_closed_errors()
+  for name in ('absl', 'asyncio'):
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _WriteFailureRecords) for f in logger.filters):
+      logger.addFilter(_WriteFailureRecords())
+
+
+class _WriteFailureRecords(logging.Filter):
+  """Drops a record of the checkpoint library (or asyncio's, of its tasks) about a write
+  that failed for lack of space or permission."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.name == 'absl' and f'{os.sep}orbax{os.sep}' not in (record.pathname or ''):
+      return True  # Another library's record.
+    exception = record.exc_info[1] if record.exc_info else None
+    if exception is not None and storage.write_failure_errno(exception) is not None:
+      return False
+    return storage.write_failure_errno_in_text(record.getMessage()) is None

@@ -127,9 +127,10 @@ def base_config() -> ml_collections.ConfigDict:
   # TensorBoard's profile plugin or Perfetto (resnet_jax/train/profiling.py); () traces nothing.
   run.profile_steps = ()
   # Resuming with a changed field that changes what the run computes (learning rate,
-  # optimizer, data, seed, ...; every field not in FREE_ON_RESUME) is refused; True
-  # continues with the new values and records the change, with the step it took effect
-  # at and the whole previous config, in <workdir>/config_changes.jsonl.
+  # optimizer, data, seed, ...; every field not in FREE_ON_RESUME), or on data whose class
+  # names or identity differ from those config.json records, is refused; True continues
+  # with the new values and records the change, with the step it took effect at and the
+  # whole previous config, in <workdir>/config_changes.jsonl.
   run.allow_changes_on_resume = False
 
   # speed: how fast a run goes. These fields never change what a run computes (results

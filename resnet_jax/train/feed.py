@@ -8,7 +8,8 @@ steps ahead, and dispatches the steps: one `train_step` per dispatch, asking bet
 whether to stop, or, with `chunk_on_device`, the n steps' batches stacked into one
 `train_chunk` dispatch. The pipeline's position is the step: `train` starts a new pipeline
 at `step` whenever it is not where the last call ended (the first call, a resume), and
-nothing else is needed for an exact resume.
+nothing else is needed for an exact resume. A data worker that dies (pipeline.iterate's
+DataWorkerError) ends the run with a DataWorkerError that says where it was and how to go on.
 """
 import itertools
 from typing import Callable, Iterator, Optional
@@ -18,6 +19,7 @@ import numpy as np
 
 from resnet_jax.data import pipeline
 from resnet_jax.data.types import Dataset
+from resnet_jax.errors import DataWorkerError
 from resnet_jax.train import devices as devices_lib, steps
 from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import TrainState, unreplicate
@@ -41,13 +43,16 @@ class Feed:
     workers: decoding processes (0: this process).
     chunk_on_device: run each `train` call as one `train_chunk` dispatch; None picks
       steps.default_chunk_on_device().
+    last_checkpoint: () -> (path, step) of the run's last checkpoint on disk, or None; named
+      by the error that a dead data worker ends the run with.
   """
 
   def __init__(self, fns: steps.StepFunctions, dataset: Dataset, shape: RunShape,
                recipe: pipeline.Recipe, workers: int = 0,
-               chunk_on_device: Optional[bool] = None):
+               chunk_on_device: Optional[bool] = None,
+               last_checkpoint: Optional[Callable[[], Optional[tuple[str, int]]]] = None):
     self.fns, self.dataset, self.shape, self.recipe = fns, dataset, shape, recipe
-    self.workers = workers
+    self.workers, self.last_checkpoint = workers, last_checkpoint
     self.chunk_on_device = (steps.default_chunk_on_device() if chunk_on_device is None
                             else chunk_on_device)
     self._host_batches = self._next_step = None
@@ -67,16 +72,26 @@ class Feed:
     """
     if step != self._next_step:
       self._start(step)
-    if self.chunk_on_device:
-      host = list(itertools.islice(self._host_batches, num_steps))
-      stacked = {k: np.stack([b[k] for b in host], axis=1) for k in host[0]}
-      state, sums = self.fns.train_chunk(
-          state, devices_lib.shard_leading_axis(stacked, self.shape.local_devices))
-      out, done = [sums], num_steps
-    else:
-      state, out, done = dispatch_steps(
-          lambda s: self.fns.train_step(s, next(self._device_batches)), state, num_steps,
-          should_stop)
+    reached = step  # The steps run so far, for the message of a dead worker.
+
+    def run_step(state):
+      nonlocal reached
+      out = self.fns.train_step(state, next(self._device_batches))
+      reached += 1
+      return out
+
+    try:
+      if self.chunk_on_device:
+        host = list(itertools.islice(self._host_batches, num_steps))
+        stacked = {k: np.stack([b[k] for b in host], axis=1) for k in host[0]}
+        state, sums = self.fns.train_chunk(
+            state, devices_lib.shard_leading_axis(stacked, self.shape.local_devices))
+        out, done = [sums], num_steps
+      else:
+        state, out, done = dispatch_steps(run_step, state, num_steps, should_stop)
+    except DataWorkerError as error:
+      self.close()
+      raise self._worker_died(error, f'at step {reached}') from error
     self._next_step = step + done
     return state, out, done
 
@@ -100,6 +115,9 @@ class Feed:
     try:
       batches = devices_lib.prefetch_to_devices(host, self.shape.local_devices)
       return eval_metrics([self.fns.eval_step(state, batch) for batch in batches])
+    except DataWorkerError as error:
+      raise self._worker_died(
+          error, f'while evaluating at step {int(unreplicate(state.step))}') from error
     finally:
       host.close()
 
@@ -110,8 +128,28 @@ class Feed:
                                                      self.recipe, num_batches))
     try:
       yield from devices_lib.prefetch_to_devices(host, self.shape.local_devices)
+    except DataWorkerError as error:
+      raise self._worker_died(error, 'while re-estimating the BatchNorm statistics') from error
     finally:
       host.close()
+
+  def _worker_died(self, error: DataWorkerError, where: str) -> DataWorkerError:
+    """The run's DataWorkerError: the pipeline's (which worker, how it ended), where the run
+    was, and what a rerun does (checkpoints are untouched by a dead worker)."""
+    try:
+      saved = self.last_checkpoint() if self.last_checkpoint is not None else ()
+    except Exception:
+      # A failed save is reported where the run ends; here the dead worker is the news.
+      saved = ()
+    if saved is None:
+      after = 'no checkpoint was saved yet; rerun the same command to start again'
+    elif saved:
+      after = (f'the last checkpoint ({saved[0]}, step {saved[1]}) is intact; rerun the same '
+               'command to resume')
+    else:
+      after = ('the checkpoints already saved are intact; rerun the same command to resume '
+               'from the last one')
+    return DataWorkerError(f'{error} {where}; {after}')
 
   def close(self) -> None:
     """Stops the training pipeline's workers (a later `train` starts a new pipeline)."""

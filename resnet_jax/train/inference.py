@@ -9,7 +9,12 @@ import numpy as np
 from flax import linen as nn
 
 from resnet_jax.errors import CheckpointError, DatasetError
-from resnet_jax.train import checkpoint as checkpoint_lib, setup, workdir as workdir_lib
+from resnet_jax.train import (
+  checkpoint as checkpoint_lib,
+  config_changes,
+  setup,
+  workdir as workdir_lib,
+)
 from resnet_jax.train.preprocess import preprocess
 
 log = logging.getLogger(__name__)
@@ -57,7 +62,8 @@ def load_predictor(workdir: str, which: str = 'best') -> Predictor:
 
   Reads config.json for the model and checkpoints read-only: safe while a run is writing.
   Falls back to older checkpoints if the chosen one cannot be read, with one warning per
-  checkpoint passed over naming the step used instead.
+  checkpoint passed over naming the step used instead. CheckpointError if the checkpoint
+  read names other classes than the run's (`check_classes`).
   """
   config = workdir_lib.load_saved_config(workdir)
   model = setup.build_model(config)
@@ -89,6 +95,7 @@ def load_predictor(workdir: str, which: str = 'best') -> Predictor:
       found = {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
       checkpoint_lib.check_fits(found, template, checkpointer.path(step))
       class_names = tuple(meta.get('class_names') or range(config.model.num_classes))
+      check_classes(workdir, checkpointer, step, meta.get('class_names'))
       return Predictor(model=model, variables=found, config=config,
                        class_names=tuple(str(c) for c in class_names), step=step,
                        checkpoint=checkpointer.path(step), mean=meta.get('preprocess_mean'),
@@ -96,3 +103,46 @@ def load_predictor(workdir: str, which: str = 'best') -> Predictor:
     raise CheckpointError(f'no checkpoint in {checkpointer.directory} can be read')
   finally:
     checkpointer.close()
+
+
+def check_classes(workdir: str, checkpointer, step: int, names: Optional[list]) -> None:
+  """CheckpointError, naming the classes old and new, unless the checkpoint at `step`, whose
+  metadata names the classes `names` (None: it names none, nothing to compare), predicts
+  the classes of its run.
+
+  Those are the classes config.json records (the run's data of now): a checkpoint from
+  before the run went on with other classes (allowed on resume) is refused rather than
+  predicting by another list than the run's. For a run saved before config.json recorded
+  its data, no earlier checkpoint may name other classes: a resume on changed classes then
+  trained the later checkpoints under two labellings at once.
+  """
+  if names is None:
+    return
+  names, path = [str(name) for name in names], checkpointer.path(step)
+  record = workdir_lib.load_data_record(workdir)
+  if record is not None:
+    if names == record['class_names']:
+      return
+    lists = workdir_lib.checkpoint_class_names(checkpointer)
+    matching = [s for s, found in sorted(lists.items()) if found == record['class_names']]
+    hint = (f'steps {", ".join(map(str, matching))} have them (--checkpoint=latest)' if matching
+            else 'no checkpoint has them yet: resume the run until it saves one')
+    changes = config_changes.class_changes(names, record['class_names'],
+                                           ('in the checkpoint', 'in config.json'))
+    raise CheckpointError(
+        f'checkpoint {path} (step {step}) predicts other classes than the run trains on '
+        f'({changes}): the run went on with other data after it (see '
+        f'{config_changes.CHANGES_NAME}); expected a checkpoint of the run\'s classes: {hint}')
+  before = None  # (step, class names) of the last earlier checkpoint that names them.
+  for earlier, found in sorted(workdir_lib.checkpoint_class_names(checkpointer).items()):
+    if earlier > step or found is None:
+      continue
+    if before is not None and found != before[1]:
+      changes = config_changes.class_changes(before[1], found, (f'at step {before[0]}',
+                                                                f'at step {earlier}'))
+      raise CheckpointError(
+          f'checkpoint {path} (step {step}) was trained across a change of the class list '
+          f'({changes}): the run was resumed on other data, so its weights mix both '
+          f'labellings; expected a checkpoint from before the change (step {before[0]} or '
+          'earlier), or a new run in a new --workdir')
+    before = (earlier, found)

@@ -13,14 +13,16 @@ chunk, and raises if any step was non-finite, before anything is written. A chec
 holds the train sums not yet logged, so a resumed run logs what an unbroken one does.
 SIGTERM/SIGINT stop the run at the next step or chunk, after saving (StopRequest); the
 handlers are installed first, so that a signal during start-up (loading, compiling) only
-sets the flag, checked between the start-up phases.
+sets the flag, checked between the start-up phases. Nothing is written to the workdir
+until the first chunk is done (`_Run.commit`): a run that fails before (bad data, a full
+disk, a non-finite first step) leaves it as it was.
 """
 import contextlib
 import dataclasses
 import logging
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import flax
 import jax
@@ -101,9 +103,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       test hands over, any source): it goes through the same pipeline.
 
   Only one run at a time may use `workdir` (resnet_jax.train.workdir_claim); a run that
-  ends before its first training step (rejected, or stopped by a signal) removes whatever
-  it added to the workdir. Resuming with a config that changes what the run computes is
-  refused unless config.run.allow_changes_on_resume (resnet_jax.train.config_changes).
+  ends before its first chunk of steps is done (rejected, failed, or stopped by a signal
+  with nothing to save) removes whatever it added to the workdir. Resuming with a config
+  or data (class names, identity) that change what the run computes is refused unless
+  config.run.allow_changes_on_resume (resnet_jax.train.config_changes).
 
   Returns:
     The final metrics: step, train/eval loss and accuracy with the steps they were measured
@@ -140,8 +143,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     checkpointer = checkpoint_lib.Checkpointer(workdir, config.run.keep_checkpoints)
     try:
       resuming = checkpointer.latest_step() is not None
+      data = workdir_lib.data_record(dataset)
+      recorded = workdir_lib.recorded_data(workdir, checkpointer) if resuming else []
       changes = config_changes.check_resume_config(
-          workdir, saved_config if resuming else None, config)
+          workdir, saved_config if resuming else None, config, recorded, data)
+      change = changes and (changes, saved_config, config_changes.data_changes(recorded, data)[0])
       start, host_state, meta = _restore_or_create(config, model, tx, checkpointer)
       if jax.process_index() == 0:
         log.info('%s', startup_line(model_name, dataset.source, config.finetune.init_from,
@@ -156,15 +162,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       run = _Run(config, workdir, dataset, shape, model, (tx, schedule), checkpointer)
       if stop.requested_during_startup():
         return _stopped_before_start(stop, base, checkpointer)
-      # Every check has passed: from here on the workdir holds this run.
-      claim.keep()
-      if changes and jax.process_index() == 0:
-        config_changes.record_changes(workdir, start, changes, saved_config)
-      workdir_lib.save_config(workdir, config)
-      if jax.process_index() == 0:
-        metrics_lib.truncate_jsonl(os.path.join(workdir, metrics_lib.JSONL_NAME), start)
+
+      def commit(open_writer):
+        """The point of no return (_Run.commit): from here on the workdir holds this run."""
+        with workdir_lib.start_writes(workdir, config, data, start, change or None):
+          open_writer()
+        claim.keep()
+
       try:
-        result = run.train(host_state, start, (meta or {}).get('pending_train'), stop)
+        result = run.train(host_state, start, (meta or {}).get('pending_train'), stop, commit)
       finally:
         run.feed.close()  # Stops the pipeline's worker processes.
       return dict(result, **base)
@@ -245,7 +251,8 @@ class _Run:
     fns = steps.make_step_functions(model, tx, settings)
     self.feed = feed_lib.Feed(fns, dataset, shape, setup.input_recipe(config, dataset.max_size),
                               workers=config.speed.data_workers,
-                              chunk_on_device=config.speed.loop_on_device)
+                              chunk_on_device=config.speed.loop_on_device,
+                              last_checkpoint=self._last_checkpoint)
     self.recompute_bn = lambda state: state
     if config.train.bn_recompute_batches:
       self.recompute_bn = bn_recompute.make_recompute(
@@ -254,12 +261,14 @@ class _Run:
     self.pending = []  # Device-side metric sums of dispatches not yet checked.
     self.last_train = self.last_eval = None
 
-  def train(self, host_state, start: int, pending_train: Optional[dict],
-            stop: StopRequest) -> dict:
-    """Trains from `start` to the last step, or until `stop` is requested; the run's result."""
+  def train(self, host_state, start: int, pending_train: Optional[dict], stop: StopRequest,
+            commit: Callable[[Callable[[], None]], None]) -> dict:
+    """Trains from `start` to the last step, or until `stop` is requested; the run's result.
+    `commit(open_writer)` writes the run's start into the workdir and keeps it (`commit`)."""
     config, total = self.config, self.shape.total_steps
     state = devices_lib.replicate_on_devices(host_state, self.shape.local_devices)
     self.sums = TrainSums(**pending_train) if pending_train else TrainSums()
+    self._commit = commit
     step, preempted = start, False
     with self._writers(start), profiling.StepTrace(config.run.profile_steps,
                                                    self.workdir) as trace:
@@ -277,6 +286,7 @@ class _Run:
         if step < end:  # Stopped inside the chunk.
           preempted = True
           break
+        self.commit()
         self.interval_steps += done
         log_now = self.due(step, config.run.log_every_steps)
         eval_now = self.due(step, self.eval_period)
@@ -291,6 +301,7 @@ class _Run:
           self.writer.write(step, record)
         if save_now:
           self._save(state, step, evaluated=eval_now)
+      self.commit()
       if preempted:
         self._save_stopped(state, step, stop.describe())
       elif step == start and self.last_eval is None:
@@ -302,15 +313,36 @@ class _Run:
     return dict(self._summary(step), checkpoint=self.checkpointer.path(step),
                 preempted=preempted)
 
+  def _last_checkpoint(self) -> Optional[tuple[str, int]]:
+    """(path, step) of the last checkpoint on disk (a save under way finished first), or
+    None: named by the error a dead data worker ends the run with."""
+    self.checkpointer.wait()
+    step = self.checkpointer.latest_step()
+    return None if step is None else (self.checkpointer.path(step), step)
+
   def due(self, step: int, period: int) -> bool:
     """Whether an action repeated every `period` steps runs at `step` (and at the end)."""
     return step % period == 0 or step == self.shape.total_steps
 
+  def commit(self) -> None:
+    """The point of no return, once the first chunk is done or a stop is to be saved: its
+    steps must be finite, then workdir.start_writes and the metric writer. Any error before
+    leaves the workdir as it was (a new one is removed: workdir_claim)."""
+    if self.writer is not None:
+      return
+    self._collect_pending()
+
+    def open_writer():
+      self.writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_writer,
+                                             tensorboard=self.config.run.tensorboard)
+
+    self._commit(open_writer)
+
   @contextlib.contextmanager
   def _writers(self, start: int):
-    """The metric writer and the progress bar of this invocation, closed on the way out."""
-    self.writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_writer,
-                                           tensorboard=self.config.run.tensorboard)
+    """The progress bar of this invocation and the metric writer (opened by `commit`),
+    closed on the way out."""
+    self.writer = None
     self.bar = ProgressBar(self.shape.total_steps, start,
                            enabled=self.config.run.progress_bar and self.is_writer)
     self.interval_start, self.interval_steps = time.perf_counter(), 0
@@ -318,7 +350,8 @@ class _Run:
       yield
     finally:
       self.bar.close()
-      self.writer.close()
+      if self.writer is not None:
+        self.writer.close()
 
   def _log_train(self, step: int) -> dict:
     """The training part of the log line at `step`; starts the next interval's sums."""

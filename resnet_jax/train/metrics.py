@@ -1,20 +1,29 @@
 """Metric writers: `metrics.jsonl` (one JSON object per step) and TensorBoard event files.
 
-Only process 0 writes. Each line is flushed as it is written, so a killed run loses at most
-the line being written; on resume, `truncate_jsonl` drops every line past the restored
-step and any torn line, and ends every kept line with its newline (rewriting the file
-atomically), so that the file is again one JSON object per line, each step once, before
-the resumed run appends to it.
+Only process 0 writes. Both files grow by whole records, written as they come, in the
+caller's thread: a killed run loses at most the record being written, and a write that
+fails (no space left, no permission) cuts the file back to where it was before raising the
+StorageError that names it, so that no torn record is left. Nothing is queued for a
+background writer either: tensorboardX's SummaryWriter hands events to a thread that dies
+on such a failure, after which its queue fills and the run blocks for good; the event files
+here are written directly (TFRecord frames of tensorboardX's Event protos, checksummed as
+TensorBoard reads them).
 
-TensorBoard events are written by tensorboardX's background thread, whose own flush() does
-not wait for the events still queued; `MetricWriter.flush` (called at each checkpoint)
-therefore closes the event file, which drains the queue, and the next event starts a new
-file. So TensorBoard keeps, after a kill -9, every step that metrics.jsonl keeps.
+On resume, `truncate_jsonl` drops every line past the restored step and any torn line, and
+ends every kept line with its newline (rewriting the file atomically), so that the file is
+again one JSON object per line, each step once, before the resumed run appends to it.
+TensorBoard holds every step metrics.jsonl holds; steps a killed run wrote past its last
+checkpoint appear twice there (the resumed run writes them again, to a new event file).
 """
+import contextlib
+import itertools
 import json
 import logging
 import math
 import os
+import socket
+import struct
+import time
 from typing import Iterable, Optional
 
 from resnet_jax import storage
@@ -90,6 +99,86 @@ def truncate_jsonl(path: str, last_step: int) -> int:
   return len(lines) - len(kept)
 
 
+class AppendFile:
+  """A file that grows by whole records: `append` writes one completely or, if the write
+  fails, cuts the file back to its size before and raises (a StorageError for lack of space
+  or permission, naming the file)."""
+
+  def __init__(self, path: str):
+    self.path = path
+    with storage.failures_named(path):
+      self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+
+  def append(self, data: bytes) -> None:
+    with storage.failures_named(self.path):
+      size = os.fstat(self._fd).st_size
+      try:
+        left = memoryview(data)
+        while left:  # A write may take only part (the last bytes that fit, say).
+          left = left[os.write(self._fd, left):]
+      except BaseException:
+        with contextlib.suppress(OSError):
+          os.ftruncate(self._fd, size)
+        raise
+
+  def sync(self) -> None:
+    """Puts the file's contents on the disk itself (they are in the file already)."""
+    with storage.failures_named(self.path):
+      os.fsync(self._fd)
+
+  def close(self) -> None:
+    if self._fd is not None:
+      fd, self._fd = self._fd, None
+      with storage.failures_named(self.path):
+        os.close(fd)
+
+
+_event_files = itertools.count(1)  # Keeps two writers' file names of one second apart.
+
+
+class EventFile:
+  """A TensorBoard event file (events.out.tfevents.*) of scalars, made at the first write."""
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self._file = None
+
+  def write(self, step: int, scalars: dict) -> None:
+    """One Event holding `scalars` (numbers only) at `step`."""
+    from tensorboardX.proto import event_pb2, summary_pb2
+    values = [summary_pb2.Summary.Value(tag=key, simple_value=float(value))
+              for key, value in scalars.items()
+              if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    if not values:
+      return
+    events = [event_pb2.Event(wall_time=time.time(), step=int(step),
+                              summary=summary_pb2.Summary(value=values))]
+    if self._file is None:
+      with storage.failures_named(self.directory):
+        os.makedirs(self.directory, exist_ok=True)
+      name = (f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.'
+              f'{next(_event_files)}')
+      self._file = AppendFile(os.path.join(self.directory, name))
+      events.insert(0, event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
+    self._file.append(b''.join(_tfrecord(event.SerializeToString()) for event in events))
+
+  def sync(self) -> None:
+    if self._file is not None:
+      self._file.sync()
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+
+
+def _tfrecord(data: bytes) -> bytes:
+  """One TFRecord frame: length, its masked CRC-32C, the data, its masked CRC-32C."""
+  from tensorboardX.record_writer import masked_crc32c
+  header = struct.pack('<Q', len(data))
+  return (header + struct.pack('<I', masked_crc32c(header)) + data
+          + struct.pack('<I', masked_crc32c(data)))
+
+
 class MetricWriter:
   """Appends step records to metrics.jsonl and mirrors scalars to TensorBoard."""
 
@@ -98,28 +187,17 @@ class MetricWriter:
     self.path = os.path.join(workdir, JSONL_NAME)
     self._file = None
     self._tensorboard = None
-    self._summary_writer_class = None
-    self._event_files = 0
-    self._tensorboard_dir = os.path.join(workdir, 'tensorboard')
     if not enabled:
       return
-    self._file = open(self.path, 'a')
+    self._file = AppendFile(self.path)
     if tensorboard:
       try:
-        from tensorboardX import SummaryWriter
+        import tensorboardX  # noqa: F401 (its protos encode the events)
       except ImportError:
         log.warning('tensorboardX is not installed: no TensorBoard event files '
                     '(metrics.jsonl is still written)')
       else:
-        self._summary_writer_class = SummaryWriter
-        self._open_event_file()
-
-  def _open_event_file(self) -> None:
-    # Event file names hold the time in seconds: the suffix keeps two files of one second
-    # (one per flush) apart.
-    self._event_files += 1
-    self._tensorboard = self._summary_writer_class(
-        self._tensorboard_dir, filename_suffix=f'.{os.getpid()}.{self._event_files}')
+        self._tensorboard = EventFile(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, scalars: dict) -> None:
     """Writes one record {'step': step, **scalars}."""
@@ -128,28 +206,22 @@ class MetricWriter:
     record = {'step': int(step)}
     record.update({k: _clean(float(v)) if not isinstance(v, (int, str)) else v
                    for k, v in scalars.items()})
-    self._file.write(json.dumps(record) + '\n')
-    self._file.flush()
-    if self._summary_writer_class is not None:
-      if self._tensorboard is None:
-        self._open_event_file()
-      for key, value in scalars.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-          self._tensorboard.add_scalar(key, value, int(step))
+    self._file.append((json.dumps(record) + '\n').encode('utf-8'))
+    if self._tensorboard is not None:
+      self._tensorboard.write(step, scalars)
 
   def flush(self) -> None:
-    """Puts every event written so far into its file on disk (see the module docstring)."""
-    if self._tensorboard is not None:
-      self._tensorboard.close()
-      self._tensorboard = None
+    """Puts every record written so far on the disk itself (called at each checkpoint; a
+    killed process loses none of them either way, as each is in its file once written)."""
+    for file in (self._file, self._tensorboard):
+      if file is not None:
+        file.sync()
 
   def close(self) -> None:
-    if self._file is not None:
-      self._file.close()
-      self._file = None
-    if self._tensorboard is not None:
-      self._tensorboard.close()
-      self._tensorboard = None
+    for file in (self._file, self._tensorboard):
+      if file is not None:
+        file.close()
+    self._file = self._tensorboard = None
 
 
 def last_record_with(records: Iterable[dict], key: str) -> Optional[dict]:

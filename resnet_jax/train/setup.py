@@ -15,10 +15,12 @@ from resnet_jax.errors import ConfigError, DamagedCacheError, DatasetError
 DEFAULT_SIGNS_DIR = os.path.join('data', 'signs')
 
 
-def load_data(data: ml_collections.ConfigDict):
+def load_data(data: ml_collections.ConfigDict, eval_only: bool = False):
   """The dataset config.data names; file problems name data.data_dir as well as the file (a
   damaged cache of generated data is a DamagedCacheError saying how to regenerate it; a
   problem in prepared shards or an image folder names the file under data_dir itself).
+  `eval_only` (evaluation scripts): prepared shards or a folder open their evaluation split
+  alone, and the train split is empty (registry.load_dataset).
 
   SIGNS with data_dir None uses the real files in data/signs when they are there and the
   synthetic set (generated once into cache_dir) otherwise; an explicit data_dir must hold
@@ -34,7 +36,7 @@ def load_data(data: ml_collections.ConfigDict):
       search = DEFAULT_SIGNS_DIR if os.path.isdir(DEFAULT_SIGNS_DIR) else None
       return registry.load_signs_or_synthetic(search, data.cache_dir, seed=0)
     return registry.load_dataset(data.name, data_dir=data_dir, cache_dir=data.cache_dir,
-                                 image_size=data.image_size, seed=0)
+                                 image_size=data.image_size, seed=0, eval_only=eval_only)
   except DamagedCacheError:
     raise  # Not the config's fault: the message says how to regenerate the cache.
   except DatasetError as error:

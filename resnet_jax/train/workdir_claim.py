@@ -1,34 +1,31 @@
 """A run's hold on its workdir: one run at a time, and nothing left behind by a run that
 never started training.
 
-One run per workdir: process 0 takes an OS lock (`fcntl.flock`) on `<workdir>/.lock` before
-anything else is written there and holds it for the run's lifetime. The kernel releases it
-when the process ends, however it ends, so a `kill -9` never leaves a stale lock. The
-holder writes its PID and host into the file, so that a second run can name it. On a
-filesystem that cannot lock (Lustre mounted without `-o flock`, some NFS: flock fails with
-ENOSYS, ENOLCK or EOPNOTSUPP) the run warns in one line and goes on unguarded.
+One run per workdir: process 0 takes an OS lock (`fcntl.flock`, resnet_jax.dir_lock) on
+`<workdir>/.lock` before anything else is written there and holds it for the run's
+lifetime. The kernel releases it when the process ends, however it ends, so a `kill -9`
+never leaves a stale lock. The holder writes its PID and host into the file, so that a
+second run can name it. On a filesystem that cannot lock (Lustre mounted without
+`-o flock`, some NFS: flock fails with ENOSYS, ENOLCK or EOPNOTSUPP) the run warns in one
+line and goes on unguarded.
 
 Nothing left behind: until the run calls `keep()` (just before its first training step),
 leaving the claim removes every entry the run added to the workdir (and the workdir itself,
 with any parent directories, if the run created them), so that a rejected or stopped start
 leaves the disk as it was.
 """
-import errno
-import fcntl
+import fcntl  # noqa: F401  The lock's flock, as tests reach it (resnet_jax.dir_lock uses it).
 import logging
 import os
 import shutil
-import socket
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from resnet_jax import dir_lock
+from resnet_jax.dir_lock import LOCK_NAME, missing_directories  # noqa: F401 (re-exported)
 from resnet_jax.errors import ConfigError, WorkdirBusyError
-
-LOCK_NAME = '.lock'
-# flock's errors for "this filesystem cannot lock": not a reason to refuse the run.
-NO_LOCKS = frozenset({errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 log = logging.getLogger(__name__)
 
@@ -38,80 +35,25 @@ def _writable_error(workdir: str, error: OSError) -> ConfigError:
                      'expected a directory this process can create files in')
 
 
-def missing_directories(path: str) -> list:
-  """`path` and those of its parents that do not exist yet, deepest first."""
-  missing = []
-  path = os.path.abspath(path)
-  while not os.path.isdir(path) and os.path.dirname(path) != path:
-    missing.append(path)
-    path = os.path.dirname(path)
-  return missing
-
-
-class WorkdirLock:
-  """An exclusive, non-blocking flock on `<workdir>/.lock` (see the module docstring)."""
+class WorkdirLock(dir_lock.DirLock):
+  """The workdir's `.lock` (resnet_jax.dir_lock), its refusals worded for training runs."""
 
   def __init__(self, workdir: str):
+    super().__init__(workdir)
     self.workdir = workdir
-    self.path = os.path.join(workdir, LOCK_NAME)
-    self.created_file = False
-    self._fd = None
 
-  def acquire(self) -> None:
-    """Takes the lock; WorkdirBusyError naming the holder if another process has it."""
-    while True:
-      existed = os.path.exists(self.path)
-      try:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-      except OSError as error:
-        raise _writable_error(self.workdir, error) from error
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except OSError as error:
-        if error.errno in NO_LOCKS:
-          log.warning('workdir %r is on a filesystem that cannot lock (%s): nothing stops a '
-                      'second run from using it at the same time', self.workdir,
-                      error.strerror or error)
-          break
-        holder = _read_holder(fd)
-        os.close(fd)
-        if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-          raise _writable_error(self.workdir, error) from error
-        raise WorkdirBusyError(
-            f'workdir {self.workdir!r} is in use by another run ({holder}); expected one run '
-            'per workdir: wait for that run to end (or stop it), or pass another --workdir')
-      # A run that gave up its claim may have removed the file we opened: lock the file
-      # that is there now.
-      try:
-        same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-      except FileNotFoundError:
-        same = False
-      if same:
-        break
-      os.close(fd)
-    self._fd = fd
-    self.created_file = not existed
-    os.ftruncate(fd, 0)
-    os.write(fd, f'pid {os.getpid()} on host {socket.gethostname()}\n'.encode())
+  def busy_error(self, holder: str) -> Exception:
+    return WorkdirBusyError(
+        f'workdir {self.workdir!r} is in use by another run ({holder}); expected one run '
+        'per workdir: wait for that run to end (or stop it), or pass another --workdir')
 
-  def release(self, remove_file: bool = False) -> None:
-    if self._fd is None:
-      return
-    if remove_file:
-      try:
-        os.remove(self.path)
-      except FileNotFoundError:
-        pass
-    os.close(self._fd)  # Closing the last descriptor releases the lock.
-    self._fd = None
+  def unwritable_error(self, error: OSError) -> Exception:
+    return _writable_error(self.workdir, error)
 
-
-def _read_holder(fd: int) -> str:
-  try:
-    text = os.pread(fd, 200, 0).decode(errors='replace').strip()
-  except OSError:
-    text = ''
-  return text or 'a process that is just starting'
+  def warn_no_locks(self, error: OSError) -> None:
+    log.warning('workdir %r is on a filesystem that cannot lock (%s): nothing stops a '
+                'second run from using it at the same time', self.workdir,
+                error.strerror or error)
 
 
 class WorkdirClaim:
