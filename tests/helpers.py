@@ -6,6 +6,7 @@ chunks of up to 3 steps, each one train_chunk dispatch) or `fault_config()` (the
 6 steps per epoch on `fault_dataset()`, a checkpoint every 4 steps, one dispatch per step).
 The datasets are in-memory Splits, read through the same input pipeline as any other source.
 """
+import logging
 from typing import Sequence
 
 import flax.linen as nn
@@ -118,3 +119,14 @@ def apply_overrides(config, overrides: dict):
       node = node[parent]
     node[leaf] = value
   return config
+
+
+class LogRecords(logging.Handler):
+  """Every log record of the loggers it is added to, as 'LEVEL name: message'."""
+
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.lines = []
+
+  def emit(self, record):
+    self.lines.append(f'{record.levelname} {record.name}: {record.getMessage()}')

@@ -11,6 +11,7 @@ import types
 import numpy as np
 import pytest
 
+from helpers import LogRecords
 from resnet_jax.train import checkpoint as checkpoint_lib
 
 # A failed restore's leftover reads may only be reported at garbage collection.
@@ -25,15 +26,6 @@ def _state(step):
           'step': np.asarray(step, np.int32)}
 
 
-class _Records(logging.Handler):
-  def __init__(self):
-    super().__init__(logging.DEBUG)
-    self.lines = []
-
-  def emit(self, record):
-    self.lines.append(f'{record.levelname} {record.name}: {record.getMessage()}')
-
-
 def test_truncated_checkpoint_gives_one_warning_and_the_older_step_is_restored(tmp_path, capfd):
   checkpointer = checkpoint_lib.Checkpointer(str(tmp_path), keep=3, async_save=False)
   for step in (2, 3):
@@ -46,7 +38,7 @@ def test_truncated_checkpoint_gives_one_warning_and_the_older_step_is_restored(t
       f.truncate(os.path.getsize(path) // 2)
   capfd.readouterr()
 
-  records = _Records()
+  records = LogRecords()
   for name in ('', 'absl', 'resnet_jax'):
     logging.getLogger(name).addHandler(records)
   try:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import _fault_helpers as fh
+from helpers import LogRecords
 from resnet_jax import storage
 from resnet_jax.errors import StorageError
 from resnet_jax.train import checkpoint as checkpoint_lib, metrics as metrics_lib
@@ -46,17 +47,6 @@ def file_size_limit(limit: int):
     signal.signal(signal.SIGXFSZ, handler)
 
 
-class _Records(logging.Handler):
-  """Every log record of the loggers it is added to, as 'LEVEL name: message'."""
-
-  def __init__(self):
-    super().__init__(logging.DEBUG)
-    self.lines = []
-
-  def emit(self, record):
-    self.lines.append(f'{record.levelname} {record.name}: {record.getMessage()}')
-
-
 def _state(size: int, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   return {'params': {f'layer{i}': {'kernel': rng.normal(size=(size,)).astype(np.float32)}
@@ -71,7 +61,7 @@ def test_a_checkpoint_save_that_runs_out_of_room_is_one_storage_error(tmp_path, 
   (or wait) as one StorageError naming that checkpoint, nothing else is printed or logged,
   its half-written directory is gone and the earlier checkpoint restores."""
   small, big = _state(64, seed=1), _state(16384, seed=2)  # 10 kB, then 2.6 MB of arrays.
-  records = _Records()
+  records = LogRecords()
   for name in ('', 'absl', 'asyncio'):
     logging.getLogger(name).addHandler(records)
   try:

@@ -6,7 +6,7 @@ import logging
 import jax
 
 import helpers as fx
-from resnet_jax.train import loop
+from resnet_jax.train import loop, progress
 
 
 def _startup_lines(caplog):
@@ -32,7 +32,7 @@ def test_a_run_names_model_data_weights_and_devices_once_at_start(tmp_path, capl
 
 
 def test_pretrained_weights_are_named_by_their_file():
-  line = loop.startup_line('resnet50', 'SIGNS h5 files in data/signs', 'keras:/w/r50.h5', None)
+  line = progress.startup_line('resnet50', 'SIGNS h5 files in data/signs', 'keras:/w/r50.h5', None)
   assert line.startswith('model resnet50; data: SIGNS h5 files in data/signs; ')
   assert 'initial weights: pretrained weights from keras:/w/r50.h5;' in line
 

@@ -175,15 +175,21 @@ def listing_identity(root: str, splits: Mapping[str, Sequence[tuple[str, int]]],
   hasher = hashlib.sha256(json.dumps({'classes': list(classes)}).encode())
   for split in sorted(splits):
     hasher.update(f'\n[{split}]'.encode())
-    for path, label in splits[split]:
-      try:
-        stat = os.stat(path)
-        found = f'{stat.st_size}:{stat.st_mtime_ns}'
-      except OSError:
-        found = 'unreadable'
-      hasher.update(f'\n{os.path.relpath(path, root)}\0{label}\0{found}'.encode(
-          'utf-8', 'surrogateescape'))
+    hash_files(hasher, root, splits[split])
   return 'sha256:' + hasher.hexdigest()
+
+
+def hash_files(hasher, root: str, examples: Sequence[tuple[str, int]]) -> None:
+  """Adds to `hasher` each file's path relative to `root`, its label, size and modification
+  time: what says that a listed file is still the one listed, without reading it."""
+  for path, label in examples:
+    try:
+      stat = os.stat(path)
+      found = f'{stat.st_size}:{stat.st_mtime_ns}'
+    except OSError:
+      found = 'unreadable'
+    hasher.update(f'\n{os.path.relpath(path, root)}\0{label}\0{found}'.encode(
+        'utf-8', 'surrogateescape'))
 
 
 def _check_classes(folder: str, classes: tuple[str, ...]) -> None:

@@ -235,14 +235,7 @@ def plan_digest(src: str, classes: Sequence[str], plan: Sequence[ShardPlan],
                             'classes': list(classes)}, sort_keys=True).encode())
   for shard in plan:
     hasher.update(f'\n{shard.name}'.encode())
-    for path, label in shard.examples:
-      try:
-        stat = os.stat(path)
-        identity = f'{stat.st_size}:{stat.st_mtime_ns}'
-      except OSError:
-        identity = 'unreadable'
-      hasher.update(f'\n{os.path.relpath(path, src)}\0{label}\0{identity}'.encode(
-          'utf-8', 'surrogateescape'))
+    image_files.hash_files(hasher, src, shard.examples)
   return hasher.hexdigest()
 
 

@@ -43,12 +43,12 @@ from resnet_jax.train import (
   optim,
   plots,
   profiling,
+  progress,
   setup,
   steps,
   workdir as workdir_lib,
   workdir_claim,
 )
-from resnet_jax.train.progress import ProgressBar
 from resnet_jax.train.run_shape import RunShape
 from resnet_jax.train.state import (
   TrainState,
@@ -150,8 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       change = changes and (changes, saved_config, config_changes.data_changes(recorded, data)[0])
       start, host_state, meta = _restore_or_create(config, model, tx, checkpointer)
       if jax.process_index() == 0:
-        log.info('%s', startup_line(model_name, dataset.source, config.finetune.init_from,
-                                    checkpointer.path(start) if meta is not None else None))
+        log.info('%s', progress.startup_line(model_name, dataset.source,
+                                             config.finetune.init_from,
+                                             checkpointer.path(start) if meta else None))
       base.update(resumed_from=None if meta is None else start, total_steps=shape.total_steps)
       if stop.requested_during_startup():
         return _stopped_before_start(stop, base, checkpointer)
@@ -176,22 +177,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       return dict(result, **base)
     finally:
       checkpointer.close()
-
-
-def startup_line(model_name: str, data_source: str, init_from: Optional[str],
-                 resumed_from: Optional[str]) -> str:
-  """The one line a run logs at start: model, data and where it came from, the initial
-  weights (a checkpoint resumed, a pretrained file, or from scratch) and the devices."""
-  if resumed_from is not None:
-    weights_from = f'resumed from checkpoint {resumed_from}'
-  elif init_from:
-    weights_from = f'pretrained weights from {init_from}'
-  else:
-    weights_from = 'from scratch (random initialisation)'
-  devices = jax.devices()
-  hosts = f' on {jax.process_count()} processes' if jax.process_count() > 1 else ''
-  return (f'model {model_name}; data: {data_source}; initial weights: {weights_from}; '
-          f'devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()}){hosts}')
 
 
 def _stopped_before_start(stop: 'StopRequest', base: dict, checkpointer) -> dict:
@@ -343,8 +328,8 @@ class _Run:
     """The progress bar of this invocation and the metric writer (opened by `commit`),
     closed on the way out."""
     self.writer = None
-    self.bar = ProgressBar(self.shape.total_steps, start,
-                           enabled=self.config.run.progress_bar and self.is_writer)
+    self.bar = progress.ProgressBar(self.shape.total_steps, start,
+                                    enabled=self.config.run.progress_bar and self.is_writer)
     self.interval_start, self.interval_steps = time.perf_counter(), 0
     try:
       yield
