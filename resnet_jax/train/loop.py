@@ -150,9 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       change = changes and (changes, saved_config, config_changes.data_changes(recorded, data)[0])
       start, host_state, meta = _restore_or_create(config, model, tx, checkpointer)
       if jax.process_index() == 0:
+        resumed = checkpointer.path(start) if meta is not None else None
         log.info('%s', progress.startup_line(model_name, dataset.source,
-                                             config.finetune.init_from,
-                                             checkpointer.path(start) if meta else None))
+                                             config.finetune.init_from, resumed))
       base.update(resumed_from=None if meta is None else start, total_steps=shape.total_steps)
       if stop.requested_during_startup():
         return _stopped_before_start(stop, base, checkpointer)
