@@ -195,6 +195,9 @@ def _main(argv: list) -> int:
   if _INPUT_ONLY.value:
     return _input_only()
   from resnet_jax.perf import benchmarking, throughput
+  if SCRIPT.flags['out'].present and not _SWEEP.value:
+    raise app.UsageError(f'--out={_OUT.value} names where --sweep writes its table and plot; '
+                         'expected --sweep with it (without --sweep the records go to stdout)')
   if _SWEEP.value:  # Said before measuring, not after it.
     _check_out_dir(_OUT.value)
     throughput.check_out_dir(_OUT.value)

@@ -206,6 +206,18 @@ def test_cli_says_an_unwritable_out_before_measuring(unwritable_dir, capsys, mon
   assert sorted(os.listdir(unwritable_dir)) == before
 
 
+def test_cli_refuses_out_without_sweep_before_measuring(tmp_path, capsys, monkeypatch):
+  def refuse(*args, **kwargs):
+    raise AssertionError('measured although --out would be ignored')
+
+  monkeypatch.setattr(benchmarking, 'measure', refuse)
+  code = benchmark_script.main(['--out', str(tmp_path / 'bench')])
+  stdout, err = capsys.readouterr()
+  assert code == 2 and stdout == ''
+  assert err.startswith('error: UsageError: --out=') and 'expected --sweep' in err
+  assert err.count('\n') == 1 and not os.listdir(tmp_path)
+
+
 def test_cli_reports_a_bad_model_name_and_exits_2(capsys):
   code = benchmark_script.main(['--model', 'resnet51', '--steps', '1'])
   assert code == 2

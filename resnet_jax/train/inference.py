@@ -125,7 +125,9 @@ def check_classes(workdir: str, checkpointer, step: int, names: Optional[list]) 
       return
     lists = workdir_lib.checkpoint_class_names(checkpointer)
     matching = [s for s, found in sorted(lists.items()) if found == record['class_names']]
-    hint = (f'steps {", ".join(map(str, matching))} have them (--checkpoint=latest)' if matching
+    have = ('step {} has' if len(matching) == 1 else 'steps {} have').format(
+        ', '.join(map(str, matching)))
+    hint = (f'{have} them (--checkpoint=latest)' if matching
             else 'no checkpoint has them yet: resume the run until it saves one')
     changes = config_changes.class_changes(names, record['class_names'],
                                            ('in the checkpoint', 'in config.json'))
