@@ -71,6 +71,21 @@ def test_the_reader_removes_the_slots_its_workers_made_and_never_sent():
   np.testing.assert_array_equal(images, 3)
 
 
+def test_the_reader_removes_an_empty_slot_a_killed_worker_left():
+  """A worker killed between making a slot and sizing it leaves an empty segment, which
+  SharedMemory cannot open: closing the reader removes it, and the slots after it."""
+  import _posixshmem
+  from multiprocessing import shared_memory
+  ring, reader = _ring_and_reader()
+  first = ring.take()
+  empty, later = f'{ring.prefix}1', f'{ring.prefix}2'
+  os.close(_posixshmem.shm_open('/' + empty, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+  shared_memory.SharedMemory(later, create=True, size=64).close()
+  reader.close()
+  assert not any(map(_exists, [first.handle.segment, later]))
+  assert not os.path.exists(f'/dev/shm/{empty}')
+
+
 @pytest.fixture(scope='module')
 def shards(tmp_path_factory):
   return _image_data.make_shards(str(tmp_path_factory.mktemp('shards')), 48, 4)

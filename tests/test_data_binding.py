@@ -229,7 +229,8 @@ def test_train_py_refuses_a_renamed_class_folder_in_one_line(tmp_path):
   image_folders.write_image_folder(folder, per_class=8, val_per_class=2, size=(12, 12))
   workdir = str(tmp_path / 'run')
   flags = ['--config.data.name=images', f'--config.data.data_dir={folder}',
-           '--config.model.num_classes=4', '--config.train.num_steps=2']
+           '--config.model.name=cifar_resnet8', '--config.model.num_classes=4',
+           '--config.train.num_steps=2']  # The smallest net: it compiles fastest.
   first = fh.run_train(workdir, *flags)
   assert first.returncode == 0, first.stderr[-3000:]
   before = _run_files(workdir)

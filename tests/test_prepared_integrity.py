@@ -382,12 +382,14 @@ def test_a_really_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
 # --- Training and evaluation ----------------------------------------------------------------
 
 def _train(workdir, data_dir, workers):
+  """The tiny config on `data_dir` with its smallest net (what it trains does not matter,
+  only what reading its data does; this net compiles fastest)."""
   return fh.run_train(workdir, '--config.data.name=images', f'--config.data.data_dir={data_dir}',
-                      '--config.model.num_classes=3', f'--config.speed.data_workers={workers}',
-                      '--config.train.num_steps=40')
+                      '--config.model.num_classes=3', '--config.model.name=cifar_resnet8',
+                      f'--config.speed.data_workers={workers}', '--config.train.num_steps=40')
 
 
-@pytest.mark.slow  # Training runs in subprocesses (~10 s each).
+@pytest.mark.slow  # Training runs in subprocesses (seconds each).
 @pytest.mark.parametrize('when, workers', [('start', 0), ('read', 0), ('read', 2)])
 def test_training_on_a_damaged_shard_ends_in_one_line_naming_it(tmp_path, when, workers):
   data = str(tmp_path / 'data')

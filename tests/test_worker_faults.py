@@ -4,8 +4,9 @@ raises reaches the reader as itself; Ctrl-C to the whole process group stops the
 without workers, with nothing from the workers, while they work and while they start.
 
 The in-process tests run the pipeline (resnet_jax.data.pipeline.iterate) with two workers;
-the slow ones run experiments/train.py (tests/_fault_helpers.py, the tiny config) with
-config.speed.data_workers=2, each against the same unbroken run.
+the slow ones look at one chain of experiments/train.py runs (tests/_fault_helpers.py, the
+tiny config) with config.speed.data_workers=2 on one workdir, each broken run rerun by the
+next, the last rerun against the shared unbroken run.
 """
 import io
 import os
@@ -144,66 +145,20 @@ def _finish_or_kill_group(process: subprocess.Popen, timeout: float = 90) -> int
     raise AssertionError(f'train.py hung for {timeout} s:\n{fh.read_log(process)[-3000:]}')
 
 
-def _rerun_ends_like_the_unbroken_run(workdir, reference, tmp_path) -> str:
-  done = fh.run_train(workdir, *WORKERS)
-  assert done.returncode == 0, done.stderr[-3000:]
-  state, _ = fh.read_checkpoint(workdir, fh.TINY_STEPS, tmp_path)
-  ref_state, _ = fh.read_checkpoint(reference, fh.TINY_STEPS, tmp_path)
-  fh.assert_states_equal(state, ref_state)
-  assert fh.records(workdir) == fh.records(reference)
-  return done.stdout
+def _new_metric_step(workdir, before: list):
+  """A condition: metrics.jsonl holds a step past all of `before` (this run has trained)."""
+  return lambda: max(fh.metric_steps(workdir), default=0) > max(before, default=0)
 
 
-@pytest.mark.slow  # Three train.py runs (one of them shared).
-def test_a_killed_worker_ends_the_run_with_one_line_and_the_rerun_resumes(
-    tmp_path, tmp_path_factory):
-  reference = fh.reference_run(tmp_path_factory)
-  workdir = str(tmp_path / 'run')
-  # A checkpoint every step slows the steps down, so that the worker dies with batches of
-  # the run still to make (and the message names a checkpoint).
-  process = _start_in_own_group(workdir, str(tmp_path / 'killed.log'),
-                                '--config.run.checkpoint_every_steps=1')
-  try:
-    fh.wait_until(lambda: fh.metric_steps(workdir), process)
-    victim = _spawned_children(process.pid)[0]
-    os.kill(victim, signal.SIGKILL)
-    killed = time.monotonic()
-    code = _finish_or_kill_group(process)
-  finally:
-    if process.poll() is None:
-      os.killpg(process.pid, signal.SIGKILL)
-  seconds = time.monotonic() - killed
-  log = fh.read_log(process)
-  assert code == 2, log[-3000:]
-  assert 'Traceback' not in log
-  last = log.strip().splitlines()[-1]
-  match = re.fullmatch(
-      'error: DataWorkerError: ' + KILLED.format(pid=victim) + r' at step (\d+); (?:the '
-      r'checkpoints already saved are intact; rerun the same command to resume from the last '
-      r'one|the last checkpoint \((\S+), step (\d+)\) is intact; rerun the same command to '
-      'resume)', last)
-  assert match, last
-  print(f'\n{last}\nexited {seconds:.1f} s after the kill')
-  assert fh.tmp_checkpoints(workdir) == []
-  saved = fh.committed_steps(workdir)[-1]
-  assert saved <= int(match.group(1))
-  if match.group(2):  # The run named its last checkpoint.
-    assert (match.group(2), int(match.group(3))) == (
-        os.path.join(os.path.abspath(workdir), 'checkpoints', str(saved)), saved)
-  out = _rerun_ends_like_the_unbroken_run(workdir, reference, tmp_path)
-  assert f'resumed from: step {saved}' in out
-
-
-@pytest.mark.slow  # Two train.py runs per case (and the shared unbroken one).
-@pytest.mark.parametrize('when', ['training', 'workers_starting'])
-def test_ctrl_c_with_workers_is_quiet_and_the_rerun_resumes_exactly(
-    when, tmp_path, tmp_path_factory):
-  reference = fh.reference_run(tmp_path_factory)
-  workdir = str(tmp_path / 'run')
-  process = _start_in_own_group(workdir, str(tmp_path / 'stopped.log'))
+def _stop_with_ctrl_c(workdir, log_path, when: str) -> dict:
+  """Starts train.py on `workdir` and sends SIGINT to its whole group `when`:
+  'workers_starting' (both spawned) or 'training' (a step of its own logged); its code and
+  log."""
+  before = fh.metric_steps(workdir)
+  process = _start_in_own_group(workdir, log_path)
   try:
     if when == 'training':
-      fh.wait_until(lambda: fh.metric_steps(workdir), process)
+      fh.wait_until(_new_metric_step(workdir, before), process)
     else:  # Each worker is a new Python importing its libraries: seconds to start.
       fh.wait_until(lambda: len(_spawned_children(process.pid)) == 2, process)
       time.sleep(0.5)
@@ -212,8 +167,89 @@ def test_ctrl_c_with_workers_is_quiet_and_the_rerun_resumes_exactly(
   finally:
     if process.poll() is None:
       os.killpg(process.pid, signal.SIGKILL)
-  log = fh.read_log(process)
+  return {'code': code, 'log': fh.read_log(process)}
+
+
+def _kill_a_worker(workdir, log_path) -> dict:
+  """Starts train.py on `workdir` and SIGKILLs its first data worker once it has trained a
+  step; its code, log, the victim's pid and the seconds from the kill to the exit."""
+  before = fh.metric_steps(workdir)
+  # A checkpoint every step slows the steps down, so that the worker dies with batches of
+  # the run still to make (and the message names a checkpoint).
+  process = _start_in_own_group(workdir, log_path, '--config.run.checkpoint_every_steps=1')
+  try:
+    fh.wait_until(_new_metric_step(workdir, before), process)
+    victim = _spawned_children(process.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    code = _finish_or_kill_group(process)
+  finally:
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGKILL)
+  return {'code': code, 'log': fh.read_log(process), 'victim': victim,
+          'seconds': time.monotonic() - killed}
+
+
+@pytest.fixture(scope='module')
+def broken_runs(tmp_path_factory):
+  """One workdir through three broken runs of train.py with two data workers, each the rerun
+  of the one before (the same command), then a last rerun to the end: Ctrl-C while the
+  workers start (a new workdir), Ctrl-C while training, a worker killed while training.
+  Each run's outcome, the committed checkpoints and tmp directories the kill left, and the
+  last rerun. (One chain of reruns, not one rerun per fault: each train.py run with workers
+  costs seconds of start-up; the last rerun matches the unbroken run only if every resume
+  along the chain was exact.)"""
+  root = tmp_path_factory.mktemp('worker_faults')
+  workdir = str(root / 'run')
+  runs = {'workdir': workdir}
+  for when in ('workers_starting', 'training'):
+    runs[when] = _stop_with_ctrl_c(workdir, str(root / f'{when}.log'), when)
+  # These stop a few steps in: the kill comes with many of the 24 steps still to make (the
+  # death shows once the batches the workers made before it are used, about ten steps on).
+  runs['killed'] = _kill_a_worker(workdir, str(root / 'killed.log'))
+  runs['killed'].update(committed=fh.committed_steps(workdir), tmp=fh.tmp_checkpoints(workdir))
+  runs['rerun'] = fh.run_train(workdir, *WORKERS)
+  return runs
+
+
+@pytest.mark.slow  # Shares broken_runs: four train.py runs (and the shared unbroken one).
+@pytest.mark.parametrize('when', ['workers_starting', 'training'])
+def test_ctrl_c_with_workers_is_quiet(broken_runs, when):
+  code, log = broken_runs[when]['code'], broken_runs[when]['log']
   assert code == 0, log[-3000:]
   assert 'Traceback' not in log and 'KeyboardInterrupt' not in log, log[-3000:]
   assert 'stopped by SIGINT' in log, log[-3000:]
-  _rerun_ends_like_the_unbroken_run(workdir, reference, tmp_path)
+
+
+@pytest.mark.slow  # Shares broken_runs.
+def test_a_killed_worker_ends_the_run_with_one_line(broken_runs):
+  killed = broken_runs['killed']
+  log = killed['log']
+  assert killed['code'] == 2, log[-3000:]
+  assert 'Traceback' not in log
+  last = log.strip().splitlines()[-1]
+  match = re.fullmatch(
+      'error: DataWorkerError: ' + KILLED.format(pid=killed['victim']) + r' at step (\d+); '
+      r'(?:the checkpoints already saved are intact; rerun the same command to resume from the '
+      r'last one|the last checkpoint \((\S+), step (\d+)\) is intact; rerun the same command to '
+      'resume)', last)
+  assert match, last
+  print(f'\n{last}\nexited {killed["seconds"]:.1f} s after the kill')
+  assert killed['tmp'] == []
+  saved = killed['committed'][-1]
+  assert saved <= int(match.group(1))
+  if match.group(2):  # The run named its last checkpoint.
+    assert (match.group(2), int(match.group(3))) == (
+        os.path.join(os.path.abspath(broken_runs['workdir']), 'checkpoints', str(saved)), saved)
+
+
+@pytest.mark.slow  # Shares broken_runs.
+def test_the_reruns_resume_exactly(broken_runs, tmp_path_factory, tmp_path):
+  reference = fh.reference_run(tmp_path_factory)
+  workdir, done = broken_runs['workdir'], broken_runs['rerun']
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f"resumed from: step {broken_runs['killed']['committed'][-1]}" in done.stdout
+  state, _ = fh.read_checkpoint(workdir, fh.TINY_STEPS, tmp_path)
+  ref_state, _ = fh.read_checkpoint(reference, fh.TINY_STEPS, tmp_path)
+  fh.assert_states_equal(state, ref_state)
+  assert fh.records(workdir) == fh.records(reference)

@@ -148,9 +148,21 @@ class SlotReader:
           segment = shared_memory.SharedMemory(name)
         except FileNotFoundError:
           break  # Slots are made in order: none after this one.
+        except ValueError:  # Empty: its worker was killed between making and sizing it.
+          _unlink_empty(name)
+          continue
         segment.close()
         segment.unlink()
     self._mapped.clear()
+
+
+def _unlink_empty(name: str) -> None:
+  """Removes an empty slot, which SharedMemory cannot open (it cannot map 0 bytes)."""
+  try:
+    import _posixshmem  # What SharedMemory.unlink calls on POSIX.
+    _posixshmem.shm_unlink('/' + name)
+  except (ImportError, OSError):
+    pass
 
 
 def _images(segment: shared_memory.SharedMemory, shape: tuple[int, ...]) -> np.ndarray:
