@@ -176,9 +176,7 @@ class Checkpointer:
     """Removes the half-written directory of the failed save of `step`; says what is kept
     and what to do."""
     if step is not None and jax.process_index() == 0 and os.path.isdir(self.directory):
-      for name in os.listdir(self.directory):
-        if name.startswith(f'{step}{ocp.path.step.TMP_DIR_SUFFIX}'):
-          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+      _remove_half_written(self.directory, f'{step}{ocp.path.step.TMP_DIR_SUFFIX}')
     once = ('once it is writable' if number in (errno.EACCES, errno.EPERM, errno.EROFS)
             else 'after freeing space')
     kept = [s for s in self.all_steps() if s != step and os.path.isdir(self.path(s))]
@@ -325,6 +323,21 @@ def drop_event_loop_closed_errors() -> None:
 def _drop_unretrieved_task_errors(record: logging.LogRecord) -> bool:
   """False (drop) for asyncio's report of a task whose exception nobody retrieved."""
   return not record.getMessage().startswith('Task exception was never retrieved')
+
+
+def _remove_half_written(directory: str, prefix: str, patience: float = 5.0) -> None:
+  """Removes the entries of `directory` starting with `prefix` (a failed save's temporary
+  directory). The library's writer threads may still be finishing files in it when the
+  failure is reported, so removal is retried until it is gone (at most `patience` seconds;
+  a leftover is removed at the next start anyway)."""
+  deadline = time.monotonic() + patience
+  while True:
+    left = [name for name in os.listdir(directory) if name.startswith(prefix)]
+    for name in left:
+      shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    if not left or time.monotonic() > deadline:
+      return
+    time.sleep(0.05)
 
 
 def quiet_write_failures() -> None:
