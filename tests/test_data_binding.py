@@ -68,6 +68,7 @@ def _saved(workdir) -> dict:
     return json.load(f)
 
 
+@pytest.mark.slow  # Training runs.
 def test_a_changed_class_list_is_refused_by_name_then_allowed_and_recorded(tmp_path):
   workdir = tmp_path / 'run'
   _run(workdir, **{'train.num_steps': 4})
@@ -105,6 +106,7 @@ def test_a_changed_class_list_is_refused_by_name_then_allowed_and_recorded(tmp_p
           "checkpoint, 'z' in config.json)" in message), message
 
 
+@pytest.mark.slow  # Training runs.
 def test_the_same_classes_on_other_images_are_refused_too(tmp_path):
   workdir = tmp_path / 'run'
   _run(workdir, **{'train.num_steps': 4})
@@ -124,6 +126,7 @@ def test_the_same_classes_on_other_images_are_refused_too(tmp_path):
   assert _saved(workdir)[DATA_KEY]['source'] == 'other test data'
 
 
+@pytest.mark.slow  # Training runs.
 def test_a_workdir_saved_before_runs_recorded_their_data(tmp_path):
   """Such a run resumes on its data, and its checkpoints' class names stand for the record:
   a resume that changed them silently (as before the record) is found in them."""
@@ -170,6 +173,7 @@ def _spoil(folder) -> str:
   return path
 
 
+@pytest.mark.slow  # Training runs.
 def test_an_undecodable_picture_leaves_no_workdir_and_a_resumed_one_as_it_was(tmp_path):
   folder = tmp_path / 'pictures'
   image_folders.write_image_folder(folder, per_class=3, val_per_class=1)
@@ -190,6 +194,7 @@ def test_an_undecodable_picture_leaves_no_workdir_and_a_resumed_one_as_it_was(tm
   assert not os.path.exists(tmp_path / 'runs')
 
 
+@pytest.mark.slow  # Training runs.
 def test_a_metric_writer_that_cannot_open_leaves_no_workdir_and_a_resumed_one_as_it_was(
     tmp_path, monkeypatch):
   workdir = tmp_path / 'run'

@@ -312,6 +312,7 @@ def test_a_checkpoint_that_fills_the_disk_is_one_line_and_the_rerun_resumes_exac
   fh.assert_states_equal(final, fh.read_checkpoint(reference, fh.TINY_STEPS, tmp_path)[0])
 
 
+@pytest.mark.slow  # A train.py subprocess.
 def test_a_workdir_on_a_disk_full_at_start_is_one_line_and_leaves_nothing(small_disk, tmp_path):
   workdir = small_disk.disk / 'run'
   filler = shlex.quote(str(small_disk.disk / 'filler'))

@@ -154,6 +154,7 @@ def test_a_converted_checkpoint_with_damaged_values_is_refused(tmp_path, model, 
   assert str(info.value) == message
 
 
+@pytest.mark.slow  # train.py's main, once per kind of damage.
 @pytest.mark.parametrize('case', DAMAGE)
 def test_train_with_init_from_a_damaged_file_is_one_line_and_leaves_no_workdir(
     tmp_path, variables, case, capsys):

@@ -77,6 +77,7 @@ def _started_workers(batches, before: list) -> list:
   return workers
 
 
+@pytest.mark.slow  # Starts Grain worker processes.
 def test_a_killed_worker_is_a_data_worker_error_naming_it():
   before = _spawned_children(os.getpid())
   batches = _batches(400)
@@ -90,6 +91,7 @@ def test_a_killed_worker_is_a_data_worker_error_naming_it():
     batches.close()
 
 
+@pytest.mark.slow  # Starts Grain worker processes.
 def test_workers_ignore_sigint_and_sigterm_and_go_on():
   before = _spawned_children(os.getpid())
   batches = _batches(40)
@@ -108,6 +110,7 @@ def test_workers_ignore_sigint_and_sigterm_and_go_on():
     np.testing.assert_array_equal(a['image'], b['image'])
 
 
+@pytest.mark.slow  # Starts Grain worker processes.
 def test_an_error_raised_in_a_worker_reaches_the_reader_as_itself(tmp_path):
   out = str(tmp_path / 'shards')
   _image_data.make_shards(out, 8, 2, shards_per_split=1)
