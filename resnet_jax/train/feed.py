@@ -138,8 +138,8 @@ class Feed:
     was, and what a rerun does (checkpoints are untouched by a dead worker)."""
     try:
       saved = self.last_checkpoint() if self.last_checkpoint is not None else ()
-    except Exception:
-      # A failed save is reported where the run ends; here the dead worker is the news.
+    except (OSError, ValueError, RuntimeError):  # A failed save (StorageError, Orbax's).
+      # It is reported where the run ends; here the dead worker is the news.
       saved = ()
     if saved is None:
       after = 'no checkpoint was saved yet; rerun the same command to start again'
