@@ -198,6 +198,27 @@ def read_checkpoint(workdir, step: int, scratch) -> tuple:
     shutil.rmtree(copy, ignore_errors=True)
 
 
+def assert_run_equals(workdir, reference, step: int, scratch) -> None:
+  """The run in `workdir` ended as the unbroken `reference`: its checkpoint at `step` is
+  bitwise equal (params, batch_stats, opt_state, step, rng) and metrics.jsonl holds the same
+  records."""
+  state, _ = read_checkpoint(workdir, step, scratch)
+  assert_states_equal(state, read_checkpoint(reference, step, scratch)[0])
+  assert records(workdir) == records(reference)
+
+
+def assert_records_close(workdir, reference, steps: list) -> None:
+  """metrics.jsonl of `workdir` logs `steps`, each record with the fields and (to float
+  tolerance) the values of `reference`'s: runs that differ in how their devices are spread
+  over processes, not in what they compute."""
+  found, expected = records(workdir), records(reference)
+  assert [r['step'] for r in found] == steps
+  for a, b in zip(found, expected, strict=True):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
 def assert_states_equal(a: dict, b: dict) -> None:
   """Bitwise equality of two checkpoint state dicts (every array, same paths)."""
   flat_a, flat_b = checkpoint_lib.flatten(a), checkpoint_lib.flatten(b)

@@ -64,12 +64,7 @@ def test_a_fake_slurm_job_of_two_processes_trains_as_one_process(tmp_path):
     assert record['process_index'] == index
     assert record['layouts'][0]['device_indices'] == [2 * index, 2 * index + 1]
   # The same losses and accuracies as one process with the same four devices.
-  slurm, single = fh.records(two), fh.records(one)
-  assert [r['step'] for r in slurm] == [2, 4, 6, 8]
-  for a, b in zip(slurm, single, strict=True):
-    assert a.keys() == b.keys()
-    for key in a:
-      np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+  fh.assert_records_close(two, one, [2, 4, 6, 8])
 
 
 class _Joined(Exception):

@@ -128,10 +128,7 @@ def _resume_after_damage(unbroken, tmp_path, caplog, damage: dict, expect_resume
   assert fh.file_hashes(*map(step_dir, intact_steps)) == intact
   assert fh.committed_steps(workdir) == [4, 8, 12, 16, 18]
   assert fh.tmp_checkpoints(workdir) == []
-  state, _ = fh.read_checkpoint(workdir, TOTAL, tmp_path)
-  ref_state, _ = fh.read_checkpoint(unbroken, TOTAL, tmp_path)
-  fh.assert_states_equal(state, ref_state)
-  assert fh.records(workdir) == fh.records(unbroken)
+  fh.assert_run_equals(workdir, unbroken, TOTAL, tmp_path)
   return warnings
 
 

@@ -102,10 +102,7 @@ def test_sigkill_at_any_moment_then_restart_ends_bitwise_equal(tmp_path, tmp_pat
 
   assert fh.tmp_checkpoints(workdir) == []
   assert fh.committed_steps(workdir)[-1] == fh.TINY_STEPS
-  state, _ = fh.read_checkpoint(workdir, fh.TINY_STEPS, scratch)
-  ref_state, _ = fh.read_checkpoint(reference, fh.TINY_STEPS, scratch)
-  fh.assert_states_equal(state, ref_state)  # params, batch_stats, opt_state, step, rng.
-  assert fh.records(workdir) == fh.records(reference)
+  fh.assert_run_equals(workdir, reference, fh.TINY_STEPS, scratch)
   steps = fh.metric_steps(workdir, strict=True)
   assert steps == sorted(set(steps)) and steps[-1] == fh.TINY_STEPS
   assert os.path.exists(os.path.join(workdir, 'training_curves.png'))

@@ -67,10 +67,7 @@ def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(shards, tmp_path):
   assert fh.finish(rerun) == 0, fh.read_log(rerun)[-3000:]
   assert fh.finish(unbroken) == 0, fh.read_log(unbroken)[-3000:]
 
-  state, _ = fh.read_checkpoint(workdir, fh.TINY_STEPS, tmp_path)
-  ref_state, _ = fh.read_checkpoint(reference, fh.TINY_STEPS, tmp_path)
-  fh.assert_states_equal(state, ref_state)
-  assert fh.records(workdir) == fh.records(reference)
+  fh.assert_run_equals(workdir, reference, fh.TINY_STEPS, tmp_path)
   steps = fh.metric_steps(workdir)
   assert steps == sorted(set(steps)) and steps[-1] == fh.TINY_STEPS
 
@@ -116,12 +113,7 @@ def test_two_processes_read_disjoint_parts_and_train_like_one_with_four_devices(
     assert (records[0]['batches'][step]['device_sha256']
             + records[1]['batches'][step]['device_sha256']
             == single['batches'][step]['device_sha256'])
-  two_records, one_records = fh.records(two), fh.records(one)
-  assert [r['step'] for r in two_records] == [2, 4, 6, 8]
-  for a, b in zip(two_records, one_records, strict=True):
-    assert a.keys() == b.keys()
-    for key in a:
-      np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+  fh.assert_records_close(two, one, [2, 4, 6, 8])
 
 
 def _views_sha256(source, examples) -> str:

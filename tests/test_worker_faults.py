@@ -252,7 +252,4 @@ def test_the_reruns_resume_exactly(broken_runs, tmp_path_factory, tmp_path):
   workdir, done = broken_runs['workdir'], broken_runs['rerun']
   assert done.returncode == 0, done.stderr[-3000:]
   assert f"resumed from: step {broken_runs['killed']['committed'][-1]}" in done.stdout
-  state, _ = fh.read_checkpoint(workdir, fh.TINY_STEPS, tmp_path)
-  ref_state, _ = fh.read_checkpoint(reference, fh.TINY_STEPS, tmp_path)
-  fh.assert_states_equal(state, ref_state)
-  assert fh.records(workdir) == fh.records(reference)
+  fh.assert_run_equals(workdir, reference, fh.TINY_STEPS, tmp_path)
